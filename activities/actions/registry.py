@@ -1,0 +1,98 @@
+"""The action registry: name → params model, risk, idempotency rule, compensation.
+
+An action is an async function ``run(ctx, params) -> output`` with a pydantic params model. A
+mutating action declares either ``compensate(ctx, params, output) -> output`` or
+``compensable=False``; the registry refuses a mutating action that does neither. Output dicts
+are stored in the step's result, so a compensation can read the state the action found
+("scale back to the count it found").
+
+Drivers register their actions in one place, ``activities.actions.default_registry()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from domain import ActionNotFound, InvalidParams, RiskLevel
+
+P = TypeVar("P", bound=BaseModel)
+
+Output = dict[str, Any]
+
+
+@dataclass
+class ActionContext:
+    """What an action may use besides its params.
+
+    ``idempotency_key`` is stable across retries of the same step of the same healing
+    (``<workflow id>/<candidate>/<step order>``): an action passes it to the target, or checks
+    the target's state against it, so that a retried activity never applies twice.
+    """
+
+    idempotency_key: str
+    workflow_id: str
+    heartbeat: Callable[..., None] = lambda *details: None
+    dry_run: bool = False
+    services: dict[str, Any] = field(default_factory=dict)
+
+
+RunFn = Callable[[ActionContext, P], Awaitable[Output]]
+CompensateFn = Callable[[ActionContext, P, Output], Awaitable[Output]]
+
+
+@dataclass(frozen=True)
+class Action(Generic[P]):
+    name: str
+    params_model: type[P]
+    risk: RiskLevel
+    run: RunFn[P]
+    mutating: bool = True
+    compensate: CompensateFn[P] | None = None
+    compensable: bool = True
+    idempotency: str = "idempotency key"
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.mutating and self.compensate is None and self.compensable:
+            raise ValueError(
+                f"action {self.name!r} mutates: give it a compensation or compensable=False"
+            )
+
+    def parse(self, params: dict[str, Any]) -> P:
+        try:
+            return self.params_model.model_validate(params)
+        except ValidationError as exc:
+            details = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise InvalidParams(f"{self.name} params: {details}") from exc
+
+
+class ActionRegistry:
+    def __init__(self, actions: Iterable[Action[Any]] = ()) -> None:
+        self._actions: dict[str, Action[Any]] = {}
+        for action in actions:
+            self.register(action)
+
+    def register(self, action: Action[Any]) -> None:
+        if action.name in self._actions:
+            raise ValueError(f"action {action.name!r} registered twice")
+        self._actions[action.name] = action
+
+    def get(self, name: str) -> Action[Any]:
+        try:
+            return self._actions[name]
+        except KeyError:
+            known = ", ".join(sorted(self._actions)) or "none"
+            raise ActionNotFound(f"unknown action {name!r} (known: {known})") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._actions
+
+    def names(self) -> list[str]:
+        return sorted(self._actions)

@@ -1,0 +1,106 @@
+"""The one place that reads the environment: ``SELFHEAL_*``, nested groups with ``__``.
+
+Example: ``SELFHEAL_DATABASE__URL=postgresql+psycopg://...``, ``SELFHEAL_TEMPORAL__ADDRESS=...``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from domain import TASK_QUEUE, HealingPolicy, RiskLevel
+
+
+class TemporalSettings(BaseModel):
+    address: str = "127.0.0.1:7233"
+    namespace: str = "default"
+    task_queue: str = TASK_QUEUE
+    tls: bool = False
+    tls_cert_path: Path | None = None
+    tls_key_path: Path | None = None
+    tls_ca_path: Path | None = None
+    api_key: str | None = Field(default=None, repr=False)
+
+
+class DatabaseSettings(BaseModel):
+    url: str | None = Field(
+        default=None, description="SQLAlchemy URL; unset means an embedded Postgres under data_dir"
+    )
+    pool_size: int = 5
+
+
+class WorkerSettings(BaseModel):
+    metrics_port: int = Field(default=9464, description="0 disables the SDK metrics endpoint")
+    max_concurrent_activities: int = 100
+    max_concurrent_workflow_tasks: int = 100
+    graceful_shutdown_s: float = 30.0
+
+
+class HealingSettings(BaseModel):
+    approval_min_confidence: float = 0.7
+    approval_min_risk: RiskLevel = RiskLevel.HIGH
+    approval_timeout_s: float = 1800.0
+    max_candidates: int = 3
+    stabilization_window_s: float = 30.0
+    probe_interval_s: float = 5.0
+    dry_run: bool = False
+
+    def policy(self, *, notify: bool) -> HealingPolicy:
+        return HealingPolicy(
+            approval_min_confidence=self.approval_min_confidence,
+            approval_min_risk=self.approval_min_risk,
+            approval_timeout_s=self.approval_timeout_s,
+            max_candidates=self.max_candidates,
+            stabilization_window_s=self.stabilization_window_s,
+            probe_interval_s=self.probe_interval_s,
+            dry_run=self.dry_run,
+            notify=notify,
+        )
+
+
+class NotifySettings(BaseModel):
+    webhook_url: str | None = None
+    timeout_s: float = 5.0
+
+
+class ProbeSettings(BaseModel):
+    timeout_s: float = 3.0
+
+
+class SupervisorSettings(BaseModel):
+    url: str = Field(
+        default="http://127.0.0.1:8781", description="control API of selfheal's process supervisor"
+    )
+
+
+class DevSettings(BaseModel):
+    data_dir: Path = Path(".selfheal")
+    temporal_port: int = 7233
+    temporal_ui_port: int = 8233
+    target_port: int = 8780
+    supervisor_port: int = 8781
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SELFHEAL_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    temporal: TemporalSettings = TemporalSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    worker: WorkerSettings = WorkerSettings()
+    healing: HealingSettings = HealingSettings()
+    notify: NotifySettings = NotifySettings()
+    probe: ProbeSettings = ProbeSettings()
+    supervisor: SupervisorSettings = SupervisorSettings()
+    dev: DevSettings = DevSettings()
+    runbooks_dir: Path = Path("runbooks")
+    log_level: str = "INFO"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,87 @@
+"""selfheal's vocabulary: pydantic models and errors, no I/O."""
+
+from domain.errors import (
+    ActionError,
+    ActionNotFound,
+    ConfigError,
+    DiagnosisError,
+    IntakeError,
+    InvalidParams,
+    KnowledgeBaseError,
+    SelfhealError,
+    TargetError,
+    ValidationFailed,
+)
+from domain.fault import Fault, FaultUpdate, MetricCheck, healing_workflow_id, render_params
+from domain.healing import (
+    Approval,
+    ApprovalDecision,
+    Diagnosis,
+    Evidence,
+    HealingInput,
+    HealingOutcome,
+    HealingPhase,
+    HealingPolicy,
+    HealingStatus,
+    RecoveryPlan,
+    RecoveryStep,
+    Solution,
+    SolutionSpec,
+    StepCall,
+    StepResult,
+    StepStatus,
+    ValidationResult,
+    smoothed_success_rate,
+)
+from domain.risk import RiskLevel
+
+TASK_QUEUE = "selfheal"
+WORKFLOW_TYPE = "HealingWorkflow"
+SEARCH_ATTRIBUTES = (
+    "HealingPhase",
+    "FaultService",
+    "FaultType",
+    "RootCause",
+    "RiskLevel",
+    "HealingOutcome",
+)
+
+__all__ = [
+    "SEARCH_ATTRIBUTES",
+    "TASK_QUEUE",
+    "WORKFLOW_TYPE",
+    "ActionError",
+    "ActionNotFound",
+    "Approval",
+    "ApprovalDecision",
+    "ConfigError",
+    "Diagnosis",
+    "DiagnosisError",
+    "Evidence",
+    "Fault",
+    "FaultUpdate",
+    "HealingInput",
+    "HealingOutcome",
+    "HealingPhase",
+    "HealingPolicy",
+    "HealingStatus",
+    "IntakeError",
+    "InvalidParams",
+    "KnowledgeBaseError",
+    "MetricCheck",
+    "RecoveryPlan",
+    "RecoveryStep",
+    "RiskLevel",
+    "SelfhealError",
+    "Solution",
+    "SolutionSpec",
+    "StepCall",
+    "StepResult",
+    "StepStatus",
+    "TargetError",
+    "ValidationFailed",
+    "ValidationResult",
+    "healing_workflow_id",
+    "render_params",
+    "smoothed_success_rate",
+]

