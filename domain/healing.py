@@ -64,6 +64,10 @@ class RecoveryStep(BaseModel):
     compensate: StepCall | None = Field(
         default=None, description="explicit inverse; else the action's own compensation, if any"
     )
+    compensable: bool = Field(
+        default=True,
+        description="False declares that this step cannot be undone (e.g. a cache flush)",
+    )
 
     @property
     def label(self) -> str:

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from domain import ActionNotFound, InvalidParams, RiskLevel
+from domain import ActionNotFound, InvalidParams, RecoveryStep, RiskLevel
 
 P = TypeVar("P", bound=BaseModel)
 
@@ -53,11 +53,19 @@ class Action(Generic[P]):
     mutating: bool = True
     compensate: CompensateFn[P] | None = None
     compensable: bool = True
+    # True when the inverse depends on the caller (an HTTP call's inverse request): the plan
+    # step must then declare ``compensate`` or ``compensable: false``.
+    compensation_in_plan: bool = False
     idempotency: str = "idempotency key"
     description: str = ""
 
     def __post_init__(self) -> None:
-        if self.mutating and self.compensate is None and self.compensable:
+        if (
+            self.mutating
+            and self.compensate is None
+            and self.compensable
+            and not self.compensation_in_plan
+        ):
             raise ValueError(
                 f"action {self.name!r} mutates: give it a compensation or compensable=False"
             )
@@ -96,3 +104,31 @@ class ActionRegistry:
 
     def names(self) -> list[str]:
         return sorted(self._actions)
+
+    def check_step(self, step: RecoveryStep) -> None:
+        """Refuse a step whose action is unknown, or that mutates with no way back declared.
+
+        A mutating step is undoable through its explicit ``compensate`` call or its action's own
+        compensation; otherwise it must say so (``compensable: false`` on the step or the action).
+        """
+        action = self.get(step.action)
+        if step.compensate is not None:
+            self.get(step.compensate.action)
+        if (
+            action.mutating
+            and step.compensate is None
+            and action.compensate is None
+            and (action.compensable or action.compensation_in_plan)
+            and step.compensable
+        ):
+            raise InvalidParams(
+                f"step {step.label!r}: action {step.action!r} needs a 'compensate' call "
+                "or 'compensable: false'"
+            )
+
+    def plan_risk(self, steps: list[RecoveryStep], declared: RiskLevel) -> RiskLevel:
+        """A plan is as risky as its riskiest part: the declared level or any step's action."""
+        return RiskLevel.highest([declared, *(self.get(s.action).risk for s in steps)])
+
+    def is_mutating(self, step: RecoveryStep) -> bool:
+        return self.get(step.action).mutating
