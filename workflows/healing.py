@@ -1,0 +1,525 @@
+"""HealingWorkflow: one fault, one durable healing.
+
+diagnose → plan (knowledge base, best first) → approval gate → for each candidate: run its steps
+(compensations registered first), validate; on failure undo in reverse and try the next
+candidate → record the outcome → notify.
+
+Deterministic orchestration only: every side effect is an activity called by name, so no I/O
+module is imported into the workflow sandbox.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from domain import (
+        Approval,
+        ApprovalDecision,
+        Diagnosis,
+        Evidence,
+        FaultUpdate,
+        HealingInput,
+        HealingOutcome,
+        HealingPhase,
+        HealingPolicy,
+        HealingStatus,
+        RecoveryPlan,
+        RiskLevel,
+        StepResult,
+        StepStatus,
+        ValidationResult,
+    )
+    from domain.payloads import (
+        ActivityName,
+        CollectEvidenceInput,
+        CompensateStepInput,
+        DiagnoseInput,
+        FindSolutionsInput,
+        FindSolutionsResult,
+        LoadPolicyInput,
+        NotifyInput,
+        RecordOutcomeInput,
+        RecordOutcomeResult,
+        RunStepInput,
+        SolutionAttempt,
+        ValidateRecoveryInput,
+    )
+    from workflows.saga import Compensation, Saga
+
+PHASE = SearchAttributeKey.for_keyword("HealingPhase")
+FAULT_SERVICE = SearchAttributeKey.for_keyword("FaultService")
+FAULT_TYPE = SearchAttributeKey.for_keyword("FaultType")
+ROOT_CAUSE = SearchAttributeKey.for_keyword("RootCause")
+RISK_LEVEL = SearchAttributeKey.for_keyword("RiskLevel")
+OUTCOME = SearchAttributeKey.for_keyword("HealingOutcome")
+
+# Reads (policy, evidence, diagnosis, knowledge base) retry quickly and give up within minutes.
+READ_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=5,
+)
+# The audit must land: keep retrying for up to an hour (schedule-to-close below).
+RECORD_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+)
+NON_RETRYABLE_STEP_ERRORS = ["InvalidParams", "ActionNotFound"]
+
+
+def _error_text(exc: BaseException) -> str:
+    """The root cause's message: an ActivityError wraps the ApplicationError that says why."""
+    cause: BaseException = exc
+    while isinstance(cause, ActivityError) and cause.cause is not None:
+        cause = cause.cause
+    if isinstance(cause, ApplicationError) and cause.type:
+        return f"{cause.type}: {cause.message}"
+    return str(cause) or type(cause).__name__
+
+
+class _Finished(Exception):
+    """Ends the healing early with an outcome (raised and caught inside ``run`` only)."""
+
+    def __init__(self, outcome: HealingOutcome, detail: str) -> None:
+        super().__init__(detail)
+        self.outcome = outcome
+        self.detail = detail
+
+
+@workflow.defn(name="HealingWorkflow")
+class HealingWorkflow:
+    @workflow.init
+    def __init__(self, input: HealingInput) -> None:
+        info = workflow.info()
+        self._status = HealingStatus(
+            workflow_id=info.workflow_id,
+            run_id=info.run_id,
+            phase=HealingPhase.DIAGNOSING,
+            fault=input.fault,
+            occurrences=0,
+            started_at=workflow.now(),
+        )
+        self._decision: Approval | None = None
+        self._mutated = False  # True once any mutating step may have changed the target
+
+    # ----------------------------------------------------------------------------- handlers
+
+    @workflow.query(name="status")
+    def status(self) -> HealingStatus:
+        return self._status
+
+    @workflow.signal(name="fault_update")
+    def fault_update(self, update: FaultUpdate) -> None:
+        if update.kind == "fired":
+            self._status.occurrences += 1
+        elif update.kind == "resolved":
+            if self._status.resolved_at is None:
+                self._status.resolved_at = update.at
+        elif update.kind == "symptom" and update.fault is not None:
+            self._status.secondary_faults.append(update.fault)
+
+    @workflow.update(name="approve")
+    def approve(self, decision: ApprovalDecision) -> Approval:
+        return self._decide(True, decision)
+
+    @approve.validator
+    def _validate_approve(self, decision: ApprovalDecision) -> None:
+        self._validate_decision(decision)
+
+    @workflow.update(name="reject")
+    def reject(self, decision: ApprovalDecision) -> Approval:
+        return self._decide(False, decision)
+
+    @reject.validator
+    def _validate_reject(self, decision: ApprovalDecision) -> None:
+        self._validate_decision(decision)
+
+    # Signals with the update names, for clients that cannot send updates. They pass the same
+    # checks; a decision that would be refused as an update is dropped (and logged).
+    @workflow.signal(name="approve")
+    def approve_signal(self, decision: ApprovalDecision) -> None:
+        self._decide_by_signal(True, decision)
+
+    @workflow.signal(name="reject")
+    def reject_signal(self, decision: ApprovalDecision) -> None:
+        self._decide_by_signal(False, decision)
+
+    def _validate_decision(self, decision: ApprovalDecision) -> None:
+        if not self._status.awaiting_approval:
+            raise ValueError(f"healing is not awaiting approval (phase {self._status.phase})")
+        if not decision.by.strip():
+            raise ValueError("'by' is required: who approves or rejects")
+
+    def _decide(self, approved: bool, decision: ApprovalDecision) -> Approval:
+        self._decision = Approval(
+            approved=approved, by=decision.by.strip(), reason=decision.reason, at=workflow.now()
+        )
+        return self._decision
+
+    def _decide_by_signal(self, approved: bool, decision: ApprovalDecision) -> None:
+        try:
+            self._validate_decision(decision)
+        except ValueError as exc:
+            workflow.logger.warning("approval signal ignored: %s", exc)
+            return
+        if self._decision is None:
+            self._decide(approved, decision)
+
+    # ---------------------------------------------------------------------------- main flow
+
+    @workflow.run
+    async def run(self, input: HealingInput) -> HealingStatus:
+        fault = input.fault
+        self._upsert(
+            PHASE.value_set(HealingPhase.DIAGNOSING),
+            FAULT_SERVICE.value_set(fault.service),
+            FAULT_TYPE.value_set(fault.type),
+        )
+        policy = await workflow.execute_activity(
+            ActivityName.LOAD_POLICY,
+            LoadPolicyInput(service=fault.service),
+            result_type=HealingPolicy,
+            start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=READ_RETRY,
+        )
+        self._status.dry_run = input.dry_run or fault.dry_run or policy.dry_run
+        attempts: list[SolutionAttempt] = []
+        try:
+            diagnosis = await self._diagnose(input)
+            candidates = await self._plan(input, policy, diagnosis)
+            await self._gate(input, policy, diagnosis, candidates)
+            await self._execute(policy, candidates, attempts)
+        except _Finished as finished:
+            self._finish(finished.outcome, finished.detail)
+        await self._record(attempts)
+        if policy.notify:
+            await self._notify()
+        return self._status
+
+    async def _diagnose(self, input: HealingInput) -> Diagnosis:
+        evidence = await workflow.execute_activity(
+            ActivityName.COLLECT_EVIDENCE,
+            CollectEvidenceInput(fault=input.fault),
+            result_type=Evidence,
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=READ_RETRY,
+        )
+        diagnosis = await workflow.execute_activity(
+            ActivityName.DIAGNOSE_FAULT,
+            DiagnoseInput(fault=input.fault, evidence=evidence),
+            result_type=Diagnosis,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=READ_RETRY,
+        )
+        self._status.diagnosis = diagnosis
+        self._upsert(ROOT_CAUSE.value_set(diagnosis.root_cause))
+        self._stop_if_resolved()
+        return diagnosis
+
+    async def _plan(
+        self, input: HealingInput, policy: HealingPolicy, diagnosis: Diagnosis
+    ) -> list[RecoveryPlan]:
+        self._set_phase(HealingPhase.PLANNING)
+        found = await workflow.execute_activity(
+            ActivityName.FIND_SOLUTIONS,
+            FindSolutionsInput(
+                fault=input.fault, diagnosis=diagnosis, limit=policy.max_candidates
+            ),
+            result_type=FindSolutionsResult,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=READ_RETRY,
+        )
+        candidates = list(found.plans[: policy.max_candidates])
+        if not candidates and found.default_plan is not None:
+            # A rule's default plan has not earned the knowledge base's trust: it never counts
+            # as a confident diagnosis, so a human looks at it unless the gate is opened wider.
+            candidates = [found.default_plan]
+            if diagnosis.confidence > policy.default_plan_max_confidence:
+                diagnosis = diagnosis.model_copy(
+                    update={"confidence": policy.default_plan_max_confidence}
+                )
+                self._status.diagnosis = diagnosis
+        self._status.candidates = candidates
+        if not candidates:
+            raise _Finished(
+                HealingOutcome.ESCALATED,
+                f"no known solution for root cause {diagnosis.root_cause!r}",
+            )
+        self._upsert(RISK_LEVEL.value_set(self._risk(candidates)))
+        self._stop_if_resolved()
+        return candidates
+
+    async def _gate(
+        self,
+        input: HealingInput,
+        policy: HealingPolicy,
+        diagnosis: Diagnosis,
+        candidates: list[RecoveryPlan],
+    ) -> None:
+        reasons: list[str] = []
+        risk = self._risk(candidates)
+        if risk >= policy.approval_min_risk:
+            reasons.append(f"plan risk {risk} is at least {policy.approval_min_risk}")
+        if diagnosis.confidence < policy.approval_min_confidence:
+            reasons.append(
+                f"diagnosis confidence {diagnosis.confidence:.2f} is below "
+                f"{policy.approval_min_confidence:.2f}"
+            )
+        if input.require_approval:
+            reasons.append("approval requested when the healing was started")
+        self._status.approval_required = bool(reasons)
+        self._status.approval_reasons = reasons
+        if not reasons:
+            return
+        self._set_phase(HealingPhase.AWAITING_APPROVAL)
+        self._status.awaiting_approval = True
+        try:
+            await workflow.wait_condition(
+                lambda: self._decision is not None or self._status.resolved_at is not None,
+                timeout=timedelta(seconds=policy.approval_timeout_s),
+                timeout_summary="approval timeout",
+            )
+        except TimeoutError:
+            raise _Finished(
+                HealingOutcome.APPROVAL_TIMEOUT,
+                f"no decision within {policy.approval_timeout_s:.0f}s; nothing was executed",
+            ) from None
+        finally:
+            self._status.awaiting_approval = False
+        self._status.approval = self._decision
+        self._stop_if_resolved()
+        if self._decision is not None and not self._decision.approved:
+            raise _Finished(
+                HealingOutcome.REJECTED,
+                f"rejected by {self._decision.by}: {self._decision.reason}".rstrip(": "),
+            )
+
+    async def _execute(
+        self,
+        policy: HealingPolicy,
+        candidates: list[RecoveryPlan],
+        attempts: list[SolutionAttempt],
+    ) -> None:
+        failures: list[str] = []
+        for index, plan in enumerate(candidates):
+            self._status.current_candidate = index
+            self._status.solution_name = plan.solution_name
+            saga = Saga()
+            failure = await self._run_plan(policy, index, plan, saga)
+            if self._status.dry_run:
+                raise _Finished(
+                    HealingOutcome.DRY_RUN,
+                    f"dry run: {plan.solution_name} would run {len(plan.steps)} step(s)",
+                )
+            if failure is None:
+                failure = await self._validate(policy)
+            if failure is None:
+                attempts.append(self._attempt(index, plan, succeeded=True))
+                raise _Finished(HealingOutcome.HEALED, f"healed by {plan.solution_name}")
+            failures.append(f"{plan.solution_name}: {failure}")
+            if saga:
+                self._set_phase(HealingPhase.COMPENSATING)
+                await saga.compensate(lambda entry: self._compensate(entry))
+            attempts.append(self._attempt(index, plan, succeeded=False))
+        raise _Finished(
+            HealingOutcome.ESCALATED,
+            f"all {len(candidates)} candidate(s) failed: " + "; ".join(failures),
+        )
+
+    async def _run_plan(
+        self, policy: HealingPolicy, index: int, plan: RecoveryPlan, saga: Saga
+    ) -> str | None:
+        """Run the plan's steps in order; the reason of the first failure, or None."""
+        self._set_phase(HealingPhase.EXECUTING)
+        for order, step in enumerate(plan.steps):
+            self._stop_if_resolved()
+            entry = saga.register(index, order, step)
+            started = workflow.now()
+            try:
+                result = await workflow.execute_activity(
+                    ActivityName.RUN_STEP,
+                    RunStepInput(
+                        workflow_id=self._status.workflow_id,
+                        candidate=index,
+                        order=order,
+                        step=step,
+                        fault=self._status.fault,
+                        dry_run=self._status.dry_run,
+                    ),
+                    result_type=StepResult,
+                    start_to_close_timeout=timedelta(seconds=step.timeout_s),
+                    heartbeat_timeout=timedelta(
+                        seconds=min(step.timeout_s, policy.step_heartbeat_timeout_s)
+                    ),
+                    retry_policy=RetryPolicy(
+                        initial_interval=timedelta(seconds=1),
+                        backoff_coefficient=2.0,
+                        maximum_interval=timedelta(seconds=30),
+                        maximum_attempts=step.max_attempts,
+                        non_retryable_error_types=NON_RETRYABLE_STEP_ERRORS,
+                    ),
+                )
+            except ActivityError as exc:
+                self._mutated = self._mutated or not self._status.dry_run
+                error = _error_text(exc)
+                result = StepResult(
+                    candidate=index,
+                    order=order,
+                    name=step.label,
+                    action=step.action,
+                    params=step.params,
+                    status=StepStatus.FAILED,
+                    error=error,
+                    started_at=started,
+                    ended_at=workflow.now(),
+                )
+                entry.result = result
+                self._status.steps.append(result)
+                return f"step {order + 1} ({step.label}) failed: {error}"
+            entry.result = result
+            self._status.steps.append(result)
+            if result.status == StepStatus.SUCCEEDED and result.mutating:
+                self._mutated = True
+        return None
+
+    async def _compensate(self, entry: Compensation) -> None:
+        forward = entry.result
+        if forward is None or forward.status == StepStatus.DRY_RUN or not forward.mutating:
+            return
+        started = workflow.now()
+        try:
+            result = await workflow.execute_activity(
+                ActivityName.COMPENSATE_STEP,
+                CompensateStepInput(
+                    workflow_id=self._status.workflow_id,
+                    candidate=entry.candidate,
+                    order=entry.order,
+                    step=entry.step,
+                    fault=self._status.fault,
+                    result=forward,
+                ),
+                result_type=StepResult,
+                start_to_close_timeout=timedelta(seconds=entry.step.timeout_s),
+                heartbeat_timeout=timedelta(seconds=min(entry.step.timeout_s, 15.0)),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=1),
+                    maximum_interval=timedelta(seconds=30),
+                    maximum_attempts=max(entry.step.max_attempts, 3),
+                    non_retryable_error_types=NON_RETRYABLE_STEP_ERRORS,
+                ),
+            )
+        except ActivityError as exc:
+            result = StepResult(
+                candidate=entry.candidate,
+                order=entry.order,
+                name=entry.step.label,
+                action=entry.step.compensate.action if entry.step.compensate else entry.step.action,
+                params=entry.step.compensate.params if entry.step.compensate else {},
+                status=StepStatus.COMPENSATION_FAILED,
+                compensation=True,
+                error=_error_text(exc),
+                started_at=started,
+                ended_at=workflow.now(),
+            )
+        self._status.steps.append(result)
+
+    async def _validate(self, policy: HealingPolicy) -> str | None:
+        self._set_phase(HealingPhase.VALIDATING)
+        window = policy.stabilization_window_s
+        try:
+            result = await workflow.execute_activity(
+                ActivityName.VALIDATE_RECOVERY,
+                ValidateRecoveryInput(
+                    fault=self._status.fault,
+                    window_s=window,
+                    interval_s=policy.probe_interval_s,
+                ),
+                result_type=ValidationResult,
+                start_to_close_timeout=timedelta(seconds=window + 60),
+                heartbeat_timeout=timedelta(seconds=policy.probe_interval_s + 30),
+                retry_policy=READ_RETRY,
+            )
+        except ActivityError as exc:
+            result = ValidationResult(
+                healthy=False, checks=0, failures=0, window_s=window, detail=_error_text(exc)
+            )
+        self._status.validations.append(result)
+        if result.healthy:
+            return None
+        return f"validation failed: {result.detail}"
+
+    async def _record(self, attempts: list[SolutionAttempt]) -> None:
+        try:
+            await workflow.execute_activity(
+                ActivityName.RECORD_OUTCOME,
+                RecordOutcomeInput(status=self._status, attempts=attempts),
+                result_type=RecordOutcomeResult,
+                start_to_close_timeout=timedelta(seconds=30),
+                schedule_to_close_timeout=timedelta(hours=1),
+                retry_policy=RECORD_RETRY,
+            )
+        except ActivityError as exc:
+            # The outcome stands (it is in this workflow's history); the audit row is missing.
+            workflow.logger.error("recording the outcome failed: %s", _error_text(exc))
+
+    async def _notify(self) -> None:
+        try:
+            await workflow.execute_activity(
+                ActivityName.NOTIFY,
+                NotifyInput(status=self._status),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=READ_RETRY,
+            )
+        except ActivityError as exc:
+            workflow.logger.warning("notification failed: %s", _error_text(exc))
+
+    # ------------------------------------------------------------------------------ helpers
+
+    def _stop_if_resolved(self) -> None:
+        if self._status.resolved_at is not None and not self._mutated:
+            raise _Finished(
+                HealingOutcome.RESOLVED_BEFORE_ACTION,
+                "the fault resolved before any mutating step ran",
+            )
+
+    def _finish(self, outcome: HealingOutcome, detail: str) -> None:
+        now = workflow.now()
+        self._status.outcome = outcome
+        self._status.outcome_detail = detail
+        self._status.ended_at = now
+        self._status.awaiting_approval = False
+        if outcome == HealingOutcome.HEALED:
+            self._status.time_to_recover_s = (now - self._status.fault.detected_at).total_seconds()
+        self._status.phase = outcome.phase
+        self._upsert(PHASE.value_set(outcome.phase), OUTCOME.value_set(outcome))
+
+    def _set_phase(self, phase: HealingPhase) -> None:
+        self._status.phase = phase
+        self._upsert(PHASE.value_set(phase))
+
+    def _upsert(self, *updates: SearchAttributeUpdate[Any]) -> None:
+        workflow.upsert_search_attributes(list(updates))
+
+    @staticmethod
+    def _risk(candidates: list[RecoveryPlan]) -> RiskLevel:
+        return RiskLevel.highest([plan.risk for plan in candidates])
+
+    @staticmethod
+    def _attempt(index: int, plan: RecoveryPlan, *, succeeded: bool) -> SolutionAttempt:
+        return SolutionAttempt(
+            candidate=index,
+            solution_id=plan.solution_id,
+            solution_name=plan.solution_name,
+            succeeded=succeeded,
+        )
+
+
+__all__ = ["HealingWorkflow"]
