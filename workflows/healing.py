@@ -183,7 +183,7 @@ class HealingWorkflow:
             FAULT_SERVICE.value_set(fault.service),
             FAULT_TYPE.value_set(fault.type),
         )
-        policy = await workflow.execute_activity(
+        policy: HealingPolicy = await workflow.execute_activity(
             ActivityName.LOAD_POLICY,
             LoadPolicyInput(service=fault.service),
             result_type=HealingPolicy,
@@ -205,14 +205,14 @@ class HealingWorkflow:
         return self._status
 
     async def _diagnose(self, input: HealingInput) -> Diagnosis:
-        evidence = await workflow.execute_activity(
+        evidence: Evidence = await workflow.execute_activity(
             ActivityName.COLLECT_EVIDENCE,
             CollectEvidenceInput(fault=input.fault),
             result_type=Evidence,
             start_to_close_timeout=timedelta(seconds=60),
             retry_policy=READ_RETRY,
         )
-        diagnosis = await workflow.execute_activity(
+        diagnosis: Diagnosis = await workflow.execute_activity(
             ActivityName.DIAGNOSE_FAULT,
             DiagnoseInput(fault=input.fault, evidence=evidence),
             result_type=Diagnosis,
@@ -228,7 +228,7 @@ class HealingWorkflow:
         self, input: HealingInput, policy: HealingPolicy, diagnosis: Diagnosis
     ) -> list[RecoveryPlan]:
         self._set_phase(HealingPhase.PLANNING)
-        found = await workflow.execute_activity(
+        found: FindSolutionsResult = await workflow.execute_activity(
             ActivityName.FIND_SOLUTIONS,
             FindSolutionsInput(
                 fault=input.fault, diagnosis=diagnosis, limit=policy.max_candidates
@@ -344,7 +344,7 @@ class HealingWorkflow:
             entry = saga.register(index, order, step)
             started = workflow.now()
             try:
-                result = await workflow.execute_activity(
+                result: StepResult = await workflow.execute_activity(
                     ActivityName.RUN_STEP,
                     RunStepInput(
                         workflow_id=self._status.workflow_id,
@@ -396,7 +396,7 @@ class HealingWorkflow:
             return
         started = workflow.now()
         try:
-            result = await workflow.execute_activity(
+            result: StepResult = await workflow.execute_activity(
                 ActivityName.COMPENSATE_STEP,
                 CompensateStepInput(
                     workflow_id=self._status.workflow_id,
@@ -435,7 +435,7 @@ class HealingWorkflow:
         self._set_phase(HealingPhase.VALIDATING)
         window = policy.stabilization_window_s
         try:
-            result = await workflow.execute_activity(
+            result: ValidationResult = await workflow.execute_activity(
                 ActivityName.VALIDATE_RECOVERY,
                 ValidateRecoveryInput(
                     fault=self._status.fault,

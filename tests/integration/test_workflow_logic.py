@@ -65,9 +65,9 @@ async def heal(client: Client, task_queue: str, fault: Fault, **kwargs: bool) ->
 async def status_when(
     handle: WorkflowHandle[object, object],
     predicate: Callable[[HealingStatus], bool],
-    timeout: float = 30,
+    within_s: float = 30,
 ) -> HealingStatus:
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within_s
     while True:
         status = await handle.query("status", result_type=HealingStatus)
         if predicate(status):

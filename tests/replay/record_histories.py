@@ -1,0 +1,107 @@
+"""Record HealingWorkflow histories for the replay test.
+
+Run after a deliberate, compatible workflow change only when adding new paths; histories of
+older versions stay, because replaying them is what catches non-determinism:
+
+    .venv/bin/python -m tests.replay.record_histories
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from detection.intake import report_resolved, start_healing
+from domain import ApprovalDecision, Fault, HealingStatus
+from tests.integration.standins import Scenario, plan
+from tests.support import start_dev_server
+from worker import workflow_runner
+from workflows.healing import HealingWorkflow
+
+HERE = Path(__file__).parent / "histories"
+
+Driver = Callable[[Client, WorkflowHandle[object, HealingStatus], Fault], Awaitable[None]]
+
+
+async def wait_for_approval(handle: WorkflowHandle[object, HealingStatus]) -> None:
+    while not (await handle.query("status", result_type=HealingStatus)).awaiting_approval:
+        await asyncio.sleep(0.1)
+
+
+async def approve(client: Client, handle: WorkflowHandle[object, HealingStatus], f: Fault) -> None:
+    await wait_for_approval(handle)
+    await handle.execute_update("approve", ApprovalDecision(by="alice", reason="replay"))
+
+
+async def reject(client: Client, handle: WorkflowHandle[object, HealingStatus], f: Fault) -> None:
+    await wait_for_approval(handle)
+    await handle.execute_update("reject", ApprovalDecision(by="bob", reason="replay"))
+
+
+async def resolve(client: Client, handle: WorkflowHandle[object, HealingStatus], f: Fault) -> None:
+    await wait_for_approval(handle)
+    await report_resolved(client, f)
+
+
+async def nothing(client: Client, handle: WorkflowHandle[object, HealingStatus], f: Fault) -> None:
+    return None
+
+
+CASES: dict[str, tuple[Scenario, Driver, dict[str, bool]]] = {
+    "healed": (Scenario(plans=[plan("restart", "stop", "start")]), nothing, {}),
+    "fallthrough": (
+        Scenario(plans=[plan("first", "a1", "a2"), plan("second", "b1")], fail_steps={"a2"}),
+        nothing,
+        {},
+    ),
+    "validation_failed": (
+        Scenario(plans=[plan("only", "x1")], unhealthy_after={"only"}),
+        nothing,
+        {},
+    ),
+    "approved": (Scenario(confidence=0.4), approve, {}),
+    "rejected": (Scenario(confidence=0.4), reject, {}),
+    "resolved_before_action": (Scenario(confidence=0.4), resolve, {}),
+    "dry_run": (Scenario(), nothing, {"dry_run": True}),
+}
+
+
+async def record(client: Client, name: str, scenario: Scenario, drive: Driver, **kw: bool) -> None:
+    queue = f"record-{uuid.uuid4()}"
+    fault = Fault(service="demo", type="health_check_failed", target=f"replay-{name}")
+    async with Worker(
+        client,
+        task_queue=queue,
+        workflows=[HealingWorkflow],
+        activities=scenario.activities(),
+        workflow_runner=workflow_runner(),
+    ):
+        started = await start_healing(client, fault, task_queue=queue, **kw)
+        handle = client.get_workflow_handle(started.workflow_id, result_type=HealingStatus)
+        await drive(client, handle, fault)
+        await handle.result()
+        history = await handle.fetch_history()
+    (HERE / f"{name}.json").write_text(history.to_json())
+    print(f"recorded {name}")
+
+
+async def main() -> None:
+    HERE.mkdir(parents=True, exist_ok=True)
+    env = await start_dev_server()
+    try:
+        client = await env.connect_client(data_converter=pydantic_data_converter)
+        for name, (scenario, drive, kwargs) in CASES.items():
+            await record(client, name, scenario, drive, **kwargs)
+        await record(env.client, "approval_timeout", Scenario(confidence=0.3), nothing)
+    finally:
+        await env.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
