@@ -1,9 +1,546 @@
-"""``selfheal dev``: everything on one machine."""
+"""``selfheal dev``: everything on one machine, nothing installed beforehand.
+
+It starts, in order: the Temporal dev server, Postgres (embedded unless SELFHEAL_DATABASE__URL),
+migrations, the knowledge-base import, selfheal's supervisor running the demo target, the worker
+(an asyncio task of this process) and the health watcher. Ctrl-C, or the end of a demo, stops
+them in reverse order. The embedded Postgres is stopped too if this run started it; one that was
+already running (a ``selfheal kb`` command leaves it up) keeps running.
+
+``--demo SCENARIO`` injects a fault into the demo target, follows its healing, prints the
+timeline and exits 0 only if the fault was healed and the target's /healthz answers 200.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
 import typer
+from rich.console import Console
+from rich.table import Table
+from temporalio.client import (
+    Client,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+
+from cli.errors import UserError, fail, user_errors
+from cli.render import Prelude, timeline_table
+from core.devstack import DevDatabase, DevStackError, TemporalDevServer, port_in_use
+from core.settings import Settings, TemporalSettings, get_settings
+from demo.scenarios import SCENARIOS, Scenario, UnknownScenario, get_scenario
+from detection.watcher import Detection, HealthWatcher, WatchTarget
+from domain import ApprovalDecision, HealingOutcome, HealingStatus, SelfhealError
+
+T = TypeVar("T")
+
+TARGET_SERVICE = "demo"
+TARGET_PROCESS = "demo-target"
+WATCH_INTERVAL_S = 1.0
+# The demo's validation window: long enough to see a relapse, short enough to wait for.
+DEMO_WINDOW_S = 5.0
+DEMO_PROBE_INTERVAL_S = 1.0
+AUTO_APPROVER = "selfheal-dev"
+INTERRUPTED = 130
+
+console = Console(highlight=False)
+if not console.is_terminal:
+    # Logs and CI: wide enough that a timeline row stays on one line.
+    console.width = 160
+
+
+class Interrupted(Exception):
+    """Ctrl-C (or SIGTERM) while a step of ``selfheal dev`` was under way."""
+
+
+def dev_settings(base: Settings, data_dir: Path | None, *, demo: bool) -> Settings:
+    """The settings every part of the dev stack shares: addresses of the processes it starts,
+    and for a demo a short validation window unless SELFHEAL_HEALING__* chose one."""
+    dev = base.dev.model_copy(update={"data_dir": (data_dir or base.dev.data_dir).resolve()})
+    update: dict[str, Any] = {
+        "dev": dev,
+        "temporal": TemporalSettings(
+            address=f"127.0.0.1:{dev.temporal_port}", task_queue=base.temporal.task_queue
+        ),
+        "supervisor": base.supervisor.model_copy(
+            update={"url": f"http://127.0.0.1:{dev.supervisor_port}"}
+        ),
+        "runbooks_dir": base.runbooks_dir.resolve(),
+    }
+    if "metrics_port" not in base.worker.model_fields_set:
+        # The SDK's metrics endpoint binds all interfaces: only when asked for.
+        update["worker"] = base.worker.model_copy(update={"metrics_port": 0})
+    if demo:
+        chosen = base.healing.model_fields_set
+        healing: dict[str, float] = {}
+        if "stabilization_window_s" not in chosen:
+            healing["stabilization_window_s"] = DEMO_WINDOW_S
+        if "probe_interval_s" not in chosen:
+            healing["probe_interval_s"] = DEMO_PROBE_INTERVAL_S
+        update["healing"] = base.healing.model_copy(update=healing)
+    return base.model_copy(update=update)
+
+
+# --------------------------------------------------------------------------------- the stack
+
+
+class Guard:
+    """Awaits one step of ``selfheal dev`` unless Ctrl-C comes first or a background task
+    (worker, watcher) dies, so that no wait outlives the reason for waiting."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self.stop = stop
+        self.background: dict[str, asyncio.Task[None]] = {}
+
+    async def run(self, awaitable: Awaitable[T]) -> T:
+        main = asyncio.ensure_future(awaitable)
+        stopper = asyncio.ensure_future(self.stop.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {main, stopper, *self.background.values()}, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stopper.cancel()
+        if main in done:
+            return main.result()
+        main.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await main
+        if self.stop.is_set():
+            raise Interrupted
+        for name, task in self.background.items():
+            if task in done:
+                error = task.exception()
+                raise DevStackError(f"the {name} stopped: {error or 'it returned'}")
+        raise AssertionError("unreachable")
+
+    async def blocking(self, func: Any, *args: Any) -> Any:
+        return await self.run(asyncio.to_thread(func, *args))
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    temporal: TemporalDevServer
+    database_url: str
+    client: Client
+    watcher: HealthWatcher
+    target_url: str
+    imported: str
+
+
+def _migrate_and_import(settings: Settings, url: str) -> str:
+    from activities.actions import default_registry
+    from core.database import make_engine, make_session_factory
+    from models import KnowledgeBase, load_catalog
+    from models.migrate import upgrade
+
+    upgrade(url)
+    specs = load_catalog(settings.runbooks_dir, registry=default_registry())
+    engine = make_engine(url)
+    try:
+        report = KnowledgeBase(make_session_factory(engine)).import_solutions(specs)
+    finally:
+        engine.dispose()
+    return (
+        f"{len(specs)} solutions from {settings.runbooks_dir}: {len(report.created)} created, "
+        f"{len(report.updated)} updated, {len(report.unchanged)} unchanged"
+    )
+
+
+async def _target_answers(url: str) -> None:
+    async with httpx.AsyncClient() as http:
+        while True:
+            try:
+                await http.get(f"{url}/healthz", timeout=1.0)
+                return
+            except httpx.HTTPError:
+                await asyncio.sleep(0.1)
+
+
+async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncExitStack) -> Stack:
+    from core.temporal import connect
+    from demo.target import target_command
+    from supervisor import Supervisor, create_app, serve_in_thread
+    from worker import run_worker
+
+    dev = settings.dev
+    if not settings.runbooks_dir.is_dir():
+        raise UserError(
+            f"runbooks directory {settings.runbooks_dir} not found: run selfheal dev from the "
+            "project checkout or set SELFHEAL_RUNBOOKS_DIR"
+        )
+    for port, variable in (
+        (dev.target_port, "TARGET_PORT"),
+        (dev.supervisor_port, "SUPERVISOR_PORT"),
+    ):
+        if port_in_use("127.0.0.1", port):
+            raise DevStackError(
+                f"port {port} on 127.0.0.1 is already in use; choose another with "
+                f"SELFHEAL_DEV__{variable}"
+            )
+    dev.data_dir.mkdir(parents=True, exist_ok=True)
+
+    temporal = TemporalDevServer(dev.data_dir, port=dev.temporal_port, ui_port=dev.temporal_ui_port)
+    exits.callback(temporal.stop)
+    console.print(f"starting the Temporal dev server on {temporal.address} ...", markup=False)
+    await guard.run(temporal.start())
+
+    database = DevDatabase(settings)
+    exits.callback(database.stop)
+    console.print("starting Postgres, migrating, importing the runbooks ...", markup=False)
+    url: str = await guard.blocking(database.start)
+    settings = settings.model_copy(
+        update={"database": settings.database.model_copy(update={"url": url})}
+    )
+    imported: str = await guard.blocking(_migrate_and_import, settings, url)
+
+    target_url = f"http://127.0.0.1:{dev.target_port}"
+    supervisor = Supervisor(dev.data_dir / "supervisor")
+    supervisor.add(
+        TARGET_PROCESS,
+        target_command(dev.target_port, dev.data_dir / "target"),
+        health_url=f"{target_url}/healthz",
+    )
+    exits.callback(supervisor.stop_all)
+    supervisor.start_all()
+    try:
+        api = serve_in_thread(create_app(supervisor), "127.0.0.1", dev.supervisor_port)
+    except OSError as exc:
+        raise DevStackError(
+            f"the supervisor API cannot listen on {dev.supervisor_port}: {exc}"
+        ) from None
+    exits.callback(api.stop)
+    try:
+        await guard.run(asyncio.wait_for(_target_answers(target_url), 20))
+    except TimeoutError:
+        raise DevStackError(
+            f"the demo target did not answer on {target_url} within 20s "
+            f"(log: {dev.data_dir / 'supervisor' / 'logs' / (TARGET_PROCESS + '.log')})"
+        ) from None
+
+    worker = asyncio.create_task(run_worker(settings, stop=guard.stop))
+    guard.background["worker"] = worker
+    exits.push_async_callback(_finish, worker, settings.worker.graceful_shutdown_s + 10)
+
+    client = await guard.run(connect(settings.temporal, tracing=False))
+    watcher = HealthWatcher(
+        client,
+        WatchTarget(
+            service=TARGET_SERVICE,
+            health_url=f"{target_url}/healthz",
+            target=TARGET_PROCESS,
+            labels={"base_url": target_url},
+        ),
+        interval_s=WATCH_INTERVAL_S,
+        task_queue=settings.temporal.task_queue,
+    )
+    watching = asyncio.create_task(watcher.run(guard.stop))
+    guard.background["watcher"] = watching
+    exits.push_async_callback(_finish, watching, 10)
+    return Stack(settings, temporal, url, client, watcher, target_url, imported)
+
+
+async def _finish(task: asyncio.Task[None], timeout_s: float) -> None:
+    """Wait for a background task that ``stop`` ends; cancel it if it overstays."""
+    try:
+        await asyncio.wait_for(task, timeout_s)
+    except (TimeoutError, asyncio.CancelledError):
+        pass
+    except Exception as exc:  # already reported by Guard, or moot during shutdown
+        console.print(f"note: {exc}", markup=False, style="dim")
+
+
+def _print_started(stack: Stack) -> None:
+    from models.base import display_url
+
+    settings = stack.settings
+    dev = settings.dev
+    table = Table.grid(padding=(0, 2))
+    table.add_row("Temporal", stack.temporal.address, f"UI {stack.temporal.ui_url}")
+    table.add_row("Postgres", display_url(stack.database_url), "")
+    table.add_row("knowledge base", stack.imported, "")
+    table.add_row("worker", f"task queue {settings.temporal.task_queue}", "in this process")
+    table.add_row("supervisor", settings.supervisor.url, f"runs {TARGET_PROCESS}")
+    table.add_row("demo target", stack.target_url, "/healthz /metrics POST /inject/<scenario>")
+    table.add_row(
+        "watcher",
+        f"{stack.target_url}/healthz every {WATCH_INTERVAL_S:g}s",
+        f"{stack.watcher.failure_threshold} failures start a healing",
+    )
+    console.print(f"selfheal dev is running; data in {dev.data_dir}")
+    console.print(table)
+
+
+def _print_try(stack: Stack) -> None:
+    address = stack.temporal.address
+    env = "" if address == "127.0.0.1:7233" else f"SELFHEAL_TEMPORAL__ADDRESS={address} "
+    lines = [
+        "Try, in another terminal:",
+        f"  curl -X POST {stack.target_url}/inject/crash      (scenarios: {', '.join(SCENARIOS)})",
+        f"  {env}selfheal list",
+        f"  {env}selfheal show heal-<fingerprint>",
+        f"  {env}selfheal approve heal-<fingerprint> --by you --reason 'looks right'",
+        f"  temporal workflow list --address {address} --query \"WorkflowType='HealingWorkflow'\"",
+        f"  open {stack.temporal.ui_url}",
+        "Ctrl-C stops everything this command started.",
+    ]
+    console.print("\n".join(lines), markup=False)
+
+
+# ---------------------------------------------------------------------------------- the demo
+
+
+async def _wait_healthy(url: str) -> None:
+    async with httpx.AsyncClient() as http:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(f"{url}/healthz", timeout=1.0)).status_code == 200:
+                    return
+            await asyncio.sleep(0.2)
+
+
+async def _wait_detection(watcher: HealthWatcher, since: datetime) -> Detection:
+    while True:
+        for detection in watcher.detections:
+            if detection.detected_at >= since:
+                return detection
+        await asyncio.sleep(0.1)
+
+
+async def _query(handle: WorkflowHandle[Any, HealingStatus]) -> HealingStatus | None:
+    try:
+        status: HealingStatus = await handle.query(
+            "status", result_type=HealingStatus, rpc_timeout=timedelta(seconds=5)
+        )
+    except Exception:
+        # Not answerable yet (no workflow task ran) or a blip: the next poll asks again.
+        return None
+    return status
+
+
+async def follow(
+    client: Client, workflow_id: str, *, auto_approve: bool, started: float
+) -> HealingStatus:
+    """Show the healing's phase until it ends; approve it when asked to. Its final status."""
+    handle: WorkflowHandle[Any, HealingStatus] = client.get_workflow_handle(
+        workflow_id, result_type=HealingStatus
+    )
+    result = asyncio.ensure_future(handle.result())
+    last_phase = ""
+    decided = False
+    try:
+        with console.status(f"healing {workflow_id}") as spinner:
+            while not result.done():
+                status = await _query(handle)
+                elapsed = time.monotonic() - started
+                if status is not None:
+                    if status.phase.value != last_phase:
+                        last_phase = status.phase.value
+                        console.print(f"{elapsed:6.1f}s  phase {last_phase}", markup=False)
+                    spinner.update(f"healing {workflow_id}: {last_phase} ({elapsed:.0f}s)")
+                    if status.awaiting_approval and not decided:
+                        decided = True
+                        await _on_approval(handle, status, auto_approve)
+                await asyncio.wait({result}, timeout=0.5)
+    finally:
+        if not result.done():
+            result.cancel()
+    return result.result()
+
+
+async def _on_approval(
+    handle: WorkflowHandle[Any, HealingStatus], status: HealingStatus, auto_approve: bool
+) -> None:
+    reasons = "; ".join(status.approval_reasons)
+    if not auto_approve:
+        console.print(
+            f"awaiting approval ({reasons}): selfheal approve {handle.id} --by NAME, "
+            "or run the demo with --auto-approve",
+            markup=False,
+        )
+        return
+    try:
+        await handle.execute_update(
+            "approve",
+            ApprovalDecision(by=AUTO_APPROVER, reason="selfheal dev --auto-approve"),
+        )
+    except WorkflowUpdateFailedError as exc:
+        console.print(f"auto-approval refused: {exc.cause or exc}", markup=False)
+        return
+    console.print(f"approved by {AUTO_APPROVER} ({reasons})", markup=False)
+
+
+async def _health_status(url: str) -> int | None:
+    async with httpx.AsyncClient() as http:
+        try:
+            return (await http.get(f"{url}/healthz", timeout=3.0)).status_code
+        except httpx.HTTPError:
+            return None
+
+
+async def run_demo(
+    stack: Stack, guard: Guard, scenario: Scenario, *, timeout_s: float, auto_approve: bool
+) -> int:
+    started = time.monotonic()
+
+    async def within_deadline(awaitable: Awaitable[T], what: str) -> T:
+        remaining = timeout_s - (time.monotonic() - started)
+        try:
+            return await guard.run(asyncio.wait_for(awaitable, max(remaining, 0.1)))
+        except TimeoutError:
+            raise DemoTimeout(f"timed out after {timeout_s:g}s {what}") from None
+
+    try:
+        await within_deadline(_wait_healthy(stack.target_url), "waiting for a healthy target")
+        injected_at = datetime.now(UTC)
+        await guard.blocking(scenario.inject, stack.target_url)
+        console.print(f"injected {scenario.name}: {scenario.description}", markup=False)
+        detection = await within_deadline(
+            _wait_detection(stack.watcher, injected_at), "waiting for the watcher to detect it"
+        )
+        console.print(
+            f"detected after {(detection.detected_at - injected_at).total_seconds():.1f}s: "
+            f"{detection.workflow_id}",
+            markup=False,
+        )
+        status = await within_deadline(
+            follow(stack.client, detection.workflow_id, auto_approve=auto_approve, started=started),
+            f"waiting for healing {detection.workflow_id} to end",
+        )
+    except DemoTimeout as exc:
+        console.print(f"demo failed: {exc}", markup=False, style="bold red")
+        return 1
+    except WorkflowFailureError as exc:
+        console.print(f"demo failed: the healing workflow failed: {exc.cause}", markup=False)
+        return 1
+
+    health = await _health_status(stack.target_url)
+    prelude = Prelude(
+        injected_at=injected_at,
+        injected=f"{scenario.name}: {scenario.description}",
+        first_failure_at=detection.first_failure_at,
+    )
+    console.print(timeline_table(status, prelude))
+    return _verdict(status, scenario, health)
+
+
+def _verdict(status: HealingStatus, scenario: Scenario, health: int | None) -> int:
+    diagnosed = status.diagnosis.root_cause if status.diagnosis else "none"
+    match = "as expected" if diagnosed == scenario.root_cause else "expected " + scenario.root_cause
+    console.print(f"root cause: {diagnosed} ({match})", markup=False)
+    console.print(f"target /healthz: {health if health is not None else 'no answer'}")
+    healed = status.outcome == HealingOutcome.HEALED and health == 200
+    outcome = status.outcome.value if status.outcome else status.phase.value
+    if healed:
+        ttr = status.time_to_recover_s
+        console.print(
+            f"outcome: {outcome}" + (f" in {ttr:.1f}s after detection" if ttr is not None else ""),
+            style="bold green",
+            markup=False,
+        )
+        return 0
+    console.print(f"outcome: {outcome}: {status.outcome_detail}", style="bold red", markup=False)
+    return 1
+
+
+class DemoTimeout(Exception):
+    pass
+
+
+# ------------------------------------------------------------------------------- the command
+
+
+async def run_dev(
+    settings: Settings, scenario: Scenario | None, *, timeout_s: float, auto_approve: bool
+) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    guard = Guard(stop)
+    try:
+        async with contextlib.AsyncExitStack() as exits:
+            try:
+                stack = await start_stack(settings, guard, exits)
+                if scenario is None:
+                    _print_started(stack)
+                    _print_try(stack)
+                    await guard.run(stop.wait())
+                    code = 0
+                else:
+                    console.print(
+                        f"running on {stack.temporal.address} (UI {stack.temporal.ui_url}), "
+                        f"data in {settings.dev.data_dir}",
+                        markup=False,
+                    )
+                    code = await run_demo(
+                        stack, guard, scenario, timeout_s=timeout_s, auto_approve=auto_approve
+                    )
+            except Interrupted:
+                code = INTERRUPTED
+            console.print("stopping ...", markup=False)
+            stop.set()
+        return code
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _scenarios_table() -> Table:
+    table = Table()
+    for column in ("scenario", "what happens", "expected root cause", "heals by"):
+        table.add_column(column)
+    for s in SCENARIOS.values():
+        table.add_row(s.name, s.description, s.root_cause, s.heals_by)
+    return table
+
+
+@user_errors
+def dev(
+    data_dir: Path | None = typer.Option(
+        None,
+        "--data-dir",
+        help="state of every process (default: SELFHEAL_DEV__DATA_DIR, .selfheal)",
+    ),
+    demo: str | None = typer.Option(
+        None, "--demo", help="inject SCENARIO, heal it, exit 0 if healed; 'list' lists them"
+    ),
+    timeout: float = typer.Option(
+        180.0, "--timeout", min=1, help="seconds a demo may take, from injection to outcome"
+    ),
+    auto_approve: bool = typer.Option(
+        False, "--auto-approve", help=f"approve a healing that asks for it (as {AUTO_APPROVER})"
+    ),
+) -> None:
+    """Run Temporal, Postgres, the worker, the supervisor, a demo target and the watcher."""
+    if demo == "list":
+        console.print(_scenarios_table())
+        return
+    try:
+        scenario = get_scenario(demo) if demo is not None else None
+    except UnknownScenario as exc:
+        fail(str(exc))
+    settings = dev_settings(get_settings(), data_dir, demo=scenario is not None)
+    try:
+        code = asyncio.run(
+            run_dev(settings, scenario, timeout_s=timeout, auto_approve=auto_approve)
+        )
+    except (DevStackError, SelfhealError) as exc:
+        fail(str(exc), code=1)
+    except KeyboardInterrupt:
+        code = INTERRUPTED
+    raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("dev")(dev)

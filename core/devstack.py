@@ -150,8 +150,8 @@ class TemporalDevServer:
         for port in (self.port, self.ui_port):
             if port_in_use(self.ip, port):
                 raise DevStackError(
-                    f"port {port} on {self.ip} is already in use (another selfheal dev?); "
-                    "choose others with SELFHEAL_DEV__TEMPORAL_PORT / SELFHEAL_DEV__TEMPORAL_UI_PORT"
+                    f"port {port} on {self.ip} is already in use (another selfheal dev?); choose "
+                    "others with SELFHEAL_DEV__TEMPORAL_PORT and SELFHEAL_DEV__TEMPORAL_UI_PORT"
                 )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._process.start()

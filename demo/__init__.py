@@ -1,0 +1,1 @@
+"""The demo target service and its fault scenarios, used by ``selfheal dev`` and the tests."""

@@ -1,0 +1,187 @@
+"""Human output shared by ``selfheal dev`` and ``selfheal show``: the healing's timeline and the
+table of healings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from rich.table import Table
+from rich.text import Text
+
+from domain import HealingOutcome, HealingStatus, StepResult, StepStatus
+
+OUTCOME_STYLE = {
+    HealingOutcome.HEALED: "bold green",
+    HealingOutcome.DRY_RUN: "cyan",
+    HealingOutcome.RESOLVED_BEFORE_ACTION: "cyan",
+}
+
+STEP_STYLE = {
+    StepStatus.SUCCEEDED: "green",
+    StepStatus.DRY_RUN: "cyan",
+    StepStatus.COMPENSATED: "yellow",
+    StepStatus.FAILED: "red",
+    StepStatus.COMPENSATION_FAILED: "bold red",
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    at: datetime | None
+    what: str
+    detail: str = ""
+    style: str = ""
+
+
+@dataclass(frozen=True)
+class Prelude:
+    """What happened before the healing started, known only to whoever watched (``dev``)."""
+
+    injected_at: datetime | None = None
+    injected: str = ""
+    first_failure_at: datetime | None = None
+
+
+def _seconds(start: datetime, end: datetime) -> str:
+    return f"{(end - start).total_seconds():.1f}s"
+
+
+def _step_event(step: StepResult) -> Event:
+    verb = "compensate" if step.compensation else f"step {step.order + 1}"
+    skipped = step.output.get("skipped") if step.compensation else None
+    outcome = f"skipped ({skipped})" if skipped else step.status.value
+    detail = f"{step.action} {outcome} in {_seconds(step.started_at, step.ended_at)}"
+    if step.error:
+        detail += f": {step.error}"
+    return Event(step.started_at, f"{verb}: {step.name}", detail, STEP_STYLE.get(step.status, ""))
+
+
+def timeline(status: HealingStatus, prelude: Prelude | None = None) -> list[Event]:
+    """The healing's story in order: detection, diagnosis, plans, approval, steps, validation,
+    outcome. Events the workflow does not time (plans, validation) carry no time."""
+    events: list[Event] = []
+    if prelude is not None and prelude.injected_at is not None:
+        events.append(Event(prelude.injected_at, "injected", prelude.injected))
+    if prelude is not None and prelude.first_failure_at is not None:
+        events.append(Event(prelude.first_failure_at, "first failed check"))
+    fault = status.fault
+    events.append(
+        Event(
+            fault.detected_at,
+            "detected",
+            f"{fault.type} on {fault.service}"
+            + (f" (target {fault.target})" if fault.target else "")
+            + (f": {fault.summary}" if fault.summary else ""),
+        )
+    )
+    events.append(Event(status.started_at, "healing started", status.workflow_id))
+    diagnosis = status.diagnosis
+    if diagnosis is not None:
+        events.append(
+            Event(
+                None,
+                "diagnosis",
+                f"{diagnosis.root_cause} (confidence {diagnosis.confidence:.2f}, "
+                f"rule {diagnosis.rule})" + (f": {diagnosis.summary}" if diagnosis.summary else ""),
+            )
+        )
+    for index, plan in enumerate(status.candidates):
+        tried = status.current_candidate is not None and index <= status.current_candidate
+        events.append(
+            Event(
+                None,
+                f"plan {index + 1}" + ("" if tried else " (not tried)"),
+                f"{plan.solution_name} [{plan.source}], risk {plan.risk.value}, "
+                f"success rate {plan.success_rate:.2f}, {len(plan.steps)} step(s)",
+            )
+        )
+    if status.approval is not None:
+        approval = status.approval
+        verdict = "approved" if approval.approved else "rejected"
+        detail = f"{verdict} by {approval.by}" + (f": {approval.reason}" if approval.reason else "")
+        events.append(Event(approval.at, "approval", detail))
+    elif status.approval_required:
+        events.append(Event(None, "approval", "required: " + "; ".join(status.approval_reasons)))
+    elif status.candidates:
+        events.append(Event(None, "approval", "not required"))
+    events.extend(_step_event(step) for step in status.steps)
+    for validation in status.validations:
+        verdict = "healthy" if validation.healthy else "unhealthy"
+        events.append(
+            Event(
+                None,
+                "validation",
+                f"{verdict}: {validation.checks} checks, {validation.failures} failed, "
+                f"window {validation.window_s:g}s"
+                + (f" ({validation.detail})" if validation.detail else ""),
+                "green" if validation.healthy else "red",
+            )
+        )
+    if status.outcome is not None:
+        detail = status.outcome_detail
+        if status.time_to_recover_s is not None:
+            detail += f" (time to recover {status.time_to_recover_s:.1f}s after detection)"
+        events.append(
+            Event(
+                status.ended_at,
+                f"outcome: {status.outcome.value}",
+                detail,
+                OUTCOME_STYLE.get(status.outcome, "bold red"),
+            )
+        )
+    else:
+        events.append(Event(None, f"phase: {status.phase.value}", "in progress"))
+    return events
+
+
+def timeline_table(status: HealingStatus, prelude: Prelude | None = None) -> Table:
+    events = timeline(status, prelude)
+    origin = min((e.at for e in events if e.at is not None), default=None)
+    table = Table(title=f"healing {status.workflow_id}", title_justify="left")
+    table.add_column("t+", justify="right", no_wrap=True)
+    table.add_column("at (UTC)", no_wrap=True)
+    table.add_column("event", no_wrap=True)
+    table.add_column("detail")
+    for event in events:
+        offset = "" if event.at is None or origin is None else _seconds(origin, event.at)
+        clock = "" if event.at is None else f"{event.at:%H:%M:%S.%f}"[:-3]
+        table.add_row(offset, clock, Text(event.what, style=event.style), Text(event.detail))
+    return table
+
+
+@dataclass(frozen=True)
+class HealingRow:
+    """One healing as the visibility store sees it (for ``selfheal list``)."""
+
+    workflow_id: str
+    status: str
+    phase: str
+    service: str
+    fault_type: str
+    root_cause: str
+    risk: str
+    outcome: str
+    started_at: datetime | None
+    closed_at: datetime | None
+
+
+def healings_table(rows: list[HealingRow]) -> Table:
+    table = Table()
+    for column in ("workflow id", "phase", "service", "fault", "root cause", "risk", "outcome"):
+        table.add_column(column)
+    table.add_column("started (UTC)", no_wrap=True)
+    table.add_column("status")
+    for row in rows:
+        table.add_row(
+            row.workflow_id,
+            row.phase or "-",
+            row.service or "-",
+            row.fault_type or "-",
+            row.root_cause or "-",
+            row.risk or "-",
+            row.outcome or "-",
+            "-" if row.started_at is None else f"{row.started_at:%Y-%m-%d %H:%M:%S}",
+            row.status.lower(),
+        )
+    return table

@@ -1,0 +1,74 @@
+"""A real demo target under a real supervisor, its control API served on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from demo.target import target_command
+from supervisor import ServerHandle, Supervisor, create_app, serve_in_thread
+
+TARGET = "demo-target"
+
+
+@dataclass
+class DemoStack:
+    supervisor: Supervisor
+    api: ServerHandle
+    target_url: str
+
+    @property
+    def supervisor_url(self) -> str:
+        return self.api.url
+
+    def health(self, timeout_s: float = 1.0) -> int | None:
+        """The target's /healthz status, None when it does not answer."""
+        try:
+            return httpx.get(f"{self.target_url}/healthz", timeout=timeout_s).status_code
+        except httpx.HTTPError:
+            return None
+
+    def inject(self, scenario: str) -> None:
+        response = httpx.post(f"{self.target_url}/inject/{scenario}", timeout=5)
+        assert response.status_code == 202, response.text
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}")
+        time.sleep(0.05)
+
+
+@contextmanager
+def demo_stack(tmp_path: Path) -> Iterator[DemoStack]:
+    port = free_port()
+    target_url = f"http://127.0.0.1:{port}"
+    # A short grace period keeps tests fast should a process ignore SIGTERM.
+    supervisor = Supervisor(tmp_path / "supervisor", stop_timeout_s=2.0)
+    supervisor.add(
+        TARGET, target_command(port, tmp_path / "target"), health_url=f"{target_url}/healthz"
+    )
+    supervisor.start_all()
+    api = serve_in_thread(create_app(supervisor))
+    stack = DemoStack(supervisor, api, target_url)
+    try:
+        wait_until(lambda: stack.health() == 200, what="the demo target to be healthy")
+        yield stack
+    finally:
+        api.stop()
+        supervisor.stop_all()

@@ -1,0 +1,172 @@
+"""The shipped runbooks load, fit the action registry, and diagnose the demo as documented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from activities.actions import default_registry
+from activities.diagnosis import flatten
+from activities.rules import RuleSet, load_rules
+from demo.scenarios import SCENARIOS
+from domain import Fault, SolutionSpec, render_params
+from models.catalog import load_catalog
+
+RUNBOOKS = Path(__file__).resolve().parents[2] / "runbooks"
+SOLUTION_FILES = sorted((RUNBOOKS / "solutions").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def rules() -> RuleSet:
+    return load_rules(RUNBOOKS / "rules.yaml")
+
+
+def test_every_rule_loads(rules: RuleSet) -> None:
+    raw = yaml.safe_load((RUNBOOKS / "rules.yaml").read_text())
+    assert [r.name for r in rules.rules] == [r["name"] for r in raw["rules"]]
+    assert len(rules.rules) >= 10
+
+
+def test_default_plans_use_known_actions_that_declare_their_undo(rules: RuleSet) -> None:
+    registry = default_registry()
+    for rule in rules.rules:
+        for step in rule.default_plan.steps if rule.default_plan else []:
+            registry.check_step(step)
+
+
+@pytest.mark.parametrize("path", SOLUTION_FILES, ids=lambda p: p.name)
+def test_every_solution_is_a_solution_spec(path: Path) -> None:
+    raw = yaml.safe_load(path.read_text())["solutions"]
+    specs = [SolutionSpec.model_validate(item) for item in raw]
+    assert specs
+
+
+@pytest.mark.parametrize("path", SOLUTION_FILES, ids=lambda p: p.name)
+def test_http_steps_declare_compensation_or_not_compensable(path: Path) -> None:
+    for item in yaml.safe_load(path.read_text())["solutions"]:
+        spec = SolutionSpec.model_validate(item)
+        for step in spec.steps:
+            if step.action == "http.request":
+                assert step.compensate is not None or not step.compensable, (
+                    f"{path.name}: {spec.name}.{step.label}"
+                )
+
+
+def test_catalog_fits_the_action_registry() -> None:
+    specs = load_catalog(RUNBOOKS / "solutions", default_registry())
+    assert {s.name for s in specs} >= {
+        "restart-crashed-process",
+        "restart-hung-process",
+        "disable-bad-flag",
+        "restart-on-poisoned-cache",
+        "flush-poisoned-cache",
+    }
+
+
+def test_demo_steps_render_for_a_fault_of_the_dev_watcher() -> None:
+    """The dev watcher's faults carry the target's address in label base_url."""
+    registry = default_registry()
+    fault = Fault(
+        service="demo",
+        type="health_check_failed",
+        target="demo-target",
+        labels={"base_url": "http://127.0.0.1:9999"},
+    )
+    urls: list[str] = []
+    for spec in load_catalog(RUNBOOKS / "solutions" / "demo.yaml"):
+        for step in spec.steps:
+            calls = [(step.action, step.params)]
+            if step.compensate is not None:
+                calls.append((step.compensate.action, step.compensate.params))
+            for action, params in calls:
+                parsed = registry.get(action).parse(render_params(params, fault))
+                if action == "http.request":
+                    urls.append(parsed.url)
+    assert urls and all(url.startswith("http://127.0.0.1:9999/") for url in urls)
+
+
+def test_every_root_cause_with_a_solution_is_diagnosable(rules: RuleSet) -> None:
+    causes = {r.root_cause for r in rules.rules}
+    for spec in load_catalog(RUNBOOKS / "solutions"):
+        assert spec.pattern in causes, f"{spec.name}: no rule diagnoses {spec.pattern}"
+
+
+def test_every_demo_scenario_has_a_solution_for_its_root_cause() -> None:
+    patterns = {s.pattern for s in load_catalog(RUNBOOKS / "solutions") if s.service == "demo"}
+    for scenario in SCENARIOS.values():
+        assert scenario.root_cause in patterns, scenario.name
+
+
+def test_poisoned_cache_tries_the_restart_before_the_flush() -> None:
+    specs = {s.name: s for s in load_catalog(RUNBOOKS / "solutions")}
+    restart, flush = specs["restart-on-poisoned-cache"], specs["flush-poisoned-cache"]
+
+    def prior(spec: SolutionSpec) -> float:
+        return (spec.prior_successes + 1) / (spec.prior_attempts + 2)
+
+    assert restart.pattern == flush.pattern == "cache_poisoned"
+    assert prior(restart) > prior(flush)
+    assert not flush.steps[0].compensable
+
+
+DEMO_FAULT = {"fault.service": "demo", "fault.type": "health_check_failed"}
+
+
+def degraded(errors: str, cache: str, flags: dict[str, bool]) -> dict[str, Any]:
+    body = {
+        "status": "degraded",
+        "checks": {"errors": errors, "cache": cache},
+        "error_rate": 0.6,
+        "flags": flags,
+    }
+    probe = {"probe_ok": False, "probe_status": 503, "probe_error": "http_error"}
+    return DEMO_FAULT | probe | flatten(body, "body")
+
+
+@pytest.mark.parametrize(
+    ("facts", "root_cause", "low", "high"),
+    [
+        (DEMO_FAULT | {"probe_ok": False, "probe_error": "connection_refused"},
+         "process_crashed", 0.85, 0.95),
+        (DEMO_FAULT | {"probe_ok": False, "probe_error": "timeout"}, "process_hung", 0.8, 0.9),
+        (degraded("failing", "ok", {"new_checkout": True}), "bad_feature_flag", 0.75, 0.9),
+        (degraded("failing", "ok", {"new_checkout": False}), "error_burst_unknown", 0.4, 0.4),
+        (degraded("failing", "ok", {}), "error_burst_unknown", 0.4, 0.4),
+        (degraded("ok", "poisoned", {}), "cache_poisoned", 0.8, 0.9),
+        (degraded("failing", "poisoned", {"new_checkout": True}), "cache_poisoned", 0.8, 0.9),
+    ],
+)  # fmt: skip
+def test_demo_states_diagnose_as_documented(
+    rules: RuleSet, facts: dict[str, Any], root_cause: str, low: float, high: float
+) -> None:
+    diagnosis = rules.diagnose(facts)
+    assert diagnosis.root_cause == root_cause
+    assert low <= diagnosis.confidence <= high
+
+
+def test_a_healthy_demo_target_matches_no_rule(rules: RuleSet) -> None:
+    probe = {"probe_ok": True, "probe_status": 200, "probe_latency_ms": 3.0}
+    body = {"status": "ok", "checks": {"errors": "ok", "cache": "ok"}}
+    facts = DEMO_FAULT | probe | flatten(body, "body")
+    assert rules.diagnose(facts).root_cause == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("facts", "root_cause"),
+    [
+        ({"fault.type": "alert", "label.alertname": "KubePodCrashLooping"}, "pod_crash_looping"),
+        ({"fault.type": "alert", "value.memory_utilization": 0.95}, "memory_exhausted"),
+        ({"fault.type": "alert", "value.disk_utilization": 0.99}, "disk_full"),
+        ({"fault.type": "alert", "value.error_rate": 0.2}, "high_error_rate"),
+        ({"fault.type": "x", "metric_name": "http_error_ratio", "metric_breached": True},
+         "high_error_rate"),
+        ({"fault.type": "high_latency"}, "high_latency"),
+        ({"fault.type": "x", "probe_ok": True, "probe_latency_ms": 2500.0}, "high_latency"),
+        ({"fault.type": "x", "probe_ok": False, "probe_status": 502}, "service_unhealthy"),
+    ],
+)  # fmt: skip
+def test_general_rules(rules: RuleSet, facts: dict[str, Any], root_cause: str) -> None:
+    assert rules.diagnose(facts).root_cause == root_cause
