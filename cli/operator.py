@@ -6,6 +6,7 @@ Each is one Temporal call or two; what Temporal says no to becomes one line and 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import re
 import sys
@@ -328,4 +329,19 @@ def run_with_client(
         except RPCError as exc:
             raise UserError(rpc_message(exc, settings, workflow_id)) from None
 
-    return asyncio.run(main())
+    error: str | None = None
+    try:
+        result = asyncio.run(main())
+    except UserError as exc:
+        error = str(exc)  # not re-raised here: its traceback would keep the client alive
+    release_clients()
+    if error is not None:
+        raise UserError(error)
+    return result
+
+
+def release_clients() -> None:
+    """Free Temporal clients before the interpreter finalizes: a client collected during
+    finalization can abort the process from the SDK's runtime threads (temporalio/sdk-python
+    issue 300), turning a successful command into exit code 134."""
+    gc.collect()
