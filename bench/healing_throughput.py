@@ -288,6 +288,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     settings = Settings()
     concurrency: int = args.concurrency or args.n
     rounds: list[dict[str, Any]] = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="selfheal-bench-") as data_dir:
         async with await start_server(args.storage, Path(data_dir)) as env:
             client = env.client
@@ -335,7 +336,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "workflow_runner": "sandboxed, worker.build.workflow_runner()",
         },
         "healing_activities": HEALING_ACTIVITIES,
-        "machine": machine_facts(),
+        # Other work on the machine competes for the same cores: a load well above the bench's
+        # own two busy processes means the throughputs understate the machine.
+        "machine": machine_facts()
+        | {"load_1min_before": load_before, "load_1min_after": os.getloadavg()[0]},
         "summary": {
             "healing": healing,
             "bare": bare,
@@ -381,7 +385,9 @@ def markdown(data: dict[str, Any]) -> str:
             f"{params['warmup']} untimed warm-up runs per phase; latency is start to result. "
             "Bench CPU is this process (worker and driver); server CPU is the dev server.",
             f"- Machine: {machine['cores']} cores ({machine['cpu']}), Python {machine['python']}, "
-            f"temporalio {machine['temporalio']}, {machine['temporal_cli']}.",
+            f"temporalio {machine['temporalio']}, {machine['temporal_cli']}; 1-minute load "
+            f"average {machine['load_1min_before']:.1f} before, {machine['load_1min_after']:.1f} "
+            "after.",
             f"- Measured {data['measured_at']} with `{command}`.",
             "",
         ]

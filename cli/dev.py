@@ -34,6 +34,7 @@ from temporalio.client import (
 )
 
 from cli.errors import UserError, fail, user_errors
+from cli.operator import release_clients
 from cli.render import Prelude, timeline_table
 from core.devstack import DevDatabase, DevStackError, TemporalDevServer, port_in_use
 from core.settings import Settings, TemporalSettings, get_settings
@@ -480,7 +481,7 @@ async def run_dev(
                 else:
                     console.print(
                         f"running on {stack.temporal.address} (UI {stack.temporal.ui_url}), "
-                        f"data in {settings.dev.data_dir}",
+                        f"data in {settings.dev.data_dir}\nknowledge base: {stack.imported}",
                         markup=False,
                     )
                     code = await run_demo(
@@ -539,6 +540,7 @@ def dev(
         fail(str(exc), code=1)
     except KeyboardInterrupt:
         code = INTERRUPTED
+    release_clients()
     raise typer.Exit(code)
 
 

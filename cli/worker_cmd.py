@@ -7,7 +7,7 @@ import asyncio
 import typer
 
 from cli.errors import UserError, user_errors
-from cli.operator import unreachable_message
+from cli.operator import release_clients, unreachable_message
 from core.settings import get_settings
 from domain import SelfhealError
 
@@ -18,14 +18,18 @@ def worker() -> None:
     from worker import run_worker
 
     settings = get_settings()
+    error: str | None = None
     try:
         asyncio.run(run_worker(settings))
     except SelfhealError as exc:
-        raise UserError(str(exc)) from None
+        error = str(exc)
     except RuntimeError as exc:
         if "client connect" not in str(exc):
             raise
-        raise UserError(unreachable_message(settings.temporal, exc)) from None
+        error = unreachable_message(settings.temporal, exc)
+    release_clients()
+    if error is not None:
+        raise UserError(error)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,97 @@
+"""``selfheal dev --demo crash`` as a user runs it: a subprocess that starts the whole stack
+(Temporal dev server, embedded Postgres, worker, supervisor, demo target, watcher) in a fresh
+data directory on free ports, heals the injected crash, and stops everything it started. A second
+run reuses the data directory and heals again."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SELFHEAL = Path(sys.executable).parent / "selfheal"
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    # Short: the embedded Postgres puts its unix socket in here (a 108-byte limit).
+    path = Path(tempfile.mkdtemp(prefix="shdev-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def run_demo(data_dir: Path, scenario: str) -> subprocess.CompletedProcess[str]:
+    temporal, ui, target, supervisor = free_ports(4)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SELFHEAL_")},
+        "SELFHEAL_DEV__TEMPORAL_PORT": str(temporal),
+        "SELFHEAL_DEV__TEMPORAL_UI_PORT": str(ui),
+        "SELFHEAL_DEV__TARGET_PORT": str(target),
+        "SELFHEAL_DEV__SUPERVISOR_PORT": str(supervisor),
+    }
+    return subprocess.run(
+        [str(SELFHEAL), "dev", "--data-dir", str(data_dir), "--demo", scenario, "--timeout", "120"],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+def leftover_processes(data_dir: Path) -> list[str]:
+    """Processes whose command line names the data directory (temporal, postgres, target)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(data_dir) in cmdline:
+            found.append(f"{proc.name}: {cmdline}")
+    return found
+
+
+def assert_healed(result: subprocess.CompletedProcess[str]) -> None:
+    report = f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert result.returncode == 0, report
+    assert "process_crashed" in result.stdout, report
+    assert "outcome: healed" in result.stdout, report
+    assert "target /healthz: 200" in result.stdout, report
+    assert "Traceback" not in result.stdout + result.stderr, report
+
+
+def test_demo_crash_heals_and_stops_everything(data_dir: Path) -> None:
+    first = run_demo(data_dir, "crash")
+    assert_healed(first)
+    assert "root cause: process_crashed (as expected)" in first.stdout
+    assert leftover_processes(data_dir) == []
+
+    again = run_demo(data_dir, "crash")
+    assert_healed(again)
+    assert "0 created, 0 updated" in again.stdout
+    assert leftover_processes(data_dir) == []

@@ -1,0 +1,143 @@
+"""The operator CLI against the real Temporal dev server and a worker with stand-in activities:
+submit, list, show, approve and reject as an operator types them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from click.testing import Result
+from temporalio.client import Client
+from typer.testing import CliRunner
+
+from cli.main import app
+from core.settings import get_settings
+from domain import HealingOutcome, HealingPhase, HealingStatus
+from tests.integration.standins import Scenario
+from tests.integration.test_workflow_logic import running, status_when
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def cli_env(client: Client, task_queue: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("SELFHEAL_TEMPORAL__ADDRESS", client.service_client.config.target_host)
+    monkeypatch.setenv("SELFHEAL_TEMPORAL__TASK_QUEUE", task_queue)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest_asyncio.fixture
+async def worker(client: Client, task_queue: str, cli_env: None) -> AsyncIterator[Scenario]:
+    scenario = Scenario()
+    async with running(client, task_queue, scenario):
+        yield scenario
+
+
+async def cli(*args: str, stdin: str | None = None) -> Result:
+    """The command runs its own event loop: on a thread, so that the worker keeps running."""
+    return await asyncio.to_thread(CliRunner().invoke, app, list(args), input=stdin)
+
+
+def fault_file(tmp_path: Path) -> Path:
+    path = tmp_path / "fault.yaml"
+    path.write_text(
+        f"service: checkout\ntype: health_check_failed\ntarget: api-{uuid.uuid4().hex[:8]}\n"
+        "summary: probes fail\n"
+    )
+    return path
+
+
+async def submitted(*args: str, stdin: str | None = None) -> str:
+    result = await cli("fault", "submit", *args, stdin=stdin)
+    assert result.exit_code == 0, result.output
+    workflow_id = result.stdout.strip()
+    assert workflow_id.startswith("heal-")
+    return workflow_id
+
+
+async def listed(phase: str) -> list[dict[str, object]]:
+    result = await cli("list", "--phase", phase, "--json")
+    assert result.exit_code == 0, result.output
+    rows: list[dict[str, object]] = json.loads(result.stdout)
+    return rows
+
+
+def one_line_error(result: Result, fragment: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert fragment in result.stderr, result.stderr
+
+
+async def test_submit_list_show_approve(client: Client, worker: Scenario, tmp_path: Path) -> None:
+    workflow_id = await submitted(str(fault_file(tmp_path)), "--require-approval")
+    handle = client.get_workflow_handle(workflow_id)
+    await status_when(handle, lambda s: s.awaiting_approval)
+
+    # Visibility is eventually consistent: the phase shows up in the list shortly after.
+    for _ in range(100):
+        rows = await listed("awaiting_approval")
+        if any(r["workflow_id"] == workflow_id for r in rows):
+            break
+        await asyncio.sleep(0.2)
+    row = next(r for r in rows if r["workflow_id"] == workflow_id)
+    assert row["service"] == "checkout"
+    assert row["root_cause"] == "process_crashed"
+
+    shown = await cli("show", workflow_id)
+    assert shown.exit_code == 0, shown.output
+    assert "awaiting approval: selfheal approve " + workflow_id in shown.stdout
+    assert "process_crashed" in shown.stdout
+
+    refused = await cli("approve", workflow_id, "--by", "  ")
+    one_line_error(refused, "approve refused: 'by' is required")
+
+    approved = await cli("approve", workflow_id, "--by", "alice", "--reason", "looks right")
+    assert approved.exit_code == 0, approved.output
+    assert f"approved {workflow_id} by alice" in approved.stdout
+
+    result = await client.get_workflow_handle(workflow_id, result_type=HealingStatus).result()
+    assert result.outcome == HealingOutcome.HEALED
+    assert worker.journal[0] == "run:restart"
+
+    final = await cli("show", workflow_id, "--json")
+    assert final.exit_code == 0, final.output
+    status = HealingStatus.model_validate_json(final.stdout)
+    assert status.phase == HealingPhase.HEALED
+    assert status.approval is not None
+    assert (status.approval.by, status.approval.reason) == ("alice", "looks right")
+
+    late = await cli("approve", workflow_id, "--by", "bob")
+    one_line_error(late, f"healing {workflow_id} has already ended (completed)")
+
+
+async def test_reject_from_stdin_runs_nothing(client: Client, worker: Scenario) -> None:
+    fault = {"service": "checkout", "type": "latency_high", "target": uuid.uuid4().hex[:8]}
+    workflow_id = await submitted("-", "--require-approval", stdin=json.dumps(fault))
+    await status_when(client.get_workflow_handle(workflow_id), lambda s: s.awaiting_approval)
+
+    rejected = await cli("reject", workflow_id, "--by", "carol", "--reason", "change freeze")
+    assert rejected.exit_code == 0, rejected.output
+
+    result = await client.get_workflow_handle(workflow_id, result_type=HealingStatus).result()
+    assert result.outcome == HealingOutcome.REJECTED
+    assert "change freeze" in result.outcome_detail
+    assert worker.journal == []
+
+
+async def test_dry_run_submission(client: Client, worker: Scenario, tmp_path: Path) -> None:
+    workflow_id = await submitted(str(fault_file(tmp_path)), "--dry-run")
+    result = await client.get_workflow_handle(workflow_id, result_type=HealingStatus).result()
+    assert result.outcome == HealingOutcome.DRY_RUN
+    assert worker.journal == ["run:restart"]  # the stand-in records the dry-run call
+
+
+async def test_unknown_workflow_id(cli_env: None) -> None:
+    for args in (["show", "heal-nope"], ["approve", "heal-nope", "--by", "alice"]):
+        one_line_error(await cli(*args), "no healing with id heal-nope")

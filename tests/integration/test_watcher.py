@@ -1,0 +1,117 @@
+"""The health watcher against a real HTTP target and the real Temporal dev server: failed checks
+start a healing, a recovered target resolves it, a breached metric counts as a failure."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import pytest
+import pytest_asyncio
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, PlainTextResponse
+from temporalio.client import Client
+
+from detection.watcher import HealthWatcher, WatchTarget
+from domain import HealingStatus, MetricCheck
+from supervisor import serve_in_thread
+from tests.integration.standins import Scenario
+from tests.integration.test_workflow_logic import running, status_when
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Target:
+    url: str
+    healthy: bool = True
+    error_ratio: float = 0.0
+
+
+@pytest.fixture
+def target() -> Iterator[Target]:
+    app = FastAPI()
+    state = Target(url="")
+
+    @app.get("/healthz")
+    def healthz() -> JSONResponse:
+        return JSONResponse({"ok": state.healthy}, status_code=200 if state.healthy else 503)
+
+    @app.get("/metrics")
+    def metrics() -> PlainTextResponse:
+        return PlainTextResponse(f"# TYPE error_ratio gauge\nerror_ratio {state.error_ratio}\n")
+
+    handle = serve_in_thread(app)
+    state.url = handle.url
+    try:
+        yield state
+    finally:
+        handle.stop()
+
+
+@pytest_asyncio.fixture
+async def watching(
+    client: Client, task_queue: str, target: Target
+) -> AsyncIterator[tuple[HealthWatcher, Scenario]]:
+    # A slow step keeps the healing running while the target recovers.
+    scenario = Scenario(step_delay_s=3.0)
+    watcher = HealthWatcher(
+        client,
+        WatchTarget(
+            service="shop",
+            health_url=f"{target.url}/healthz",
+            target=f"shop-{task_queue[-8:]}",
+            metric=MetricCheck(url=f"{target.url}/metrics", name="error_ratio", max=0.1),
+        ),
+        interval_s=0.05,
+        task_queue=task_queue,
+    )
+    stop = asyncio.Event()
+    async with running(client, task_queue, scenario):
+        task = asyncio.create_task(watcher.run(stop))
+        try:
+            yield watcher, scenario
+        finally:
+            stop.set()
+            await task
+
+
+async def detected(watcher: HealthWatcher) -> None:
+    async with asyncio.timeout(20):
+        while not watcher.detections:
+            await asyncio.sleep(0.05)
+
+
+async def test_failures_start_a_healing_and_recovery_resolves_it(
+    client: Client, target: Target, watching: tuple[HealthWatcher, Scenario]
+) -> None:
+    watcher, scenario = watching
+    target.healthy = False
+    await detected(watcher)
+    detection = watcher.detections[0]
+    handle = client.get_workflow_handle(detection.workflow_id, result_type=HealingStatus)
+    status = await status_when(handle, lambda s: s.occurrences >= 1)
+    assert status.fault.source == "watcher"
+    assert status.fault.values["consecutive_failures"] == 3
+    assert status.fault.values["http_status"] == 503
+    assert "HTTP 503" in status.fault.summary
+    assert detection.first_failure_at < detection.detected_at
+
+    await asyncio.wait_for(scenario.step_started.wait(), 20)
+    target.healthy = True
+    status = await status_when(handle, lambda s: s.resolved_at is not None)
+    assert detection.resolved_at is not None
+    assert len(watcher.detections) == 1  # one outage, one report
+
+
+async def test_breached_metric_is_a_failure(
+    client: Client, target: Target, watching: tuple[HealthWatcher, Scenario]
+) -> None:
+    watcher, _ = watching
+    target.error_ratio = 0.5
+    await detected(watcher)
+    fault = watcher.detections[0].fault
+    assert fault.values["metric_value"] == 0.5
+    assert "error_ratio = 0.5 (> 0.1)" in fault.summary
+    assert fault.metric is not None and fault.metric.max == 0.1

@@ -1,0 +1,106 @@
+"""The CLI's answer to bad input and to an unreachable Temporal: one line naming what is wrong,
+exit code 2, never a traceback. No service is needed: each case fails before or at connecting."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+from typer.testing import CliRunner
+
+from cli.main import app
+from core.settings import get_settings
+
+
+@pytest.fixture(autouse=True)
+def closed_temporal(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Point the CLI at a port where nothing listens."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    monkeypatch.setenv("SELFHEAL_TEMPORAL__ADDRESS", address)
+    get_settings.cache_clear()
+    yield address
+    get_settings.cache_clear()
+
+
+def run(*args: str, stdin: str | None = None) -> Result:
+    return CliRunner().invoke(app, list(args), input=stdin)
+
+
+def assert_one_line_error(result: Result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    ("content", "fragments"),
+    [
+        ("type: health_check_failed\n", ["service", "Field required"]),
+        ("service: shop\ntype: x\nseverity: urgent\n", ["severity", "'info', 'warning'"]),
+        ("service: shop\ntype: x\ncolour: red\n", ["colour", "Extra inputs are not permitted"]),
+        ("service: shop\ntype: x\nvalues: {latency: fast}\n", ["values.latency"]),
+        ("service: shop\ntype: x\nfingerprint: 'has spaces'\n", ["fingerprint"]),
+        ("service: shop\ntype: x\nmetric: {url: http://m}\n", ["metric.name", "metric.max"]),
+        ("service: [unclosed\n", ["not valid JSON or YAML at line"]),
+        ("- service: shop\n", ["expected a mapping of Fault fields", "got list"]),
+    ],
+)
+def test_malformed_fault_file_names_the_field(
+    tmp_path: Path, content: str, fragments: list[str]
+) -> None:
+    path = tmp_path / "fault.yaml"
+    path.write_text(content)
+    assert_one_line_error(run("fault", "submit", str(path)), str(path), *fragments)
+
+
+def test_malformed_json_on_stdin_names_the_field() -> None:
+    result = run("fault", "submit", "-", stdin='{"service": "shop", "type": ""}')
+    assert_one_line_error(result, "-: type", "at least 1 character")
+
+
+def test_missing_fault_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.json"
+    assert_one_line_error(run("fault", "submit", str(missing)), f"{missing}: no such file")
+
+
+def test_unknown_phase_is_refused_before_connecting() -> None:
+    assert_one_line_error(run("list", "--phase", "sleeping"), "--phase", "awaiting_approval")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["list"],
+        ["show", "heal-abc"],
+        ["approve", "heal-abc", "--by", "alice"],
+        ["reject", "heal-abc", "--by", "alice", "--reason", "no"],
+    ],
+)
+def test_unreachable_temporal_is_one_line(closed_temporal: str, args: list[str]) -> None:
+    assert_one_line_error(run(*args), f"cannot reach Temporal at {closed_temporal}", "refused")
+
+
+def test_valid_fault_with_unreachable_temporal(tmp_path: Path, closed_temporal: str) -> None:
+    path = tmp_path / "fault.json"
+    path.write_text('{"service": "shop", "type": "health_check_failed", "target": "api"}')
+    assert_one_line_error(run("fault", "submit", str(path)), "cannot reach Temporal")
+
+
+def test_unknown_demo_scenario() -> None:
+    assert_one_line_error(run("dev", "--demo", "meteor"), "unknown demo scenario 'meteor'", "crash")
+
+
+def test_demo_list_needs_no_services() -> None:
+    result = run("dev", "--demo", "list")
+    assert result.exit_code == 0, result.output
+    for name in ("error_burst", "hang", "crash", "poisoned_cache", "process_crashed"):
+        assert name in result.stdout
