@@ -78,6 +78,13 @@ class SupervisorSettings(BaseModel):
     )
 
 
+class TelemetrySettings(BaseModel):
+    otlp_endpoint: str | None = Field(
+        default=None, description="OTLP/HTTP traces endpoint, e.g. http://collector:4318/v1/traces"
+    )
+    service_name: str = "selfheal"
+
+
 class DevSettings(BaseModel):
     data_dir: Path = Path(".selfheal")
     temporal_port: int = 7233
@@ -98,6 +105,7 @@ class Settings(BaseSettings):
     notify: NotifySettings = NotifySettings()
     probe: ProbeSettings = ProbeSettings()
     supervisor: SupervisorSettings = SupervisorSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
     dev: DevSettings = DevSettings()
     runbooks_dir: Path = Path("runbooks")
     log_level: str = "INFO"

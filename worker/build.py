@@ -107,7 +107,10 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     """Run until ``stop`` is set or SIGINT/SIGTERM; in-flight activities get
     ``graceful_shutdown_s`` to finish, then Temporal retries them on another worker."""
     from core.database import make_engine, make_session_factory, resolve_database_url
+    from core.telemetry import setup_tracing
     from core.temporal import connect
+
+    tracer_provider = setup_tracing(settings.telemetry)
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -137,3 +140,5 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
             await stop.wait()
             log.info("worker stopping", grace_s=settings.worker.graceful_shutdown_s)
     engine.dispose()
+    if tracer_provider is not None:
+        tracer_provider.shutdown()

@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
-from temporalio.worker import Worker
 
 from activities.actions import default_registry
 from activities.knowledge import KnowledgeBaseActivities
@@ -300,12 +299,17 @@ async def test_worker_killed_mid_step_then_another_finishes_without_reapplying(
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(10)
 
-        second = worker_process(env)
+        metrics_port = free_port()
+        second = worker_process({**env, "SELFHEAL_WORKER__METRICS_PORT": str(metrics_port)})
         try:
             result = await asyncio.wait_for(handle.result(), timeout=90)
+            async with httpx.AsyncClient() as http:
+                metrics = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+            assert "temporal_activity_execution_latency" in metrics  # the SDK's own metrics
         finally:
-            second.terminate()
-            second.wait(30)
+            second.terminate()  # SIGTERM: graceful shutdown
+            exit_code = second.wait(30)
+        assert exit_code == 0
 
         assert result.outcome == HealingOutcome.HEALED, result.outcome_detail
         assert target.restarts() == 1  # the retried step replayed its key: one restart in all
