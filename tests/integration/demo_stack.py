@@ -34,6 +34,9 @@ class DemoStack:
         except httpx.HTTPError:
             return None
 
+    def restarts(self) -> int:
+        return self.supervisor.status(TARGET).restarts
+
     def inject(self, scenario: str) -> None:
         response = httpx.post(f"{self.target_url}/inject/{scenario}", timeout=5)
         assert response.status_code == 202, response.text
@@ -55,19 +58,25 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0, what: str
 
 
 @contextmanager
-def demo_stack(tmp_path: Path) -> Iterator[DemoStack]:
+def demo_stack(tmp_path: Path, *, startup_delay_s: float = 0) -> Iterator[DemoStack]:
     port = free_port()
     target_url = f"http://127.0.0.1:{port}"
     # A short grace period keeps tests fast should a process ignore SIGTERM.
     supervisor = Supervisor(tmp_path / "supervisor", stop_timeout_s=2.0)
-    supervisor.add(
-        TARGET, target_command(port, tmp_path / "target"), health_url=f"{target_url}/healthz"
-    )
+    command = target_command(port, tmp_path / "target")
+    if startup_delay_s:
+        # A slow-starting target keeps process.restart busy long enough to kill its worker.
+        command = ["sh", "-c", f'sleep {startup_delay_s}; exec "$@"', "sh", *command]
+    supervisor.add(TARGET, command, health_url=f"{target_url}/healthz")
     supervisor.start_all()
     api = serve_in_thread(create_app(supervisor))
     stack = DemoStack(supervisor, api, target_url)
     try:
-        wait_until(lambda: stack.health() == 200, what="the demo target to be healthy")
+        wait_until(
+            lambda: stack.health() == 200,
+            timeout_s=10 + startup_delay_s,
+            what="the demo target to be healthy",
+        )
         yield stack
     finally:
         api.stop()

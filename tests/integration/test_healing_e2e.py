@@ -11,7 +11,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -26,90 +25,38 @@ from activities.actions import default_registry
 from activities.knowledge import KnowledgeBaseActivities
 from core.database import make_engine, make_session_factory
 from core.settings import HealingSettings, Settings, SupervisorSettings
-from demo.scenarios import get_scenario
-from demo.target import target_command
 from detection.intake import start_healing
 from domain import Fault, HealingOutcome, HealingStatus, MetricCheck, StepStatus
 from domain.payloads import ActivityName, RecordOutcomeInput, RecordOutcomeResult
 from models.catalog import load_catalog
 from models.knowledge_base import KnowledgeBase
-from supervisor.api import create_app
-from supervisor.core import Supervisor
-from supervisor.serving import ServerHandle, serve_in_thread
+from tests.integration.demo_stack import TARGET, DemoStack, demo_stack, free_port
 from tests.integration.standins import Scenario
 from worker import build_activities, build_worker
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-PROCESS = "demo-target"
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class DemoTarget:
-    url: str
-    supervisor: Supervisor
-    control: ServerHandle
-
-    def fault(self) -> Fault:
-        return Fault(
-            fingerprint=f"e2e-{uuid.uuid4().hex[:12]}",
-            service="demo",
-            type="health_check_failed",
-            target=PROCESS,
-            health_url=f"{self.url}/healthz",
-            metric=MetricCheck(url=f"{self.url}/metrics", name="demo_error_ratio", max=0.05),
-            labels={"base_url": self.url},
-            source="test",
-        )
-
-    def restarts(self) -> int:
-        return self.supervisor.status(PROCESS).restarts
-
-    async def healthy(self) -> bool:
-        async with httpx.AsyncClient() as http:
-            try:
-                return (await http.get(f"{self.url}/healthz", timeout=2)).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-
-def start_target(tmp_path: Path, *, startup_delay_s: float = 0) -> Iterator[DemoTarget]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    supervisor = Supervisor(tmp_path / "supervisor")
-    command = target_command(port, tmp_path / "target")
-    if startup_delay_s:
-        # A slow-starting target keeps process.restart busy long enough to kill its worker.
-        command = ["sh", "-c", f'sleep {startup_delay_s}; exec "$@"', "sh", *command]
-    supervisor.add(PROCESS, command, health_url=f"{url}/healthz")
-    supervisor.start_all()
-    control = serve_in_thread(create_app(supervisor))
-    try:
-        for _ in range(200):
-            if supervisor.status(PROCESS).healthy:
-                break
-            import time
-
-            time.sleep(0.05)
-        yield DemoTarget(url=url, supervisor=supervisor, control=control)
-    finally:
-        control.stop()
-        supervisor.stop_all()
+def fault_for(stack: DemoStack) -> Fault:
+    """A fault as the dev watcher reports it for the demo target."""
+    return Fault(
+        fingerprint=f"e2e-{uuid.uuid4().hex[:12]}",
+        service="demo",
+        type="health_check_failed",
+        target=TARGET,
+        health_url=f"{stack.target_url}/healthz",
+        metric=MetricCheck(url=f"{stack.target_url}/metrics", name="demo_error_ratio", max=0.05),
+        labels={"base_url": stack.target_url},
+        source="test",
+    )
 
 
 @pytest.fixture
-def target(tmp_path: Path) -> Iterator[DemoTarget]:
-    yield from start_target(tmp_path)
+def target(tmp_path: Path) -> Iterator[DemoStack]:
+    with demo_stack(tmp_path) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")
@@ -123,17 +70,17 @@ def kb_sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
     engine.dispose()
 
 
-def settings_for(target: DemoTarget) -> Settings:
+def settings_for(target: DemoStack) -> Settings:
     return Settings(
         runbooks_dir=REPO / "runbooks",
-        supervisor=SupervisorSettings(url=target.control.url),
+        supervisor=SupervisorSettings(url=target.supervisor_url),
         healing=HealingSettings(stabilization_window_s=1.5, probe_interval_s=0.5),
     )
 
 
 @pytest_asyncio.fixture
 async def healing_worker(
-    client: Client, task_queue: str, target: DemoTarget, kb_sessions: sessionmaker[Session]
+    client: Client, task_queue: str, target: DemoStack, kb_sessions: sessionmaker[Session]
 ) -> AsyncIterator[None]:
     settings = settings_for(target)
     async with httpx.AsyncClient() as http:
@@ -154,18 +101,18 @@ async def run_healing(client: Client, task_queue: str, fault: Fault) -> HealingS
 
 @pytest.mark.usefixtures("healing_worker")
 async def test_crashed_process_is_restarted_validated_and_learned(
-    client: Client, task_queue: str, target: DemoTarget, kb_sessions: sessionmaker[Session]
+    client: Client, task_queue: str, target: DemoStack, kb_sessions: sessionmaker[Session]
 ) -> None:
     before = solution_counts(kb_sessions)
-    get_scenario("crash").inject(target.url)
+    target.inject("crash")
     await asyncio.sleep(0.5)
-    assert not await target.healthy()
+    assert target.health() is None
 
-    result = await run_healing(client, task_queue, target.fault())
+    result = await run_healing(client, task_queue, fault_for(target))
 
     assert result.diagnosis is not None and result.diagnosis.root_cause == "process_crashed"
     assert result.outcome == HealingOutcome.HEALED, result.outcome_detail
-    assert await target.healthy()
+    assert target.health() == 200
     assert target.restarts() == 1
     ran = [s for s in result.steps if not s.compensation]
     assert [s.action for s in ran] == ["process.restart"]
@@ -182,12 +129,12 @@ async def test_crashed_process_is_restarted_validated_and_learned(
 
 @pytest.mark.usefixtures("healing_worker")
 async def test_poisoned_cache_falls_through_to_the_next_candidate(
-    client: Client, task_queue: str, target: DemoTarget, kb_sessions: sessionmaker[Session]
+    client: Client, task_queue: str, target: DemoStack, kb_sessions: sessionmaker[Session]
 ) -> None:
     before = solution_counts(kb_sessions)
-    get_scenario("poisoned_cache").inject(target.url)
+    target.inject("poisoned_cache")
 
-    result = await run_healing(client, task_queue, target.fault())
+    result = await run_healing(client, task_queue, fault_for(target))
 
     assert result.diagnosis is not None and result.diagnosis.root_cause == "cache_poisoned"
     assert result.outcome == HealingOutcome.HEALED, result.outcome_detail
@@ -195,23 +142,23 @@ async def test_poisoned_cache_falls_through_to_the_next_candidate(
     assert len(names) >= 2
     assert result.solution_name == names[1]  # the first candidate did not heal it
     assert not result.validations[0].healthy and result.validations[-1].healthy
-    assert await target.healthy()
+    assert target.health() == 200
     after = solution_counts(kb_sessions)
     assert after[names[0]] == (before[names[0]][0] + 1, before[names[0]][1])
     assert after[names[1]] == (before[names[1]][0] + 1, before[names[1]][1] + 1)
 
 
 @pytest.mark.usefixtures("healing_worker")
-async def test_bad_flag_switched_off(client: Client, task_queue: str, target: DemoTarget) -> None:
-    get_scenario("error_burst").inject(target.url)
+async def test_bad_flag_switched_off(client: Client, task_queue: str, target: DemoStack) -> None:
+    target.inject("error_burst")
 
-    result = await run_healing(client, task_queue, target.fault())
+    result = await run_healing(client, task_queue, fault_for(target))
 
     assert result.diagnosis is not None and result.diagnosis.root_cause == "bad_feature_flag"
     assert result.outcome == HealingOutcome.HEALED, result.outcome_detail
     assert target.restarts() == 0
     async with httpx.AsyncClient() as http:
-        flag = (await http.get(f"{target.url}/flags/new_checkout")).json()
+        flag = (await http.get(f"{target.target_url}/flags/new_checkout")).json()
     assert flag["enabled"] is False
 
 
@@ -272,23 +219,21 @@ async def test_worker_killed_mid_step_then_another_finishes_without_reapplying(
     database_url: str,
     kb_sessions: sessionmaker[Session],
 ) -> None:
-    targets = start_target(tmp_path, startup_delay_s=4)
-    target = next(targets)
-    try:
+    with demo_stack(tmp_path, startup_delay_s=4) as target:
         env = {
             "SELFHEAL_TEMPORAL__ADDRESS": client.service_client.config.target_host,
             "SELFHEAL_TEMPORAL__TASK_QUEUE": task_queue,
             "SELFHEAL_DATABASE__URL": database_url,
-            "SELFHEAL_SUPERVISOR__URL": target.control.url,
+            "SELFHEAL_SUPERVISOR__URL": target.supervisor_url,
             "SELFHEAL_RUNBOOKS_DIR": str(REPO / "runbooks"),
             "SELFHEAL_WORKER__METRICS_PORT": "0",
             "SELFHEAL_HEALING__STABILIZATION_WINDOW_S": "1",
             "SELFHEAL_HEALING__PROBE_INTERVAL_S": "0.5",
             "SELFHEAL_HEALING__STEP_HEARTBEAT_TIMEOUT_S": "2",
         }
-        get_scenario("crash").inject(target.url)
+        target.inject("crash")
         first = worker_process(env)
-        started = await start_healing(client, target.fault(), task_queue=task_queue)
+        started = await start_healing(client, fault_for(target), task_queue=task_queue)
         handle = client.get_workflow_handle(started.workflow_id, result_type=HealingStatus)
 
         for _ in range(600):  # the restart has been applied: the step is now in flight
@@ -315,6 +260,4 @@ async def test_worker_killed_mid_step_then_another_finishes_without_reapplying(
         assert target.restarts() == 1  # the retried step replayed its key: one restart in all
         restarts = [s for s in result.steps if s.action == "process.restart"]
         assert [s.status for s in restarts] == [StepStatus.SUCCEEDED]
-        assert await target.healthy()
-    finally:
-        next(targets, None)
+        assert target.health() == 200
