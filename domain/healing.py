@@ -186,6 +186,8 @@ class ValidationResult(BaseModel):
     failures: int
     window_s: float
     detail: str = ""
+    started_at: datetime | None = Field(default=None, description="set by the workflow")
+    ended_at: datetime | None = Field(default=None, description="set by the workflow")
 
 
 class Approval(BaseModel):

@@ -61,6 +61,7 @@ class FindSolutionsResult(BaseModel):
 
 class RunStepInput(BaseModel):
     workflow_id: str
+    run_id: str = ""
     candidate: int
     order: int
     step: RecoveryStep
@@ -69,11 +70,13 @@ class RunStepInput(BaseModel):
 
     @property
     def idempotency_key(self) -> str:
-        return f"{self.workflow_id}/{self.candidate}/{self.order}"
+        # The run id matters: the same fault healed again later reuses the workflow id.
+        return f"{self.workflow_id}/{self.run_id}/{self.candidate}/{self.order}"
 
 
 class CompensateStepInput(BaseModel):
     workflow_id: str
+    run_id: str = ""
     candidate: int
     order: int
     step: RecoveryStep
@@ -83,7 +86,7 @@ class CompensateStepInput(BaseModel):
 
     @property
     def idempotency_key(self) -> str:
-        return f"{self.workflow_id}/{self.candidate}/{self.order}/compensate"
+        return f"{self.workflow_id}/{self.run_id}/{self.candidate}/{self.order}/compensate"
 
 
 class ValidateRecoveryInput(BaseModel):

@@ -348,6 +348,7 @@ class HealingWorkflow:
                     ActivityName.RUN_STEP,
                     RunStepInput(
                         workflow_id=self._status.workflow_id,
+                        run_id=self._status.run_id,
                         candidate=index,
                         order=order,
                         step=step,
@@ -400,6 +401,7 @@ class HealingWorkflow:
                 ActivityName.COMPENSATE_STEP,
                 CompensateStepInput(
                     workflow_id=self._status.workflow_id,
+                    run_id=self._status.run_id,
                     candidate=entry.candidate,
                     order=entry.order,
                     step=entry.step,
@@ -434,6 +436,7 @@ class HealingWorkflow:
     async def _validate(self, policy: HealingPolicy) -> str | None:
         self._set_phase(HealingPhase.VALIDATING)
         window = policy.stabilization_window_s
+        started = workflow.now()
         try:
             result: ValidationResult = await workflow.execute_activity(
                 ActivityName.VALIDATE_RECOVERY,
@@ -451,7 +454,9 @@ class HealingWorkflow:
             result = ValidationResult(
                 healthy=False, checks=0, failures=0, window_s=window, detail=_error_text(exc)
             )
-        self._status.validations.append(result)
+        self._status.validations.append(
+            result.model_copy(update={"started_at": started, "ended_at": workflow.now()})
+        )
         if result.healthy:
             return None
         return f"validation failed: {result.detail}"

@@ -29,8 +29,8 @@ class ActionContext:
     """What an action may use besides its params.
 
     ``idempotency_key`` is stable across retries of the same step of the same healing
-    (``<workflow id>/<candidate>/<step order>``): an action passes it to the target, or checks
-    the target's state against it, so that a retried activity never applies twice.
+    (``<workflow id>/<run id>/<candidate>/<step order>``): an action passes it to the target, or
+    checks the target's state against it, so that a retried activity never applies twice.
     """
 
     idempotency_key: str

@@ -30,7 +30,7 @@ from domain import Fault, HealingOutcome, HealingStatus, MetricCheck, StepStatus
 from domain.payloads import ActivityName, RecordOutcomeInput, RecordOutcomeResult
 from models.catalog import load_catalog
 from models.knowledge_base import KnowledgeBase
-from tests.integration.demo_stack import TARGET, DemoStack, demo_stack, free_port
+from tests.integration.demo_stack import TARGET, DemoStack, demo_stack, free_port, wait_until
 from tests.integration.standins import Scenario
 from worker import build_activities, build_worker
 
@@ -105,8 +105,7 @@ async def test_crashed_process_is_restarted_validated_and_learned(
 ) -> None:
     before = solution_counts(kb_sessions)
     target.inject("crash")
-    await asyncio.sleep(0.5)
-    assert target.health() is None
+    wait_until(lambda: target.health() is None, what="the target to crash")
 
     result = await run_healing(client, task_queue, fault_for(target))
 
@@ -125,6 +124,21 @@ async def test_crashed_process_is_restarted_validated_and_learned(
     record = KnowledgeBase(kb_sessions).get_healing(result.workflow_id)
     assert record is not None and record.outcome == "healed"
     assert len(record.steps) == len(result.steps)
+
+
+@pytest.mark.usefixtures("healing_worker")
+async def test_same_fault_healed_again_later_acts_again(
+    client: Client, task_queue: str, target: DemoStack
+) -> None:
+    """A second healing of the same fault (same workflow id, new run) must not be mistaken for
+    a retry of the first one's steps."""
+    fault = fault_for(target)
+    for expected_restarts in (1, 2):
+        target.inject("crash")
+        wait_until(lambda: target.health() is None, what="the target to crash")
+        result = await run_healing(client, task_queue, fault)
+        assert result.outcome == HealingOutcome.HEALED, result.outcome_detail
+        assert target.restarts() == expected_restarts
 
 
 @pytest.mark.usefixtures("healing_worker")
@@ -232,6 +246,7 @@ async def test_worker_killed_mid_step_then_another_finishes_without_reapplying(
             "SELFHEAL_HEALING__STEP_HEARTBEAT_TIMEOUT_S": "2",
         }
         target.inject("crash")
+        wait_until(lambda: target.health() is None, what="the target to crash")
         first = worker_process(env)
         started = await start_healing(client, fault_for(target), task_queue=task_queue)
         handle = client.get_workflow_handle(started.workflow_id, result_type=HealingStatus)

@@ -1,14 +1,16 @@
 """Record HealingWorkflow histories for the replay test.
 
-Run after a deliberate, compatible workflow change only when adding new paths; histories of
-older versions stay, because replaying them is what catches non-determinism:
+Histories of older versions stay, because replaying them is what catches non-determinism;
+after a workflow change, record a new generation beside them:
 
-    .venv/bin/python -m tests.replay.record_histories
+    .venv/bin/python -m tests.replay.record_histories --suffix v3
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -72,7 +74,9 @@ CASES: dict[str, tuple[Scenario, Driver, dict[str, bool]]] = {
 }
 
 
-async def record(client: Client, name: str, scenario: Scenario, drive: Driver, **kw: bool) -> None:
+async def record(
+    client: Client, name: str, scenario: Scenario, drive: Driver, suffix: str, **kw: bool
+) -> None:
     queue = f"record-{uuid.uuid4()}"
     fault = Fault(service="demo", type="health_check_failed", target=f"replay-{name}")
     async with Worker(
@@ -87,21 +91,27 @@ async def record(client: Client, name: str, scenario: Scenario, drive: Driver, *
         await drive(client, handle, fault)
         await handle.result()
         history = await handle.fetch_history()
-    (HERE / f"{name}.json").write_text(history.to_json())
+    (HERE / f"{name}{'.' + suffix if suffix else ''}.json").write_text(history.to_json())
     print(f"recorded {name}")
 
 
-async def main() -> None:
+async def main(suffix: str) -> None:
     HERE.mkdir(parents=True, exist_ok=True)
     env = await start_dev_server()
     try:
         client = await env.connect_client(data_converter=pydantic_data_converter)
         for name, (scenario, drive, kwargs) in CASES.items():
-            await record(client, name, scenario, drive, **kwargs)
-        await record(env.client, "approval_timeout", Scenario(confidence=0.3), nothing)
+            await record(client, name, scenario, drive, suffix, **kwargs)
+        await record(env.client, "approval_timeout", Scenario(confidence=0.3), nothing, suffix)
     finally:
         await env.shutdown()
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    import argparse
+
+    parser = argparse.ArgumentParser(description="record HealingWorkflow histories")
+    parser.add_argument("--suffix", required=True, help="generation, e.g. v3")
+    asyncio.run(main(parser.parse_args().suffix))
+    sys.stdout.flush()
+    os._exit(0)  # temporalio may abort at interpreter exit (sdk-python#300)

@@ -1,0 +1,224 @@
+"""Mean time to recover of each demo scenario, end to end, on the `selfheal dev` stack.
+
+    .venv/bin/python -m bench.mttr [--repeats 3] [--scenarios crash,hang,...]
+
+One stack (Temporal dev server with SQLite in WAL mode, Postgres, worker, supervisor, demo target,
+watcher on a 1 s interval, a 5 s stabilization window) serves every run. Each run injects the
+scenario into the healthy target and follows the healing the watcher starts. Time from injection
+to validated recovery is split into:
+
+- detection: injection → the watcher reports the fault (3 failed probes, 1 s apart);
+- diagnosis+planning: detection → the first step starts (evidence, rules, knowledge base, gate);
+- execution: the time steps and compensations ran, every candidate included;
+- validation: the time spent validating (the stabilization window, and failed validations);
+- other: what is left (Temporal round trips between activities, recording).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import socket
+import statistics
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.common import machine_facts, write_results
+from cli.dev import Guard, Stack, dev_settings, start_stack
+from core.settings import DevSettings, Settings
+from demo.scenarios import SCENARIOS, get_scenario
+from detection.watcher import Detection
+from domain import HealingOutcome, HealingStatus
+
+
+@dataclass
+class Run:
+    scenario: str
+    outcome: str
+    root_cause: str
+    solution: str
+    total_s: float
+    detection_s: float
+    diagnosis_planning_s: float
+    execution_s: float
+    validation_s: float
+    other_s: float
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def healthy(url: str) -> None:
+    async with httpx.AsyncClient() as http:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(f"{url}/healthz", timeout=1)).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+
+
+async def detected(stack: Stack, since: datetime) -> Detection:
+    while True:
+        for detection in stack.watcher.detections:
+            if detection.detected_at >= since:
+                return detection
+        await asyncio.sleep(0.05)
+
+
+def split(scenario: str, injected: datetime, found: Detection, status: HealingStatus) -> Run:
+    forward = status.steps
+    validations = [v for v in status.validations if v.started_at and v.ended_at]
+    recovered = validations[-1].ended_at if validations else status.ended_at
+    assert recovered is not None and forward, f"{scenario}: no steps or no end"
+    total = (recovered - injected).total_seconds()
+    detection = (found.detected_at - injected).total_seconds()
+    planning = (forward[0].started_at - found.detected_at).total_seconds()
+    execution = sum((s.ended_at - s.started_at).total_seconds() for s in forward)
+    validation = sum(
+        (v.ended_at - v.started_at).total_seconds()  # type: ignore[operator]
+        for v in validations
+    )
+    return Run(
+        scenario=scenario,
+        outcome=status.outcome.value if status.outcome else status.phase.value,
+        root_cause=status.diagnosis.root_cause if status.diagnosis else "",
+        solution=status.solution_name or "",
+        total_s=total,
+        detection_s=detection,
+        diagnosis_planning_s=planning,
+        execution_s=execution,
+        validation_s=validation,
+        other_s=total - detection - planning - execution - validation,
+    )
+
+
+async def one_run(stack: Stack, guard: Guard, name: str) -> Run:
+    await guard.run(asyncio.wait_for(healthy(stack.target_url), 60))
+    injected = datetime.now(UTC)
+    await guard.blocking(get_scenario(name).inject, stack.target_url)
+    found = await guard.run(asyncio.wait_for(detected(stack, injected), 60))
+    handle = stack.client.get_workflow_handle(found.workflow_id, result_type=HealingStatus)
+    status = await guard.run(asyncio.wait_for(handle.result(), 180))
+    run = split(name, injected, found, status)
+    print(
+        f"{name:15} {run.outcome:9} total {run.total_s:5.1f}s  detect {run.detection_s:4.1f}  "
+        f"plan {run.diagnosis_planning_s:4.1f}  exec {run.execution_s:4.1f}  "
+        f"validate {run.validation_s:4.1f}  ({run.solution})",
+        flush=True,
+    )
+    return run
+
+
+def summarize(runs: list[Run]) -> list[dict[str, Any]]:
+    rows = []
+    for name in dict.fromkeys(r.scenario for r in runs):
+        mine = [r for r in runs if r.scenario == name]
+        row: dict[str, Any] = {
+            "scenario": name,
+            "runs": len(mine),
+            "healed": sum(r.outcome == HealingOutcome.HEALED for r in mine),
+        }
+        for part in ("total_s", "detection_s", "diagnosis_planning_s", "execution_s",
+                     "validation_s", "other_s"):  # fmt: skip
+            values = [getattr(r, part) for r in mine]
+            row[f"{part}_median"] = round(statistics.median(values), 2)
+            row[f"{part}_max"] = round(max(values), 2)
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]], settings: Settings) -> str:
+    lines = [
+        "# MTTR of the demo scenarios (selfheal dev stack)",
+        "",
+        f"Watcher: 1 s probes, 3 failures; validation window "
+        f"{settings.healing.stabilization_window_s:g} s, probe every "
+        f"{settings.healing.probe_interval_s:g} s. Seconds, median (max).",
+        "",
+        "| scenario | healed | injection → recovered | detection | diagnosis+planning "
+        "| execution | validation | other |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cells = [
+            f"{r[p + '_median']:.1f} ({r[p + '_max']:.1f})"
+            for p in (
+                "total_s",
+                "detection_s",
+                "diagnosis_planning_s",
+                "execution_s",
+                "validation_s",
+                "other_s",
+            )  # fmt: skip
+        ]
+        lines.append(f"| {r['scenario']} | {r['healed']}/{r['runs']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+async def main(scenarios: list[str], repeats: int) -> int:
+    data_dir = Path(tempfile.mkdtemp(prefix="selfheal-mttr-"))
+    # Free ports: the bench must not collide with a `selfheal dev` running on the defaults.
+    ports = DevSettings(
+        temporal_port=free_port(),
+        temporal_ui_port=free_port(),
+        target_port=free_port(),
+        supervisor_port=free_port(),
+    )
+    settings = dev_settings(Settings(dev=ports), data_dir, demo=True)
+    stop = asyncio.Event()
+    guard = Guard(stop)
+    runs: list[Run] = []
+    async with contextlib.AsyncExitStack() as exits:
+        stack = await start_stack(settings, guard, exits)
+        for _ in range(repeats):
+            for name in scenarios:
+                runs.append(await one_run(stack, guard, name))
+        stop.set()
+    rows = summarize(runs)
+    text = markdown(rows, settings)
+    print(text)
+    write_results(
+        "mttr",
+        {
+            "settings": {
+                "repeats": repeats,
+                "stabilization_window_s": settings.healing.stabilization_window_s,
+                "probe_interval_s": settings.healing.probe_interval_s,
+            },
+            "summary": rows,
+            "runs": [asdict(r) for r in runs],
+            "machine": machine_facts(),
+        },
+        text,
+    )
+    return 0 if all(r.outcome == HealingOutcome.HEALED for r in runs) else 1
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    args = parser.parse_args()
+    names = [n for n in args.scenarios.split(",") if n]
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown or args.repeats < 1:
+        parser.error(
+            f"--scenarios: unknown {unknown}; known {list(SCENARIOS)}"
+            if unknown
+            else "--repeats: expected at least 1"
+        )
+    code = asyncio.run(main(names, args.repeats))
+    sys.stdout.flush()
+    os._exit(code)  # temporalio may abort at interpreter exit (sdk-python#300)
