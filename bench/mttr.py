@@ -38,6 +38,15 @@ from demo.scenarios import SCENARIOS, get_scenario
 from detection.watcher import Detection
 from domain import HealingOutcome, HealingStatus
 
+PARTS = (
+    "total_s",
+    "detection_s",
+    "diagnosis_planning_s",
+    "execution_s",
+    "validation_s",
+    "other_s",
+)
+
 
 @dataclass
 class Run:
@@ -130,8 +139,7 @@ def summarize(runs: list[Run]) -> list[dict[str, Any]]:
             "runs": len(mine),
             "healed": sum(r.outcome == HealingOutcome.HEALED for r in mine),
         }
-        for part in ("total_s", "detection_s", "diagnosis_planning_s", "execution_s",
-                     "validation_s", "other_s"):  # fmt: skip
+        for part in PARTS:
             values = [getattr(r, part) for r in mine]
             row[f"{part}_median"] = round(statistics.median(values), 2)
             row[f"{part}_max"] = round(max(values), 2)
@@ -152,17 +160,7 @@ def markdown(rows: list[dict[str, Any]], settings: Settings) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        cells = [
-            f"{r[p + '_median']:.1f} ({r[p + '_max']:.1f})"
-            for p in (
-                "total_s",
-                "detection_s",
-                "diagnosis_planning_s",
-                "execution_s",
-                "validation_s",
-                "other_s",
-            )  # fmt: skip
-        ]
+        cells = [f"{r[p + '_median']:.1f} ({r[p + '_max']:.1f})" for p in PARTS]
         lines.append(f"| {r['scenario']} | {r['healed']}/{r['runs']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -16,15 +16,14 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import httpx
 import typer
-from rich.console import Console
 from rich.table import Table
 from temporalio.client import (
     Client,
@@ -35,7 +34,7 @@ from temporalio.client import (
 
 from cli.errors import UserError, fail, user_errors
 from cli.operator import release_clients
-from cli.render import Prelude, timeline_table
+from cli.render import Prelude, make_console, timeline_table
 from core.devstack import DevDatabase, DevStackError, TemporalDevServer, port_in_use
 from core.settings import Settings, TemporalSettings, get_settings
 from demo.scenarios import SCENARIOS, Scenario, UnknownScenario, get_scenario
@@ -43,6 +42,7 @@ from detection.watcher import Detection, HealthWatcher, WatchTarget
 from domain import ApprovalDecision, HealingOutcome, HealingStatus, SelfhealError
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 TARGET_SERVICE = "demo"
 TARGET_PROCESS = "demo-target"
@@ -51,16 +51,18 @@ WATCH_INTERVAL_S = 1.0
 DEMO_WINDOW_S = 5.0
 DEMO_PROBE_INTERVAL_S = 1.0
 AUTO_APPROVER = "selfheal-dev"
+DEV_SHUTDOWN_S = 5.0
 INTERRUPTED = 130
 
-console = Console(highlight=False)
-if not console.is_terminal:
-    # Logs and CI: wide enough that a timeline row stays on one line.
-    console.width = 160
+console = make_console()
 
 
 class Interrupted(Exception):
     """Ctrl-C (or SIGTERM) while a step of ``selfheal dev`` was under way."""
+
+
+class DemoTimeout(Exception):
+    """The demo's healing did not end within ``--timeout``."""
 
 
 def dev_settings(base: Settings, data_dir: Path | None, *, demo: bool) -> Settings:
@@ -77,9 +79,15 @@ def dev_settings(base: Settings, data_dir: Path | None, *, demo: bool) -> Settin
         ),
         "runbooks_dir": base.runbooks_dir.resolve(),
     }
-    if "metrics_port" not in base.worker.model_fields_set:
+    chosen = base.worker.model_fields_set
+    worker: dict[str, float] = {}
+    if "metrics_port" not in chosen:
         # The SDK's metrics endpoint binds all interfaces: only when asked for.
-        update["worker"] = base.worker.model_copy(update={"metrics_port": 0})
+        worker["metrics_port"] = 0
+    if "graceful_shutdown_s" not in chosen:
+        # Ctrl-C should be quick; an interrupted step is retried when dev runs again.
+        worker["graceful_shutdown_s"] = DEV_SHUTDOWN_S
+    update["worker"] = base.worker.model_copy(update=worker)
     if demo:
         chosen = base.healing.model_fields_set
         healing: dict[str, float] = {}
@@ -101,6 +109,7 @@ class Guard:
     def __init__(self, stop: asyncio.Event) -> None:
         self.stop = stop
         self.background: dict[str, asyncio.Task[None]] = {}
+        self._reported: set[str] = set()
 
     async def run(self, awaitable: Awaitable[T]) -> T:
         main = asyncio.ensure_future(awaitable)
@@ -120,12 +129,23 @@ class Guard:
             raise Interrupted
         for name, task in self.background.items():
             if task in done:
-                error = task.exception()
-                raise DevStackError(f"the {name} stopped: {error or 'it returned'}")
+                self._reported.add(name)
+                error = " ".join(str(task.exception() or "it returned").split())
+                raise DevStackError(f"the {name} stopped: {error}")
         raise AssertionError("unreachable")
 
-    async def blocking(self, func: Any, *args: Any) -> Any:
-        return await self.run(asyncio.to_thread(func, *args))
+    async def finish(self, name: str, timeout_s: float) -> None:
+        """Wait for a background task that ``stop`` ends; cancel it if it overstays."""
+        try:
+            await asyncio.wait_for(self.background[name], timeout_s)
+        except (TimeoutError, asyncio.CancelledError):
+            pass
+        except Exception as exc:
+            if name not in self._reported:
+                console.print(f"the {name} failed while stopping: {exc}", markup=False)
+
+    async def blocking(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self.run(asyncio.to_thread(func, *args, **kwargs))
 
 
 @dataclass
@@ -158,14 +178,14 @@ def _migrate_and_import(settings: Settings, url: str) -> str:
     )
 
 
-async def _target_answers(url: str) -> None:
+async def _until_health(url: str, accept: Callable[[int], bool]) -> None:
+    """Poll ``url``/healthz until it answers with a status ``accept`` takes."""
     async with httpx.AsyncClient() as http:
         while True:
-            try:
-                await http.get(f"{url}/healthz", timeout=1.0)
-                return
-            except httpx.HTTPError:
-                await asyncio.sleep(0.1)
+            with contextlib.suppress(httpx.HTTPError):
+                if accept((await http.get(f"{url}/healthz", timeout=1.0)).status_code):
+                    return
+            await asyncio.sleep(0.1)
 
 
 async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncExitStack) -> Stack:
@@ -199,11 +219,11 @@ async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncE
     database = DevDatabase(settings)
     exits.callback(database.stop)
     console.print("starting Postgres, migrating, importing the runbooks ...", markup=False)
-    url: str = await guard.blocking(database.start)
+    url = await guard.blocking(database.start)
     settings = settings.model_copy(
         update={"database": settings.database.model_copy(update={"url": url})}
     )
-    imported: str = await guard.blocking(_migrate_and_import, settings, url)
+    imported = await guard.blocking(_migrate_and_import, settings, url)
 
     target_url = f"http://127.0.0.1:{dev.target_port}"
     supervisor = Supervisor(dev.data_dir / "supervisor")
@@ -222,16 +242,16 @@ async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncE
         ) from None
     exits.callback(api.stop)
     try:
-        await guard.run(asyncio.wait_for(_target_answers(target_url), 20))
+        answers = _until_health(target_url, lambda _: True)
+        await guard.run(asyncio.wait_for(answers, 20))
     except TimeoutError:
         raise DevStackError(
             f"the demo target did not answer on {target_url} within 20s "
             f"(log: {dev.data_dir / 'supervisor' / 'logs' / (TARGET_PROCESS + '.log')})"
         ) from None
 
-    worker = asyncio.create_task(run_worker(settings, stop=guard.stop))
-    guard.background["worker"] = worker
-    exits.push_async_callback(_finish, worker, settings.worker.graceful_shutdown_s + 10)
+    guard.background["worker"] = asyncio.create_task(run_worker(settings, stop=guard.stop))
+    exits.push_async_callback(guard.finish, "worker", settings.worker.graceful_shutdown_s + 10)
 
     client = await guard.run(connect(settings.temporal, tracing=False))
     watcher = HealthWatcher(
@@ -243,22 +263,12 @@ async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncE
             labels={"base_url": target_url},
         ),
         interval_s=WATCH_INTERVAL_S,
+        timeout_s=settings.probe.timeout_s,
         task_queue=settings.temporal.task_queue,
     )
-    watching = asyncio.create_task(watcher.run(guard.stop))
-    guard.background["watcher"] = watching
-    exits.push_async_callback(_finish, watching, 10)
+    guard.background["watcher"] = asyncio.create_task(watcher.run(guard.stop))
+    exits.push_async_callback(guard.finish, "watcher", 10)
     return Stack(settings, temporal, url, client, watcher, target_url, imported)
-
-
-async def _finish(task: asyncio.Task[None], timeout_s: float) -> None:
-    """Wait for a background task that ``stop`` ends; cancel it if it overstays."""
-    try:
-        await asyncio.wait_for(task, timeout_s)
-    except (TimeoutError, asyncio.CancelledError):
-        pass
-    except Exception as exc:  # already reported by Guard, or moot during shutdown
-        console.print(f"note: {exc}", markup=False, style="dim")
 
 
 def _print_started(stack: Stack) -> None:
@@ -282,9 +292,14 @@ def _print_started(stack: Stack) -> None:
     console.print(table)
 
 
+def operator_env(address: str) -> str:
+    """What to put before a ``selfheal`` command so that it finds this dev server."""
+    return "" if address == TemporalSettings().address else f"SELFHEAL_TEMPORAL__ADDRESS={address} "
+
+
 def _print_try(stack: Stack) -> None:
     address = stack.temporal.address
-    env = "" if address == "127.0.0.1:7233" else f"SELFHEAL_TEMPORAL__ADDRESS={address} "
+    env = operator_env(address)
     lines = [
         "Try, in another terminal:",
         f"  curl -X POST {stack.target_url}/inject/crash      (scenarios: {', '.join(SCENARIOS)})",
@@ -299,15 +314,6 @@ def _print_try(stack: Stack) -> None:
 
 
 # ---------------------------------------------------------------------------------- the demo
-
-
-async def _wait_healthy(url: str) -> None:
-    async with httpx.AsyncClient() as http:
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if (await http.get(f"{url}/healthz", timeout=1.0)).status_code == 200:
-                    return
-            await asyncio.sleep(0.2)
 
 
 async def _wait_detection(watcher: HealthWatcher, since: datetime) -> Detection:
@@ -330,7 +336,7 @@ async def _query(handle: WorkflowHandle[Any, HealingStatus]) -> HealingStatus | 
 
 
 async def follow(
-    client: Client, workflow_id: str, *, auto_approve: bool, started: float
+    client: Client, workflow_id: str, *, auto_approve: bool, started: float, env: str
 ) -> HealingStatus:
     """Show the healing's phase until it ends; approve it when asked to. Its final status."""
     handle: WorkflowHandle[Any, HealingStatus] = client.get_workflow_handle(
@@ -351,7 +357,7 @@ async def follow(
                     spinner.update(f"healing {workflow_id}: {last_phase} ({elapsed:.0f}s)")
                     if status.awaiting_approval and not decided:
                         decided = True
-                        await _on_approval(handle, status, auto_approve)
+                        await _on_approval(handle, status, auto_approve, env)
                 await asyncio.wait({result}, timeout=0.5)
     finally:
         if not result.done():
@@ -360,12 +366,12 @@ async def follow(
 
 
 async def _on_approval(
-    handle: WorkflowHandle[Any, HealingStatus], status: HealingStatus, auto_approve: bool
+    handle: WorkflowHandle[Any, HealingStatus], status: HealingStatus, auto_approve: bool, env: str
 ) -> None:
     reasons = "; ".join(status.approval_reasons)
     if not auto_approve:
         console.print(
-            f"awaiting approval ({reasons}): selfheal approve {handle.id} --by NAME, "
+            f"awaiting approval ({reasons}): {env}selfheal approve {handle.id} --by NAME, "
             "or run the demo with --auto-approve",
             markup=False,
         )
@@ -402,7 +408,10 @@ async def run_demo(
             raise DemoTimeout(f"timed out after {timeout_s:g}s {what}") from None
 
     try:
-        await within_deadline(_wait_healthy(stack.target_url), "waiting for a healthy target")
+        await within_deadline(
+            _until_health(stack.target_url, lambda status: status == 200),
+            "waiting for a healthy target",
+        )
         injected_at = datetime.now(UTC)
         await guard.blocking(scenario.inject, stack.target_url)
         console.print(f"injected {scenario.name}: {scenario.description}", markup=False)
@@ -415,7 +424,13 @@ async def run_demo(
             markup=False,
         )
         status = await within_deadline(
-            follow(stack.client, detection.workflow_id, auto_approve=auto_approve, started=started),
+            follow(
+                stack.client,
+                detection.workflow_id,
+                auto_approve=auto_approve,
+                started=started,
+                env=operator_env(stack.temporal.address),
+            ),
             f"waiting for healing {detection.workflow_id} to end",
         )
     except DemoTimeout as exc:
@@ -452,10 +467,6 @@ def _verdict(status: HealingStatus, scenario: Scenario, health: int | None) -> i
         return 0
     console.print(f"outcome: {outcome}: {status.outcome_detail}", style="bold red", markup=False)
     return 1
-
-
-class DemoTimeout(Exception):
-    pass
 
 
 # ------------------------------------------------------------------------------- the command

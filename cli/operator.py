@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 import typer
 import yaml
 from pydantic import ValidationError
-from rich.console import Console
 from temporalio.client import (
     Client,
     WorkflowExecution,
@@ -34,7 +33,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from cli.errors import UserError, describe_validation_error, user_errors
-from cli.render import HealingRow, healings_table, timeline_table
+from cli.render import HealingRow, healings_table, make_console, timeline_table
 from core.settings import TemporalSettings, get_settings
 from core.temporal import connect
 from detection.intake import start_healing
@@ -44,7 +43,7 @@ T = TypeVar("T")
 
 fault_app = typer.Typer(help="Faults.", no_args_is_help=True)
 
-console = Console(highlight=False)
+console = make_console()
 
 # A query or update needs a worker to answer; without one the call would wait indefinitely.
 WORKER_ANSWER_TIMEOUT = timedelta(seconds=15)

@@ -4,18 +4,21 @@ table of healings."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from domain import HealingOutcome, HealingStatus, StepResult, StepStatus
+from domain import HealingOutcome, HealingStatus, StepResult, StepStatus, ValidationResult
 
 OUTCOME_STYLE = {
     HealingOutcome.HEALED: "bold green",
     HealingOutcome.DRY_RUN: "cyan",
     HealingOutcome.RESOLVED_BEFORE_ACTION: "cyan",
 }
+
+_END = datetime.max.replace(tzinfo=UTC)  # sorts untimed events last
 
 STEP_STYLE = {
     StepStatus.SUCCEEDED: "green",
@@ -24,6 +27,14 @@ STEP_STYLE = {
     StepStatus.FAILED: "red",
     StepStatus.COMPENSATION_FAILED: "bold red",
 }
+
+
+def make_console() -> Console:
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        # Logs, pipes and CI: wide enough that a table row stays on one line.
+        console.width = 160
+    return console
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,9 @@ def _seconds(start: datetime, end: datetime) -> str:
 
 
 def _step_event(step: StepResult) -> Event:
-    verb = "compensate" if step.compensation else f"step {step.order + 1}"
+    verb = f"plan {step.candidate + 1} step {step.order + 1}"
+    if step.compensation:
+        verb = "undo " + verb
     skipped = step.output.get("skipped") if step.compensation else None
     outcome = f"skipped ({skipped})" if skipped else step.status.value
     detail = f"{step.action} {outcome} in {_seconds(step.started_at, step.ended_at)}"
@@ -57,9 +70,23 @@ def _step_event(step: StepResult) -> Event:
     return Event(step.started_at, f"{verb}: {step.name}", detail, STEP_STYLE.get(step.status, ""))
 
 
+def _validation_event(validation: ValidationResult) -> Event:
+    verdict = "healthy" if validation.healthy else "unhealthy"
+    if validation.started_at is not None and validation.ended_at is not None:
+        verdict += " after " + _seconds(validation.started_at, validation.ended_at)
+    return Event(
+        validation.started_at,
+        "validation",
+        f"{verdict}: {validation.checks} checks, {validation.failures} failed, "
+        f"window {validation.window_s:g}s"
+        + (f" ({validation.detail})" if validation.detail else ""),
+        "green" if validation.healthy else "red",
+    )
+
+
 def timeline(status: HealingStatus, prelude: Prelude | None = None) -> list[Event]:
     """The healing's story in order: detection, diagnosis, plans, approval, steps, validation,
-    outcome. Events the workflow does not time (plans, validation) carry no time."""
+    outcome. Events the workflow does not time (diagnosis, plans) carry no time."""
     events: list[Event] = []
     if prelude is not None and prelude.injected_at is not None:
         events.append(Event(prelude.injected_at, "injected", prelude.injected))
@@ -100,24 +127,17 @@ def timeline(status: HealingStatus, prelude: Prelude | None = None) -> list[Even
         approval = status.approval
         verdict = "approved" if approval.approved else "rejected"
         detail = f"{verdict} by {approval.by}" + (f": {approval.reason}" if approval.reason else "")
+        if status.approval_reasons:
+            detail += " (asked because " + "; ".join(status.approval_reasons) + ")"
         events.append(Event(approval.at, "approval", detail))
     elif status.approval_required:
         events.append(Event(None, "approval", "required: " + "; ".join(status.approval_reasons)))
     elif status.candidates:
         events.append(Event(None, "approval", "not required"))
-    events.extend(_step_event(step) for step in status.steps)
-    for validation in status.validations:
-        verdict = "healthy" if validation.healthy else "unhealthy"
-        events.append(
-            Event(
-                None,
-                "validation",
-                f"{verdict}: {validation.checks} checks, {validation.failures} failed, "
-                f"window {validation.window_s:g}s"
-                + (f" ({validation.detail})" if validation.detail else ""),
-                "green" if validation.healthy else "red",
-            )
-        )
+    execution = [_step_event(step) for step in status.steps]
+    execution += [_validation_event(v) for v in status.validations]
+    # Steps and validations interleave when a plan fails and the next candidate runs.
+    events.extend(sorted(execution, key=lambda e: e.at or _END))
     if status.outcome is not None:
         detail = status.outcome_detail
         if status.time_to_recover_s is not None:

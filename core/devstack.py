@@ -68,10 +68,6 @@ class ManagedProcess:
             start_new_session=True,
         )
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
     def exit_code(self) -> int | None:
         return self._process.poll() if self._process else None
 
@@ -190,7 +186,7 @@ def _postmaster_pid(pgdata: Path) -> int | None:
     except ProcessLookupError:
         return None
     except PermissionError:
-        return pid
+        pass  # it exists, under another user
     return pid
 
 
@@ -203,12 +199,11 @@ class DevDatabase:
         self._settings = settings
         self._pgdata = (settings.dev.data_dir / "postgres").resolve()
         self._started_pid: int | None = None
-        self.embedded = settings.database.url is None
 
     def start(self) -> str:
         was_running = _postmaster_pid(self._pgdata) is not None
         url = resolve_database_url(self._settings)
-        if self.embedded and not was_running:
+        if self._settings.database.url is None and not was_running:
             self._started_pid = _postmaster_pid(self._pgdata)
         return url
 

@@ -11,7 +11,6 @@ fault resolved (a healing that already ended simply ignores this).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -140,7 +139,6 @@ class HealthWatcher:
         recovery_threshold: int = 1,
         timeout_s: float = 3.0,
         task_queue: str = TASK_QUEUE,
-        http: httpx.AsyncClient | None = None,
     ) -> None:
         if failure_threshold < 1 or recovery_threshold < 1:
             raise ValueError("failure_threshold and recovery_threshold must be at least 1")
@@ -153,7 +151,6 @@ class HealthWatcher:
         self.task_queue = task_queue
         self.state = WatchState()
         self.detections: list[Detection] = []
-        self._http = http
 
     @property
     def current(self) -> Detection | None:
@@ -211,18 +208,12 @@ class HealthWatcher:
         self.state = new_state
         return action
 
-    async def poll_once(self, http: httpx.AsyncClient) -> Action:
-        return await self.observe(await self.check(http))
-
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Poll every ``interval_s`` until ``stop`` is set (or the task is cancelled)."""
         stop = stop or asyncio.Event()
-        async with contextlib.AsyncExitStack() as stack:
-            http = self._http
-            if http is None:
-                http = await stack.enter_async_context(httpx.AsyncClient())
+        async with httpx.AsyncClient() as http:
             while not stop.is_set():
-                await self.poll_once(http)
+                await self.observe(await self.check(http))
                 try:
                     await asyncio.wait_for(stop.wait(), self.interval_s)
                 except TimeoutError:

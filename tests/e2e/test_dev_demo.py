@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,19 +43,22 @@ def data_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def run_demo(data_dir: Path, scenario: str) -> subprocess.CompletedProcess[str]:
+def dev_env() -> dict[str, str]:
     temporal, ui, target, supervisor = free_ports(4)
-    env = {
+    return {
         **{k: v for k, v in os.environ.items() if not k.startswith("SELFHEAL_")},
         "SELFHEAL_DEV__TEMPORAL_PORT": str(temporal),
         "SELFHEAL_DEV__TEMPORAL_UI_PORT": str(ui),
         "SELFHEAL_DEV__TARGET_PORT": str(target),
         "SELFHEAL_DEV__SUPERVISOR_PORT": str(supervisor),
     }
+
+
+def run_demo(data_dir: Path, scenario: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(SELFHEAL), "dev", "--data-dir", str(data_dir), "--demo", scenario, "--timeout", "120"],
         cwd=REPO,
-        env=env,
+        env=dev_env(),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -95,3 +100,30 @@ def test_demo_crash_heals_and_stops_everything(data_dir: Path) -> None:
     assert_healed(again)
     assert "0 created, 0 updated" in again.stdout
     assert leftover_processes(data_dir) == []
+
+
+def test_ctrl_c_stops_everything(data_dir: Path, tmp_path: Path) -> None:
+    log = tmp_path / "dev.log"
+    with log.open("w") as out:
+        dev = subprocess.Popen(
+            [str(SELFHEAL), "dev", "--data-dir", str(data_dir)],
+            cwd=REPO,
+            env=dev_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while "Ctrl-C stops everything" not in log.read_text():
+                assert dev.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+            started = [p for p in leftover_processes(data_dir) if not p.startswith(f"{dev.pid}:")]
+            assert len(started) >= 3, started  # temporal, postgres, the demo target
+            dev.send_signal(signal.SIGINT)
+            assert dev.wait(60) == 0, log.read_text()
+        finally:
+            if dev.poll() is None:
+                dev.kill()
+    assert leftover_processes(data_dir) == [], log.read_text()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.dev import DEMO_PROBE_INTERVAL_S, DEMO_WINDOW_S, dev_settings
+from cli.dev import DEMO_PROBE_INTERVAL_S, DEMO_WINDOW_S, DEV_SHUTDOWN_S, dev_settings
 from cli.render import Prelude, timeline
 from core.settings import Settings
 from domain import (
@@ -44,6 +44,7 @@ def test_addresses_follow_the_dev_ports(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert settings.supervisor.url == "http://127.0.0.1:17002"
     assert settings.dev.data_dir == (tmp_path / "data").resolve()
     assert settings.worker.metrics_port == 0
+    assert settings.worker.graceful_shutdown_s == DEV_SHUTDOWN_S
     assert settings.healing == base.healing
 
 
@@ -57,9 +58,14 @@ def test_demo_shortens_validation_unless_chosen(monkeypatch: pytest.MonkeyPatch)
     assert kept.healing.probe_interval_s == DEMO_PROBE_INTERVAL_S
 
 
-def test_metrics_port_kept_when_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
-    base = settings_from_env(monkeypatch, SELFHEAL_WORKER__METRICS_PORT="9999")
-    assert dev_settings(base, None, demo=False).worker.metrics_port == 9999
+def test_worker_settings_kept_when_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    base = settings_from_env(
+        monkeypatch,
+        SELFHEAL_WORKER__METRICS_PORT="9999",
+        SELFHEAL_WORKER__GRACEFUL_SHUTDOWN_S="60",
+    )
+    worker = dev_settings(base, None, demo=False).worker
+    assert (worker.metrics_port, worker.graceful_shutdown_s) == (9999, 60)
 
 
 def test_timeline_tells_the_healing_in_order() -> None:
@@ -111,7 +117,16 @@ def test_timeline_tells_the_healing_in_order() -> None:
                 ended_at=at(6),
             ),
         ],
-        validations=[ValidationResult(healthy=True, checks=6, failures=0, window_s=5)],
+        validations=[
+            ValidationResult(
+                healthy=False,
+                checks=1,
+                failures=1,
+                window_s=5,
+                started_at=at(5.6),
+                ended_at=at(5.9),
+            )
+        ],
         outcome=HealingOutcome.HEALED,
         outcome_detail="healed by restart-first",
         started_at=at(3.1),
@@ -128,14 +143,18 @@ def test_timeline_tells_the_healing_in_order() -> None:
         "plan 1",
         "plan 2 (not tried)",
         "approval",
-        "step 1: restart",
-        "compensate: restart",
+        "plan 1 step 1: restart",
         "validation",
+        "undo plan 1 step 1: restart",
         "outcome: healed",
     ]
     detail = {e.what: e.detail for e in events}
     assert "process_crashed (confidence 0.90" in detail["diagnosis"]
     assert detail["approval"] == "approved by alice: ok"
-    assert detail["step 1: restart"] == "process.restart succeeded in 0.5s"
-    assert detail["compensate: restart"].startswith("process.restart skipped (not compensable)")
+    assert detail["plan 1 step 1: restart"] == "process.restart succeeded in 0.5s"
+    assert detail["undo plan 1 step 1: restart"].startswith(
+        "process.restart skipped (not compensable)"
+    )
+    # timed: between the step and the compensation it caused
+    assert detail["validation"].startswith("unhealthy after 0.3s: 1 checks, 1 failed")
     assert "time to recover 8.0s" in detail["outcome: healed"]
