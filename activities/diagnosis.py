@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 from temporalio import activity
 
-from activities.probes import MetricReading, ProbeResult, http_client, probe_health, read_metric
 from activities.rules import Facts, RuleSet
+from core.probes import MetricReading, ProbeResult, http_client, probe_health, read_metric
 from domain import Diagnosis, Evidence, Fault, MetricCheck
 from domain.payloads import ActivityName, CollectEvidenceInput, DiagnoseInput
 

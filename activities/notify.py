@@ -13,7 +13,7 @@ import httpx
 from temporalio import activity
 
 from activities.errors import as_application_error
-from activities.probes import http_client
+from core.probes import http_client
 from domain import ConfigError, HealingOutcome, HealingStatus, TargetError
 from domain.payloads import ActivityName, NotifyInput
 

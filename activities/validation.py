@@ -26,7 +26,7 @@ import json
 import httpx
 from temporalio import activity
 
-from activities.probes import http_client, probe_health, read_metric
+from core.probes import http_client, probe_health, read_metric
 from domain import Fault, ValidationResult
 from domain.payloads import ActivityName, ValidateRecoveryInput
 

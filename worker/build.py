@@ -112,13 +112,12 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
 
     tracer_provider = setup_tracing(settings.telemetry)
 
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
+    if stop is None:
+        # Standalone: SIGINT/SIGTERM stop the worker. An embedding caller owns its signals.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # not the main thread
-            pass
     engine = make_engine(resolve_database_url(settings), pool_size=settings.database.pool_size)
     client = await connect(settings.temporal, runtime=metrics_runtime(settings.worker.metrics_port))
     async with httpx.AsyncClient() as http:

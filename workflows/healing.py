@@ -230,9 +230,7 @@ class HealingWorkflow:
         self._set_phase(HealingPhase.PLANNING)
         found: FindSolutionsResult = await workflow.execute_activity(
             ActivityName.FIND_SOLUTIONS,
-            FindSolutionsInput(
-                fault=input.fault, diagnosis=diagnosis, limit=policy.max_candidates
-            ),
+            FindSolutionsInput(fault=input.fault, diagnosis=diagnosis, limit=policy.max_candidates),
             result_type=FindSolutionsResult,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=READ_RETRY,

@@ -27,9 +27,7 @@ async def test_healing_is_traced(client: Client, task_queue: str) -> None:
     provider = setup_tracing(TelemetrySettings(), processor=SimpleSpanProcessor(exporter))
     assert provider is not None
     traced = await connect(
-        TemporalSettings(
-            address=client.service_client.config.target_host, task_queue=task_queue
-        )
+        TemporalSettings(address=client.service_client.config.target_host, task_queue=task_queue)
     )
     fault = Fault(service="demo", type="health_check_failed", target=f"t-{uuid.uuid4().hex}")
     async with build_worker(
