@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from core.settings import DevSettings, Settings
 from demo.scenarios import SCENARIOS, get_scenario
 from detection.watcher import Detection
 from domain import HealingOutcome, HealingStatus
+from tests.support import free_ports
 
 PARTS = (
     "total_s",
@@ -60,13 +60,6 @@ class Run:
     execution_s: float
     validation_s: float
     other_s: float
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def healthy(url: str) -> None:
@@ -168,11 +161,9 @@ def markdown(rows: list[dict[str, Any]], settings: Settings) -> str:
 async def main(scenarios: list[str], repeats: int) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="selfheal-mttr-"))
     # Free ports: the bench must not collide with a `selfheal dev` running on the defaults.
+    temporal, ui, target, supervisor = free_ports(4)
     ports = DevSettings(
-        temporal_port=free_port(),
-        temporal_ui_port=free_port(),
-        target_port=free_port(),
-        supervisor_port=free_port(),
+        temporal_port=temporal, temporal_ui_port=ui, target_port=target, supervisor_port=supervisor
     )
     settings = dev_settings(Settings(dev=ports), data_dir, demo=True)
     stop = asyncio.Event()

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from pydantic import BaseModel
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from domain import SEARCH_ATTRIBUTES
+from activities.actions.registry import Action, ActionContext, ActionRegistry
+from domain import SEARCH_ATTRIBUTES, RiskLevel
 
 
 def temporal_binary() -> str:
@@ -31,4 +38,61 @@ async def start_dev_server() -> WorkflowEnvironment:
             "--dynamic-config-value",
             "frontend.WorkflowTimeSkippingEnabled=true",
         ],
+    )
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free on 127.0.0.1 right now (all bound at once, then released)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
+
+
+@contextmanager
+def short_tmp_dir(prefix: str) -> Iterator[Path]:
+    """A temporary directory with a short path: the embedded Postgres puts its unix socket in
+    its data directory, and socket paths are limited to 108 bytes."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class ProcessParams(BaseModel):
+    process: str
+
+
+class NoParams(BaseModel):
+    pass
+
+
+async def _noop(ctx: ActionContext, params: BaseModel) -> dict[str, Any]:
+    return {}
+
+
+async def _noop_undo(
+    ctx: ActionContext, params: BaseModel, output: dict[str, Any]
+) -> dict[str, Any]:
+    return {}
+
+
+def sample_registry() -> ActionRegistry:
+    """Small actions of every kind, for tests that must not depend on the real drivers."""
+    return ActionRegistry(
+        [
+            Action("test.wait", NoParams, RiskLevel.LOW, _noop, mutating=False),
+            Action("test.restart", ProcessParams, RiskLevel.MEDIUM, _noop, compensate=_noop_undo),
+            Action("test.call", NoParams, RiskLevel.MEDIUM, _noop, compensation_in_plan=True),
+            Action("test.failover", NoParams, RiskLevel.HIGH, _noop, compensable=False),
+        ]
     )

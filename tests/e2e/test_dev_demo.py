@@ -6,41 +6,25 @@ run reuses the data directory and heals again."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support import free_ports, short_tmp_dir
+
 REPO = Path(__file__).resolve().parents[2]
 SELFHEAL = Path(sys.executable).parent / "selfheal"
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
-    # Short: the embedded Postgres puts its unix socket in here (a 108-byte limit).
-    path = Path(tempfile.mkdtemp(prefix="shdev-", dir="/tmp"))
-    try:
+    with short_tmp_dir("shdev-") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def dev_env() -> dict[str, str]:

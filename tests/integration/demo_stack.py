@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,6 +12,7 @@ import httpx
 
 from demo.target import target_command
 from supervisor import ServerHandle, Supervisor, create_app, serve_in_thread
+from tests.support import free_port
 
 TARGET = "demo-target"
 
@@ -40,13 +40,6 @@ class DemoStack:
     def inject(self, scenario: str) -> None:
         response = httpx.post(f"{self.target_url}/inject/{scenario}", timeout=5)
         assert response.status_code == 202, response.text
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0, what: str = "") -> None:

@@ -4,9 +4,7 @@ it."""
 
 from __future__ import annotations
 
-import shutil
 import socket
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,29 +17,15 @@ from core.database import to_libpq_url
 from core.devstack import DevDatabase, DevStackError, TemporalDevServer
 from core.settings import DatabaseSettings, DevSettings, Settings
 from domain import SEARCH_ATTRIBUTES
+from tests.support import free_ports, short_tmp_dir
 
 pytestmark = pytest.mark.integration
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
-    # Short: the embedded Postgres puts its unix socket in here (a 108-byte limit).
-    path = Path(tempfile.mkdtemp(prefix="shds-", dir="/tmp"))
-    try:
+    with short_tmp_dir("shds-") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 async def registered_attributes(address: str) -> set[str]:

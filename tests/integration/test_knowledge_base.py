@@ -16,14 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 from typer.testing import CliRunner
 
-from activities.actions.registry import Action, ActionContext, ActionRegistry
 from activities.knowledge import KnowledgeBaseActivities
 from cli.main import app
 from core.database import (
@@ -50,36 +48,11 @@ from domain.payloads import FindSolutionsInput, RecordOutcomeInput, SolutionAtte
 from models import KnowledgeBase
 from models.migrate import upgrade
 from models.tables import HealingRow, HealingStepRow, SolutionRow
+from tests.support import sample_registry
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-
-
-class ProcessParams(BaseModel):
-    process: str
-
-
-class NoParams(BaseModel):
-    pass
-
-
-async def _run(ctx: ActionContext, params: BaseModel) -> dict[str, Any]:
-    return {}
-
-
-async def _undo(ctx: ActionContext, params: BaseModel, output: dict[str, Any]) -> dict[str, Any]:
-    return {}
-
-
-def registry() -> ActionRegistry:
-    return ActionRegistry(
-        [
-            Action("test.wait", NoParams, RiskLevel.LOW, _run, mutating=False),
-            Action("test.restart", ProcessParams, RiskLevel.MEDIUM, _run, compensate=_undo),
-            Action("test.failover", NoParams, RiskLevel.HIGH, _run, compensable=False),
-        ]
-    )
 
 
 @pytest.fixture(scope="module")
@@ -489,7 +462,7 @@ async def test_find_solutions_turns_solutions_into_plans_with_their_risk(
             spec("elsewhere", service="billing"),
         ]
     )
-    activities = KnowledgeBaseActivities(session_factory, registry())
+    activities = KnowledgeBaseActivities(session_factory, sample_registry())
 
     result = await activities.find_solutions(
         find_input(default_plan=[RecoveryStep(action="test.wait")])
@@ -520,7 +493,7 @@ async def test_find_solutions_limits_runnable_plans_and_skips_an_unrunnable_defa
             spec("fine"),
         ]
     )
-    activities = KnowledgeBaseActivities(session_factory, registry())
+    activities = KnowledgeBaseActivities(session_factory, sample_registry())
 
     result = await activities.find_solutions(
         find_input(default_plan=[RecoveryStep(action="test.gone")], limit=1)
@@ -536,7 +509,7 @@ async def test_record_outcome_activity_records_once(
 ) -> None:
     kb.import_solutions([spec("a")])
     [solution] = kb.list_solutions()
-    activities = KnowledgeBaseActivities(session_factory, registry())
+    activities = KnowledgeBaseActivities(session_factory, sample_registry())
     record = RecordOutcomeInput(status=status(), attempts=[attempt(solution.id, succeeded=True)])
     env = ActivityEnvironment()
 
@@ -549,7 +522,7 @@ async def test_record_outcome_activity_records_once(
 
 async def test_an_unreachable_database_is_a_retryable_knowledge_base_error() -> None:
     engine = make_engine("postgresql+psycopg://selfheal@/selfheal?host=/nonexistent/socket-dir")
-    activities = KnowledgeBaseActivities(make_session_factory(engine), registry())
+    activities = KnowledgeBaseActivities(make_session_factory(engine), sample_registry())
     try:
         with pytest.raises(ApplicationError) as caught:
             await ActivityEnvironment().run(activities.find_solutions, find_input())
@@ -593,7 +566,7 @@ def cli(monkeypatch: pytest.MonkeyPatch, kb_url: str) -> Iterator[CliRunner]:
 @pytest.fixture
 def test_actions(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI validates against ``default_registry()``; these tests bring their own actions."""
-    monkeypatch.setattr("cli.kb.default_registry", registry)
+    monkeypatch.setattr("cli.kb.default_registry", sample_registry)
 
 
 def write_catalog(root: Path, content: str = CATALOG) -> Path:

@@ -4,42 +4,13 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
-from pydantic import BaseModel
 
-from activities.actions.registry import Action, ActionContext, ActionRegistry
 from domain import ConfigError, RiskLevel, SolutionSpec
 from models.catalog import load_catalog
 from models.knowledge_base import content_hash
-
-
-class ProcessParams(BaseModel):
-    process: str
-
-
-class NoParams(BaseModel):
-    pass
-
-
-async def _run(ctx: ActionContext, params: BaseModel) -> dict[str, Any]:
-    return {}
-
-
-async def _undo(ctx: ActionContext, params: BaseModel, output: dict[str, Any]) -> dict[str, Any]:
-    return {}
-
-
-def registry() -> ActionRegistry:
-    return ActionRegistry(
-        [
-            Action("test.wait", NoParams, RiskLevel.LOW, _run, mutating=False),
-            Action("test.restart", ProcessParams, RiskLevel.MEDIUM, _run, compensate=_undo),
-            Action("test.call", NoParams, RiskLevel.MEDIUM, _run, compensation_in_plan=True),
-        ]
-    )
-
+from tests.support import sample_registry
 
 DEMO = """\
 solutions:
@@ -69,7 +40,7 @@ def write(root: Path, relative: str, text: str) -> Path:
 def test_loads_the_documented_format(tmp_path: Path) -> None:
     write(tmp_path, "solutions/demo.yaml", DEMO)
 
-    [spec] = load_catalog(tmp_path, registry=registry())
+    [spec] = load_catalog(tmp_path, registry=sample_registry())
 
     assert spec.name == "restart-crashed-process"
     assert spec.pattern == "process_crashed"
@@ -188,7 +159,7 @@ def test_with_a_registry_an_unknown_action_is_refused(tmp_path: Path) -> None:
         tmp_path, "s.yaml", "solutions:\n- {name: a, pattern: p, steps: [{action: test.nope}]}"
     )
     with pytest.raises(ConfigError) as caught:
-        load_catalog(tmp_path, registry=registry())
+        load_catalog(tmp_path, registry=sample_registry())
     assert str(caught.value).startswith(
         f"{path}: solutions[0] (a).steps.0.action: unknown action 'test.nope'"
     )
@@ -208,7 +179,7 @@ def test_with_a_registry_an_unknown_compensation_is_refused(tmp_path: Path) -> N
         """,
     )
     with pytest.raises(ConfigError, match=r"\(a\)\.steps\.0\.compensate\.action: unknown action"):
-        load_catalog(tmp_path, registry=registry())
+        load_catalog(tmp_path, registry=sample_registry())
 
 
 def test_with_a_registry_a_step_must_declare_its_undo(tmp_path: Path) -> None:
@@ -217,14 +188,14 @@ def test_with_a_registry_a_step_must_declare_its_undo(tmp_path: Path) -> None:
     with pytest.raises(
         ConfigError, match=r"\(a\)\.steps\.1: step 'test\.call'.*'compensable: false'"
     ):
-        load_catalog(tmp_path, registry=registry())
+        load_catalog(tmp_path, registry=sample_registry())
 
     write(
         tmp_path,
         "s.yaml",
         text.replace("{action: test.call}", "{action: test.call, compensable: false}"),
     )
-    assert [spec.name for spec in load_catalog(tmp_path, registry=registry())] == ["a"]
+    assert [spec.name for spec in load_catalog(tmp_path, registry=sample_registry())] == ["a"]
 
 
 def test_content_hash_follows_content_not_spelling() -> None:
