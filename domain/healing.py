@@ -163,6 +163,7 @@ class StepStatus(StrEnum):
     COMPENSATED = "compensated"
     COMPENSATION_FAILED = "compensation_failed"
     DRY_RUN = "dry_run"
+    REFUSED = "refused"
 
 
 class StepResult(BaseModel):

@@ -31,6 +31,8 @@ class ActivityName:
     VALIDATE_RECOVERY = "validate_recovery"
     RECORD_OUTCOME = "record_outcome"
     NOTIFY = "notify"
+    CHECK_GUARDRAILS = "check_guardrails"
+    RELEASE_TARGET = "release_target"
 
 
 class LoadPolicyInput(BaseModel):
@@ -115,3 +117,35 @@ class RecordOutcomeResult(BaseModel):
 class NotifyInput(BaseModel):
     status: HealingStatus
     extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class CheckGuardrailsInput(BaseModel):
+    """Asked at the start of a healing (``step`` None: cooldown, kill switch, budget) and right
+    before every mutating step (allowlists, blast radius, one healing per target, is the fault
+    still firing?)."""
+
+    workflow_id: str
+    run_id: str
+    fault: Fault
+    step: RecoveryStep | None = None
+    candidate: int | None = None
+    order: int | None = None
+    dry_run: bool = False
+
+
+class GuardrailDecision(BaseModel):
+    allowed: bool
+    rule: str = Field(default="", description="the rule that refused, e.g. 'cooldown'")
+    reason: str = ""
+    fault_resolved: bool = Field(
+        default=False, description="refused because the fault is no longer firing"
+    )
+    retry_after_s: float | None = Field(
+        default=None, description="when waiting may help (kill switch set to wait, target busy)"
+    )
+
+
+class ReleaseTargetInput(BaseModel):
+    workflow_id: str
+    run_id: str
+    fault: Fault
