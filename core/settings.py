@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -85,6 +86,34 @@ class TelemetrySettings(BaseModel):
     service_name: str = "selfheal"
 
 
+class IntakeSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8700
+    # token -> scopes ("ingest", "approve"); JSON in SELFHEAL_INTAKE__TOKENS. Never logged.
+    tokens: dict[str, list[str]] = Field(default_factory=dict, repr=False)
+    max_body_bytes: int = 1_048_576
+    error_traces_max: int = 1000
+
+
+class KubernetesSettings(BaseModel):
+    kubeconfig: Path | None = None
+    context: str | None = None
+    in_cluster: bool = False
+    wait_timeout_s: float = 120.0
+
+
+class RedisSettings(BaseModel):
+    url: str = "redis://127.0.0.1:6379/0"
+
+
+class GuardrailSettings(BaseModel):
+    paused_behavior: Literal["wait", "escalate"] = "wait"
+    pause_wait_max_s: float = 3600.0
+    recheck_fault: bool = Field(
+        default=True, description="re-probe the fault before each mutating step"
+    )
+
+
 class DevSettings(BaseModel):
     data_dir: Path = Path(".selfheal")
     temporal_port: int = 7233
@@ -106,8 +135,12 @@ class Settings(BaseSettings):
     probe: ProbeSettings = ProbeSettings()
     supervisor: SupervisorSettings = SupervisorSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    intake: IntakeSettings = IntakeSettings()
+    kubernetes: KubernetesSettings = KubernetesSettings()
+    redis: RedisSettings = RedisSettings()
+    guardrails: GuardrailSettings = GuardrailSettings()
     dev: DevSettings = DevSettings()
-    runbooks_dir: Path = Path("runbooks")
+    runbooks_dir: Path = Path("runbooks")  # rules.yaml, solutions/, services.yaml, detectors.yaml
     log_level: str = "INFO"
 
 
