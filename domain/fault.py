@@ -83,6 +83,7 @@ class FaultUpdate(BaseModel):
     """
 
     kind: Literal["fired", "resolved", "symptom"]
+    count: int = Field(default=1, ge=1, description="reports folded into this one (``fired``)")
     at: datetime = Field(default_factory=_now)
     fault: Fault | None = None
     note: str = ""

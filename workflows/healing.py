@@ -119,7 +119,7 @@ class HealingWorkflow:
     @workflow.signal(name="fault_update")
     def fault_update(self, update: FaultUpdate) -> None:
         if update.kind == "fired":
-            self._status.occurrences += 1
+            self._status.occurrences += update.count
         elif update.kind == "resolved":
             if self._status.resolved_at is None:
                 self._status.resolved_at = update.at
