@@ -218,6 +218,9 @@ class HealingPolicy(BaseModel):
     step_heartbeat_timeout_s: float = Field(
         default=15.0, gt=0, description="how soon a step on a dead worker is retried elsewhere"
     )
+    guardrail_wait_max_s: float = Field(
+        default=3600.0, ge=0, description="how long to wait on a paused kill switch or busy target"
+    )
     dry_run: bool = False
     notify: bool = False
 
@@ -245,6 +248,9 @@ class HealingStatus(BaseModel):
     approval_reasons: list[str] = Field(default_factory=list)
     awaiting_approval: bool = False
     approval: Approval | None = None
+    waiting_on: str | None = Field(
+        default=None, description="the guardrail the healing is waiting on, e.g. the kill switch"
+    )
     steps: list[StepResult] = Field(default_factory=list)
     validations: list[ValidationResult] = Field(default_factory=list)
     outcome: HealingOutcome | None = None

@@ -28,15 +28,18 @@ from domain import (
 )
 from domain.payloads import (
     ActivityName,
+    CheckGuardrailsInput,
     CollectEvidenceInput,
     CompensateStepInput,
     DiagnoseInput,
     FindSolutionsInput,
     FindSolutionsResult,
+    GuardrailDecision,
     LoadPolicyInput,
     NotifyInput,
     RecordOutcomeInput,
     RecordOutcomeResult,
+    ReleaseTargetInput,
     RunStepInput,
     ValidateRecoveryInput,
 )
@@ -65,6 +68,10 @@ class Scenario:
     journal: list[str] = field(default_factory=list)
     recorded: list[RecordOutcomeInput] = field(default_factory=list)
     step_started: asyncio.Event = field(default_factory=asyncio.Event)
+    # Guardrail answers by step name ("start" for the check at the start of a healing); each
+    # entry is a list consumed in order, the last one repeating.
+    guardrails: dict[str, list[GuardrailDecision]] = field(default_factory=dict)
+    released: list[str] = field(default_factory=list)
     _current_plan: str = ""
 
     def activities(self) -> list[Any]:
@@ -144,6 +151,19 @@ class Scenario:
             scenario.recorded.append(input)
             return RecordOutcomeResult(healing_id=len(scenario.recorded))
 
+        @activity.defn(name=ActivityName.CHECK_GUARDRAILS)
+        async def check_guardrails(input: CheckGuardrailsInput) -> GuardrailDecision:
+            key = input.step.name if input.step is not None else "start"
+            answers = scenario.guardrails.get(key)
+            if not answers:
+                return GuardrailDecision(allowed=True)
+            scenario.journal.append(f"guard:{key}")
+            return answers.pop(0) if len(answers) > 1 else answers[0]
+
+        @activity.defn(name=ActivityName.RELEASE_TARGET)
+        async def release_target(input: ReleaseTargetInput) -> None:
+            scenario.released.append(input.workflow_id)
+
         @activity.defn(name=ActivityName.NOTIFY)
         async def notify(input: NotifyInput) -> bool:
             return False
@@ -158,4 +178,6 @@ class Scenario:
             validate_recovery,
             record_outcome,
             notify,
+            check_guardrails,
+            release_target,
         ]

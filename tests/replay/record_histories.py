@@ -21,6 +21,7 @@ from temporalio.worker import Worker
 
 from detection.intake import report_resolved, start_healing
 from domain import ApprovalDecision, Fault, HealingStatus
+from domain.payloads import GuardrailDecision
 from tests.integration.standins import Scenario, plan
 from tests.support import start_dev_server
 from worker import workflow_runner
@@ -55,6 +56,12 @@ async def nothing(client: Client, handle: WorkflowHandle[object, HealingStatus],
     return None
 
 
+def refuse(rule: str, retry_after_s: float | None = None) -> GuardrailDecision:
+    return GuardrailDecision(
+        allowed=False, rule=rule, reason=f"{rule} says no", retry_after_s=retry_after_s
+    )
+
+
 CASES: dict[str, tuple[Scenario, Driver, dict[str, bool]]] = {
     "healed": (Scenario(plans=[plan("restart", "stop", "start")]), nothing, {}),
     "fallthrough": (
@@ -71,6 +78,28 @@ CASES: dict[str, tuple[Scenario, Driver, dict[str, bool]]] = {
     "rejected": (Scenario(confidence=0.4), reject, {}),
     "resolved_before_action": (Scenario(confidence=0.4), resolve, {}),
     "dry_run": (Scenario(), nothing, {"dry_run": True}),
+    "guardrail_start_refused": (
+        Scenario(guardrails={"start": [refuse("cooldown")]}),
+        nothing,
+        {},
+    ),
+    "guardrail_allowlist_next_candidate": (
+        Scenario(
+            plans=[plan("first", "a1", "a2"), plan("second", "b1")],
+            guardrails={"a2": [refuse("allowlist")]},
+        ),
+        nothing,
+        {},
+    ),
+    "guardrail_kill_switch_wait": (
+        Scenario(
+            guardrails={
+                "restart": [refuse("kill_switch", retry_after_s=1), GuardrailDecision(allowed=True)]
+            }
+        ),
+        nothing,
+        {},
+    ),
 }
 
 
