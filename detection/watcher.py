@@ -160,14 +160,16 @@ class HealthWatcher:
         return None
 
     async def check(self, http: httpx.AsyncClient) -> Check:
-        now = datetime.now(UTC)
+        # A check is known when it concludes: a probe that times out after 3 s tells at 3 s.
         probe = await probe_health(http, self.target.health_url, self.timeout_s)
+        now = datetime.now(UTC)
         if not probe.ok:
             return Check(ok=False, at=now, detail=probe.detail, status=probe.status)
         metric = self.target.metric
         if metric is None:
             return Check(ok=True, at=now, detail=probe.detail, status=probe.status)
         reading = await read_metric(http, metric, self.timeout_s)
+        now = datetime.now(UTC)
         if reading.value is None:
             return Check(ok=False, at=now, detail=reading.error or "metric unreadable")
         ok = reading.value <= metric.max
