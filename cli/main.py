@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import dev, kb, operator, worker_cmd
+from cli import dev, guardrails, kb, operator, worker_cmd
 
 app = typer.Typer(
     name="selfheal",
@@ -20,6 +20,7 @@ app.add_typer(operator.fault_app, name="fault")
 operator.register(app)
 worker_cmd.register(app)
 dev.register(app)
+guardrails.register(app)
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from domain import HealingOutcome, HealingStatus, StepResult, StepStatus, ValidationResult
+from domain import Fault, HealingOutcome, HealingStatus, StepResult, StepStatus, ValidationResult
 
 OUTCOME_STYLE = {
     HealingOutcome.HEALED: "bold green",
@@ -84,6 +84,14 @@ def _validation_event(validation: ValidationResult) -> Event:
     )
 
 
+def _fault_detail(fault: Fault) -> str:
+    return (
+        f"{fault.type} on {fault.service}"
+        + (f" (target {fault.target})" if fault.target else "")
+        + (f": {fault.summary}" if fault.summary else "")
+    )
+
+
 def timeline(status: HealingStatus, prelude: Prelude | None = None) -> list[Event]:
     """The healing's story in order: detection, diagnosis, plans, approval, steps, validation,
     outcome. Events the workflow does not time (diagnosis, plans) carry no time."""
@@ -92,17 +100,12 @@ def timeline(status: HealingStatus, prelude: Prelude | None = None) -> list[Even
         events.append(Event(prelude.injected_at, "injected", prelude.injected))
     if prelude is not None and prelude.first_failure_at is not None:
         events.append(Event(prelude.first_failure_at, "first failed check"))
-    fault = status.fault
-    events.append(
-        Event(
-            fault.detected_at,
-            "detected",
-            f"{fault.type} on {fault.service}"
-            + (f" (target {fault.target})" if fault.target else "")
-            + (f": {fault.summary}" if fault.summary else ""),
-        )
-    )
+    events.append(Event(status.fault.detected_at, "detected", _fault_detail(status.fault)))
     events.append(Event(status.started_at, "healing started", status.workflow_id))
+    events.extend(
+        Event(symptom.detected_at, "secondary symptom", _fault_detail(symptom))
+        for symptom in status.secondary_faults
+    )
     diagnosis = status.diagnosis
     if diagnosis is not None:
         events.append(

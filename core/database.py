@@ -79,7 +79,11 @@ def resolve_database_url(settings: Settings) -> str:
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     return create_engine(
-        to_sqlalchemy_url(url), pool_size=pool_size, pool_pre_ping=True, future=True
+        to_sqlalchemy_url(url),
+        pool_size=pool_size,
+        pool_pre_ping=True,
+        # postgres.terminate_backends never ends sessions of this name: ours.
+        connect_args={"application_name": "selfheal"},
     )
 
 

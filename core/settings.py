@@ -106,6 +106,12 @@ class RedisSettings(BaseModel):
     url: str = "redis://127.0.0.1:6379/0"
 
 
+class PostgresTargetSettings(BaseModel):
+    # Named DSNs a plan's postgres.* steps may use: a plan names one, so no password ever
+    # lands in a workflow history. JSON in SELFHEAL_POSTGRES_TARGETS__DSNS.
+    dsns: dict[str, str] = Field(default_factory=dict, repr=False)
+
+
 class GuardrailSettings(BaseModel):
     paused_behavior: Literal["wait", "escalate"] = "wait"
     pause_wait_max_s: float = 3600.0
@@ -138,6 +144,7 @@ class Settings(BaseSettings):
     intake: IntakeSettings = IntakeSettings()
     kubernetes: KubernetesSettings = KubernetesSettings()
     redis: RedisSettings = RedisSettings()
+    postgres_targets: PostgresTargetSettings = PostgresTargetSettings()
     guardrails: GuardrailSettings = GuardrailSettings()
     dev: DevSettings = DevSettings()
     runbooks_dir: Path = Path("runbooks")  # rules.yaml, solutions/, services.yaml, detectors.yaml

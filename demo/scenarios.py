@@ -63,6 +63,12 @@ SCENARIOS: dict[str, Scenario] = {
             root_cause="cache_poisoned",
             heals_by="flushing the cache (POST /admin/cache/flush); a restart does not help",
         ),
+        Scenario(
+            name="dependency_slow",
+            description="the downstream dependency times out; checkouts fail after a delay",
+            root_cause="dependency_degraded",
+            heals_by="degrading to the fallback path (http.degrade mode=fallback)",
+        ),
     )
 }
 

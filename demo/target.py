@@ -4,17 +4,29 @@
 
 Standard library only, so that it starts in a blink when the supervisor restarts it.
 
-    GET  /                    a checkout; fails 3 in 5 while flag new_checkout is on, and always
-                              while the cache is poisoned
+    GET  /                    a checkout; fails 3 in 5 while flag new_checkout is on, always
+                              while the cache is poisoned, and (after a delay) while its
+                              downstream dependency is slow, unless degraded (below)
     GET  /healthz             200 {"status": "ok", ...} or 503 {"status": "degraded", "checks":
-                              {"errors": "failing"|"ok", "cache": "poisoned"|"ok"}, ...}
+                              {"errors": "failing"|"ok", "cache": "poisoned"|"ok"}, ...};
+                              checks.dependency appears once the dependency is not plainly ok:
+                              "failing", "fallback" (healthy) or "open" (circuit broken)
     GET  /metrics             Prometheus text
     GET  /flags, GET|PUT /flags/{name}   body {"enabled": bool}: absolute, hence idempotent
+    GET|PUT /control/degradation   the degradation switch of ``http.degrade`` (see
+                              activities/actions/degrade.py): {"mode": "normal"|"fallback"|
+                              "circuit_break"|"rate_limit", "rate_limit_rps": number|null}
     POST /admin/cache/flush   empties the cache
-    POST /inject/{scenario}   error_burst | hang | crash | poisoned_cache
+    POST /inject/{scenario}   error_burst | hang | crash | poisoned_cache | dependency_slow
 
-Flags and cache live in the state directory: a restart heals ``hang`` and ``crash`` but not
-``error_burst`` (switch the flag off) nor ``poisoned_cache`` (flush the cache).
+Degradation modes: ``fallback`` answers checkouts from a fallback path without calling the
+dependency; ``circuit_break`` stops calling it and fails fast; ``rate_limit`` answers 429 above
+``rate_limit_rps`` and still calls the dependency.
+
+Flags, the degradation switch, the dependency's fault and the cache outlive a restart: a
+restart heals ``hang`` and ``crash`` but not ``error_burst`` (switch the flag off),
+``poisoned_cache`` (flush the cache) nor ``dependency_slow`` (degrade to the fallback). The
+cache is a JSON file in the state directory, or Redis keys under a prefix with ``--redis-url``.
 """
 
 from __future__ import annotations
@@ -31,49 +43,149 @@ from collections.abc import Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 BAD_FLAG = "new_checkout"
 POISONED_KEY = "price:sku-42"
-SCENARIOS = ("error_burst", "hang", "crash", "poisoned_cache")
+POISONED_VALUE = {"value": "\x00corrupt", "poisoned": True}
+SCENARIOS = ("error_burst", "hang", "crash", "poisoned_cache", "dependency_slow")
+MODES = ("normal", "fallback", "circuit_break", "rate_limit")
+DEFAULT_REDIS_PREFIX = "demo:cache:"
+# How long a checkout waits on the slow dependency before giving up.
+DEPENDENCY_TIMEOUT_S = 0.2
 _FLAG_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# A prefix is used in SCAN patterns: no glob characters.
+_REDIS_PREFIX = re.compile(r"^[A-Za-z0-9_:.-]{1,64}$")
 
 
-def target_command(port: int, state_dir: Path, host: str = "127.0.0.1") -> list[str]:
+def target_command(
+    port: int,
+    state_dir: Path,
+    host: str = "127.0.0.1",
+    *,
+    redis_url: str | None = None,
+    redis_prefix: str = DEFAULT_REDIS_PREFIX,
+) -> list[str]:
     """The command line that runs the demo target (for the supervisor)."""
-    return [
+    command = [
         sys.executable, "-m", "demo.target",
         "--host", host, "--port", str(port), "--state-dir", str(state_dir),
     ]  # fmt: skip
+    if redis_url:
+        command += ["--redis-url", redis_url, "--redis-prefix", redis_prefix]
+    return command
+
+
+class Cache(Protocol):
+    def poison(self) -> None: ...
+
+    def flush(self) -> int: ...
+
+    def poisoned(self) -> bool: ...
+
+
+class FileCache:
+    """The cache as a JSON file in the state directory (the default: no Redis needed)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._entries: dict[str, Any] = _read_json(path)
+
+    def poison(self) -> None:
+        with self._lock:
+            self._entries[POISONED_KEY] = POISONED_VALUE
+            _write_json(self._path, self._entries)
+
+    def flush(self) -> int:
+        with self._lock:
+            flushed = len(self._entries)
+            self._entries = {}
+            _write_json(self._path, self._entries)
+            return flushed
+
+    def poisoned(self) -> bool:
+        return any(_is_poisoned(v) for v in self._entries.values())
+
+
+class RedisCache:
+    """The cache as Redis keys under a prefix, each a JSON value."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        import redis  # only here: the file-cache target starts without importing redis
+
+        self._client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self.prefix = prefix
+
+    def poison(self) -> None:
+        self._client.set(self.prefix + POISONED_KEY, json.dumps(POISONED_VALUE))
+
+    def flush(self) -> int:
+        keys = list(self._client.scan_iter(match=self.prefix + "*", count=500))
+        return int(self._client.unlink(*keys)) if keys else 0
+
+    def poisoned(self) -> bool:
+        keys = list(self._client.scan_iter(match=self.prefix + "*", count=500))
+        values = self._client.mget(keys) if keys else []
+        return any(v is not None and _is_poisoned(_loads(v)) for v in values)
 
 
 class TargetState:
-    """Flags and cache, written through to the state directory on every change."""
+    """Flags, degradation switch, dependency fault and cache, kept across restarts.
 
-    def __init__(self, state_dir: Path) -> None:
+    Flags and the rest are written through to the state directory on every change.
+    """
+
+    def __init__(self, state_dir: Path, cache: Cache | None = None) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
         self._flags_file = state_dir / "flags.json"
-        self._cache_file = state_dir / "cache.json"
+        self._degradation_file = state_dir / "degradation.json"
+        self._dependency_file = state_dir / "dependency.json"
         self._lock = threading.Lock()
+        self.cache: Cache = cache or FileCache(state_dir / "cache.json")
         self.flags: dict[str, bool] = _read_json(self._flags_file)
-        self.cache: dict[str, Any] = _read_json(self._cache_file)
+        self.degradation: dict[str, Any] = _read_json(self._degradation_file) or {
+            "mode": "normal",
+            "rate_limit_rps": None,
+            "updated_by": None,
+            "previous": None,
+        }
+        self.dependency_slow: bool = bool(_read_json(self._dependency_file).get("slow"))
 
     def set_flag(self, name: str, enabled: bool) -> None:
         with self._lock:
             self.flags[name] = enabled
             _write_json(self._flags_file, self.flags)
 
-    def poison_cache(self) -> None:
+    def set_degradation(self, mode: str, rate_limit_rps: float | None, key: str | None) -> None:
+        """Absolute, and applied once per idempotency key: a repeated key changes nothing, so
+        ``previous`` stays the state that key's first request replaced."""
         with self._lock:
-            self.cache[POISONED_KEY] = {"value": "\x00corrupt", "poisoned": True}
-            _write_json(self._cache_file, self.cache)
+            current = self.degradation
+            if key is not None and key == current["updated_by"]:
+                return
+            self.degradation = {
+                "mode": mode,
+                "rate_limit_rps": rate_limit_rps,
+                "updated_by": key,
+                "previous": {"mode": current["mode"], "rate_limit_rps": current["rate_limit_rps"]},
+            }
+            _write_json(self._degradation_file, self.degradation)
+
+    def slow_dependency(self) -> None:
+        with self._lock:
+            self.dependency_slow = True
+            _write_json(self._dependency_file, {"slow": True})
+
+    def poison_cache(self) -> None:
+        self.cache.poison()
 
     def flush_cache(self) -> int:
-        with self._lock:
-            flushed = len(self.cache)
-            self.cache = {}
-            _write_json(self._cache_file, self.cache)
-            return flushed
+        return self.cache.flush()
+
+    @property
+    def mode(self) -> str:
+        return str(self.degradation["mode"])
 
     @property
     def bad_flag_on(self) -> bool:
@@ -81,7 +193,37 @@ class TargetState:
 
     @property
     def cache_poisoned(self) -> bool:
-        return any(isinstance(v, dict) and v.get("poisoned") for v in self.cache.values())
+        return self.cache.poisoned()
+
+    @property
+    def dependency_check(self) -> str:
+        """ok | failing | fallback (bypassed, healthy) | open (circuit broken, unhealthy)."""
+        if self.mode == "fallback":
+            return "fallback"
+        if self.mode == "circuit_break":
+            return "open"
+        return "failing" if self.dependency_slow else "ok"
+
+
+class RateLimiter:
+    """A token bucket refilled at the current rate (the rate may change between calls); it
+    starts full, holding one second's worth of requests."""
+
+    def __init__(self) -> None:
+        self._tokens: float | None = None
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def allow(self, rps: float) -> bool:
+        with self._lock:
+            now, capacity = time.monotonic(), max(rps, 1.0)
+            refilled = capacity if self._tokens is None else self._tokens + (now - self._last) * rps
+            self._tokens = min(capacity, refilled)
+            self._last = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return True
+            return False
 
 
 class Traffic:
@@ -122,6 +264,7 @@ class TargetServer(ThreadingHTTPServer):
         super().__init__(address, Handler)
         self.state = state
         self.traffic = traffic
+        self.limiter = RateLimiter()
         self.hung = threading.Event()
 
 
@@ -160,6 +303,10 @@ class Handler(BaseHTTPRequestHandler):
                 self._get_flag(name)
             case "PUT", ["flags", name]:
                 self._put_flag(name)
+            case "GET", ["control", "degradation"]:
+                self._json(HTTPStatus.OK, self.server.state.degradation)
+            case "PUT", ["control", "degradation"]:
+                self._put_degradation()
             case "POST", ["admin", "cache", "flush"]:
                 flushed = self.server.state.flush_cache()
                 self._json(HTTPStatus.OK, {"flushed": flushed})
@@ -171,15 +318,28 @@ class Handler(BaseHTTPRequestHandler):
     def _checkout(self) -> None:
         state, traffic = self.server.state, self.server.traffic
         seq = traffic.begin()
+        mode = state.mode
+        if mode == "rate_limit" and not self.server.limiter.allow(
+            float(state.degradation["rate_limit_rps"] or 1.0)
+        ):
+            traffic.finish(failed=False)  # shed on purpose: not a failure of the service
+            self._json(HTTPStatus.TOO_MANY_REQUESTS, {"error": "rate limited"})
+            return
+        status, error = HTTPStatus.INTERNAL_SERVER_ERROR, None
         if state.cache_poisoned:
             error = f"cache entry {POISONED_KEY} is corrupt"
         elif state.bad_flag_on and seq % 5 < 3:
             error = f"checkout failed on the {BAD_FLAG} code path"
-        else:
-            error = None
+        elif mode == "circuit_break":
+            status, error = HTTPStatus.SERVICE_UNAVAILABLE, "circuit open: dependency not called"
+        elif mode != "fallback" and state.dependency_slow:
+            time.sleep(DEPENDENCY_TIMEOUT_S)
+            status, error = HTTPStatus.BAD_GATEWAY, "the dependency timed out"
         traffic.finish(failed=error is not None)
         if error:
-            self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": error})
+            self._json(status, {"error": error})
+        elif mode == "fallback":
+            self._json(HTTPStatus.OK, {"order": "accepted", "fallback": True})
         else:
             self._json(HTTPStatus.OK, {"order": "accepted"})
 
@@ -189,7 +349,9 @@ class Handler(BaseHTTPRequestHandler):
             "errors": "failing" if state.bad_flag_on else "ok",
             "cache": "poisoned" if state.cache_poisoned else "ok",
         }
-        healthy = all(v == "ok" for v in checks.values())
+        if (dependency := state.dependency_check) != "ok":
+            checks["dependency"] = dependency
+        healthy = all(v in ("ok", "fallback") for v in checks.values())
         self._json(
             HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE,
             {
@@ -197,6 +359,7 @@ class Handler(BaseHTTPRequestHandler):
                 "checks": checks,
                 "error_rate": round(self.server.traffic.error_ratio(), 4),
                 "flags": state.flags,
+                "degradation": state.mode,
             },
         )
 
@@ -218,6 +381,12 @@ class Handler(BaseHTTPRequestHandler):
             "# HELP demo_flag_enabled Feature flags, 1 when on.",
             "# TYPE demo_flag_enabled gauge",
             *(f'demo_flag_enabled{{flag="{n}"}} {int(v)}' for n, v in sorted(state.flags.items())),
+            "# HELP demo_degradation_mode The degradation switch, 1 for the current mode.",
+            "# TYPE demo_degradation_mode gauge",
+            *(f'demo_degradation_mode{{mode="{m}"}} {int(m == state.mode)}' for m in MODES),
+            "# HELP demo_dependency_slow 1 while the downstream dependency is slow.",
+            "# TYPE demo_dependency_slow gauge",
+            f"demo_dependency_slow {int(state.dependency_slow)}",
             "# HELP demo_up 1 while the process answers.",
             "# TYPE demo_up gauge",
             "demo_up 1",
@@ -247,12 +416,40 @@ class Handler(BaseHTTPRequestHandler):
         self.server.state.set_flag(name, enabled)
         self._json(HTTPStatus.OK, {"name": name, "enabled": enabled})
 
+    def _put_degradation(self) -> None:
+        body = self._body()
+        body = body if isinstance(body, dict) else {}
+        mode, rps = body.get("mode"), body.get("rate_limit_rps")
+        if mode not in MODES:
+            self._json(
+                HTTPStatus.BAD_REQUEST,
+                {"error": f"body: expected mode one of {', '.join(MODES)}", "field": "mode"},
+            )
+            return
+        valid_rps = (
+            isinstance(rps, int | float) and not isinstance(rps, bool) and rps > 0
+            if mode == "rate_limit"
+            else rps is None
+        )
+        if not valid_rps:
+            expected = "a number > 0" if mode == "rate_limit" else "null outside mode rate_limit"
+            self._json(
+                HTTPStatus.BAD_REQUEST,
+                {"error": f"body: expected rate_limit_rps {expected}", "field": "rate_limit_rps"},
+            )
+            return
+        state = self.server.state
+        state.set_degradation(mode, rps, self.headers.get("Idempotency-Key"))
+        self._json(HTTPStatus.OK, state.degradation)
+
     def _inject(self, scenario: str) -> None:
         state = self.server.state
         if scenario == "error_burst":
             state.set_flag(BAD_FLAG, True)
         elif scenario == "poisoned_cache":
             state.poison_cache()
+        elif scenario == "dependency_slow":
+            state.slow_dependency()
         elif scenario == "hang":
             # Set after this answer has gone out, so that the injecting caller gets its reply.
             threading.Timer(0.05, self.server.hung.set).start()
@@ -284,6 +481,17 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+def _is_poisoned(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value.get("poisoned"))
+
+
+def _loads(raw: bytes | str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
@@ -305,9 +513,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--error-window-s", type=float, default=30.0)
+    parser.add_argument(
+        "--redis-url", help="keep the cache in Redis (redis://host:port/db) instead of a file"
+    )
+    parser.add_argument(
+        "--redis-prefix",
+        default=DEFAULT_REDIS_PREFIX,
+        help=f"prefix of the cache's Redis keys (default {DEFAULT_REDIS_PREFIX})",
+    )
     args = parser.parse_args(argv)
+    if not _REDIS_PREFIX.match(args.redis_prefix):
+        parser.error("--redis-prefix: expected 1-64 characters among A-Z a-z 0-9 _ : . -")
+    cache = RedisCache(args.redis_url, args.redis_prefix) if args.redis_url else None
     server = TargetServer(
-        (args.host, args.port), TargetState(args.state_dir), Traffic(args.error_window_s)
+        (args.host, args.port), TargetState(args.state_dir, cache), Traffic(args.error_window_s)
     )
     print(f"demo target on http://{args.host}:{server.server_port}", flush=True)
     server.serve_forever()

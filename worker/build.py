@@ -39,31 +39,55 @@ def build_activities(
     http: httpx.AsyncClient | None = None,
 ) -> list[Callable[..., Any]]:
     """Every activity, as bound methods of classes built once with their clients."""
-    from activities.actions import default_registry
+    from activities.actions import POSTGRES_DSNS, REDIS_URL, default_registry
+    from activities.actions.kubernetes import kubernetes_services
     from activities.diagnosis import DiagnosisActivities
+    from activities.guardrails import GuardrailActivities
     from activities.knowledge import KnowledgeBaseActivities
     from activities.notify import NotifyActivities
     from activities.policy import PolicyActivities
     from activities.rules import load_rules
     from activities.steps import StepActivities
     from activities.validation import ValidationActivities
+    from detection.services import load_services
 
     registry = default_registry()
     client = http or httpx.AsyncClient()
-    policy = settings.healing.policy(notify=settings.notify.webhook_url is not None)
+    policy = settings.healing.policy(notify=settings.notify.webhook_url is not None).model_copy(
+        update={"guardrail_wait_max_s": settings.guardrails.pause_wait_max_s}
+    )
     diagnosis = DiagnosisActivities(
         load_rules(settings.runbooks_dir / "rules.yaml"),
         http=client,
         probe_timeout_s=settings.probe.timeout_s,
     )
     knowledge = KnowledgeBaseActivities(session_factory, registry)
-    steps = StepActivities(registry, {"supervisor_url": settings.supervisor.url, "http": client})
+    steps = StepActivities(
+        registry,
+        {
+            "supervisor_url": settings.supervisor.url,
+            "http": client,
+            REDIS_URL: settings.redis.url,
+            POSTGRES_DSNS: settings.postgres_targets.dsns,
+            **kubernetes_services(settings.kubernetes),
+        },
+    )
     validation = ValidationActivities(http=client, probe_timeout_s=settings.probe.timeout_s)
     notify = NotifyActivities(
         settings.notify.webhook_url, timeout_s=settings.notify.timeout_s, http=client
     )
+    guardrails = GuardrailActivities(
+        session_factory,
+        load_services(settings.runbooks_dir / "services.yaml"),
+        settings.guardrails,
+        registry,
+        http=client,
+        probe_timeout_s=settings.probe.timeout_s,
+    )
     return [
         PolicyActivities(policy).load_policy,
+        guardrails.check_guardrails,
+        guardrails.release_target,
         diagnosis.collect_evidence,
         diagnosis.diagnose_fault,
         knowledge.find_solutions,

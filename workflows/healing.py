@@ -10,6 +10,7 @@ module is imported into the workflow sandbox.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -30,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         HealingPolicy,
         HealingStatus,
         RecoveryPlan,
+        RecoveryStep,
         RiskLevel,
         StepResult,
         StepStatus,
@@ -37,15 +39,18 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.payloads import (
         ActivityName,
+        CheckGuardrailsInput,
         CollectEvidenceInput,
         CompensateStepInput,
         DiagnoseInput,
         FindSolutionsInput,
         FindSolutionsResult,
+        GuardrailDecision,
         LoadPolicyInput,
         NotifyInput,
         RecordOutcomeInput,
         RecordOutcomeResult,
+        ReleaseTargetInput,
         RunStepInput,
         SolutionAttempt,
         ValidateRecoveryInput,
@@ -73,6 +78,10 @@ RECORD_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=60),
 )
 NON_RETRYABLE_STEP_ERRORS = ["InvalidParams", "ActionNotFound"]
+# Guardrails joined the workflow after its first release: histories from before replay without.
+GUARDRAILS_PATCH = "guardrails-v1"
+# A refusal by these rules is about one candidate's steps: another candidate may fit.
+CANDIDATE_RULES = frozenset({"allowlist", "blast_radius"})
 
 
 def _error_text(exc: BaseException) -> str:
@@ -83,6 +92,13 @@ def _error_text(exc: BaseException) -> str:
     if isinstance(cause, ApplicationError) and cause.type:
         return f"{cause.type}: {cause.message}"
     return str(cause) or type(cause).__name__
+
+
+@dataclass
+class _PlanFailure:
+    reason: str
+    counts: bool = True  # as a failed attempt of the solution (a refusal does not)
+    escalate: bool = False  # stop the healing after compensating, no further candidate
 
 
 class _Finished(Exception):
@@ -109,6 +125,7 @@ class HealingWorkflow:
         )
         self._decision: Approval | None = None
         self._mutated = False  # True once any mutating step may have changed the target
+        self._guarded = False  # guardrails are checked (every healing started since the patch)
 
     # ----------------------------------------------------------------------------- handlers
 
@@ -124,7 +141,10 @@ class HealingWorkflow:
             if self._status.resolved_at is None:
                 self._status.resolved_at = update.at
         elif update.kind == "symptom" and update.fault is not None:
-            self._status.secondary_faults.append(update.fault)
+            # One entry per symptom: a storm of the same secondary fault must not grow the state.
+            known = {f.fingerprint for f in self._status.secondary_faults}
+            if update.fault.fingerprint not in known:
+                self._status.secondary_faults.append(update.fault)
 
     @workflow.update(name="approve")
     def approve(self, decision: ApprovalDecision) -> Approval:
@@ -191,14 +211,28 @@ class HealingWorkflow:
             retry_policy=READ_RETRY,
         )
         self._status.dry_run = input.dry_run or fault.dry_run or policy.dry_run
+        self._guarded = workflow.patched(GUARDRAILS_PATCH)
         attempts: list[SolutionAttempt] = []
         try:
             diagnosis = await self._diagnose(input)
             candidates = await self._plan(input, policy, diagnosis)
+            if self._guarded:
+                # After planning, so an escalation carries its diagnosis, and before the gate,
+                # so nobody is asked to approve a plan the guardrails would refuse.
+                decision = await self._check(policy)
+                if not decision.allowed:
+                    refusal = f"{decision.rule}: {decision.reason}"
+                    if self._status.dry_run:
+                        raise _Finished(
+                            HealingOutcome.DRY_RUN, f"dry run: would be refused by {refusal}"
+                        )
+                    raise _Finished(HealingOutcome.ESCALATED, f"guardrail {refusal}")
             await self._gate(input, policy, diagnosis, candidates)
             await self._execute(policy, candidates, attempts)
         except _Finished as finished:
             self._finish(finished.outcome, finished.detail)
+        if self._guarded and not self._status.dry_run:
+            await self._release()
         await self._record(attempts)
         if policy.notify:
             await self._notify()
@@ -318,15 +352,19 @@ class HealingWorkflow:
                     f"dry run: {plan.solution_name} would run {len(plan.steps)} step(s)",
                 )
             if failure is None:
-                failure = await self._validate(policy)
+                invalid = await self._validate(policy)
+                failure = _PlanFailure(invalid) if invalid else None
             if failure is None:
                 attempts.append(self._attempt(index, plan, succeeded=True))
                 raise _Finished(HealingOutcome.HEALED, f"healed by {plan.solution_name}")
-            failures.append(f"{plan.solution_name}: {failure}")
+            failures.append(f"{plan.solution_name}: {failure.reason}")
             if saga:
                 self._set_phase(HealingPhase.COMPENSATING)
                 await saga.compensate(lambda entry: self._compensate(entry))
-            attempts.append(self._attempt(index, plan, succeeded=False))
+            if failure.counts:
+                attempts.append(self._attempt(index, plan, succeeded=False))
+            if failure.escalate:
+                raise _Finished(HealingOutcome.ESCALATED, failure.reason)
         raise _Finished(
             HealingOutcome.ESCALATED,
             f"all {len(candidates)} candidate(s) failed: " + "; ".join(failures),
@@ -334,11 +372,18 @@ class HealingWorkflow:
 
     async def _run_plan(
         self, policy: HealingPolicy, index: int, plan: RecoveryPlan, saga: Saga
-    ) -> str | None:
-        """Run the plan's steps in order; the reason of the first failure, or None."""
+    ) -> _PlanFailure | None:
+        """Run the plan's steps in order; why it failed, or None."""
         self._set_phase(HealingPhase.EXECUTING)
         for order, step in enumerate(plan.steps):
             self._stop_if_resolved()
+            if self._guarded:
+                decision = await self._check(policy, step, index, order)
+                if not decision.allowed:
+                    refusal = self._refused(decision, index, order, step)
+                    if self._status.dry_run:
+                        continue  # a dry run shows every refusal and runs nothing anyway
+                    return refusal
             entry = saga.register(index, order, step)
             started = workflow.now()
             try:
@@ -382,12 +427,93 @@ class HealingWorkflow:
                 )
                 entry.result = result
                 self._status.steps.append(result)
-                return f"step {order + 1} ({step.label}) failed: {error}"
+                return _PlanFailure(f"step {order + 1} ({step.label}) failed: {error}")
             entry.result = result
             self._status.steps.append(result)
             if result.status == StepStatus.SUCCEEDED and result.mutating:
                 self._mutated = True
         return None
+
+    async def _check(
+        self,
+        policy: HealingPolicy,
+        step: RecoveryStep | None = None,
+        candidate: int | None = None,
+        order: int | None = None,
+    ) -> GuardrailDecision:
+        """Ask the guardrails; while they say waiting may help (kill switch set to wait, target
+        busy), sleep and ask again, up to the policy's limit."""
+        waited = 0.0
+        while True:
+            decision: GuardrailDecision = await workflow.execute_activity(
+                ActivityName.CHECK_GUARDRAILS,
+                CheckGuardrailsInput(
+                    workflow_id=self._status.workflow_id,
+                    run_id=self._status.run_id,
+                    fault=self._status.fault,
+                    step=step,
+                    candidate=candidate,
+                    order=order,
+                    dry_run=self._status.dry_run,
+                ),
+                result_type=GuardrailDecision,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=READ_RETRY,
+            )
+            if (
+                decision.allowed
+                or decision.retry_after_s is None
+                or self._status.dry_run
+                or waited >= policy.guardrail_wait_max_s
+            ):
+                self._status.waiting_on = None
+                return decision
+            self._status.waiting_on = f"{decision.rule}: {decision.reason}"
+            delay = max(1.0, min(decision.retry_after_s, policy.guardrail_wait_max_s - waited))
+            await workflow.sleep(timedelta(seconds=delay), summary=f"guardrail {decision.rule}")
+            waited += delay
+            self._stop_if_resolved()
+
+    def _refused(
+        self, decision: GuardrailDecision, index: int, order: int, step: RecoveryStep
+    ) -> _PlanFailure | None:
+        """Record a refused step; what it means for the plan (None: go on to validation)."""
+        now = workflow.now()
+        self._status.steps.append(
+            StepResult(
+                candidate=index,
+                order=order,
+                name=step.label,
+                action=step.action,
+                params=step.params,
+                status=StepStatus.REFUSED,
+                error=f"{decision.rule}: {decision.reason}",
+                started_at=now,
+                ended_at=now,
+            )
+        )
+        reason = f"step {order + 1} ({step.label}) refused by {decision.rule}: {decision.reason}"
+        if decision.fault_resolved:
+            if self._status.resolved_at is None:
+                self._status.resolved_at = now
+            self._stop_if_resolved()
+            return None  # some steps ran: whether the target is healthy is validation's call
+        if decision.rule in CANDIDATE_RULES:
+            return _PlanFailure(reason, counts=False)
+        return _PlanFailure(reason, counts=False, escalate=True)
+
+    async def _release(self) -> None:
+        await workflow.execute_activity(
+            ActivityName.RELEASE_TARGET,
+            ReleaseTargetInput(
+                workflow_id=self._status.workflow_id,
+                run_id=self._status.run_id,
+                fault=self._status.fault,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            schedule_to_close_timeout=timedelta(hours=1),
+            retry_policy=RECORD_RETRY,
+        )
 
     async def _compensate(self, entry: Compensation) -> None:
         forward = entry.result

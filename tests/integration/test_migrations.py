@@ -23,7 +23,15 @@ from models.migrate import (
 
 pytestmark = pytest.mark.integration
 
-TABLES = {"solutions", "healings", "healing_steps"}
+TABLES = {
+    "solutions",
+    "healings",
+    "healing_steps",
+    "guardrail_state",
+    "target_locks",
+    "healing_actions",
+    "guardrail_decisions",
+}
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
@@ -27,6 +28,7 @@ from domain import (
     RiskLevel,
     StepStatus,
 )
+from domain.payloads import GuardrailDecision
 from tests.integration.standins import Scenario, plan
 from worker import workflow_runner
 from workflows.healing import HealingWorkflow
@@ -288,3 +290,128 @@ async def test_search_attributes_follow_the_healing(client: Client, task_queue: 
     assert attrs["FaultService"] == "checkout"
     assert attrs["RootCause"] == "process_crashed"
     assert attrs["RiskLevel"] == "medium"
+
+
+# ------------------------------------------------------------------------------- guardrails
+
+
+def refuse(rule: str, *, retry_after_s: float | None = None, resolved: bool = False) -> Any:
+    return GuardrailDecision(
+        allowed=False,
+        rule=rule,
+        reason=f"{rule} says no",
+        retry_after_s=retry_after_s,
+        fault_resolved=resolved,
+    )
+
+
+async def test_guardrail_at_start_escalates_with_nothing_run(
+    client: Client, task_queue: str
+) -> None:
+    scenario = Scenario(guardrails={"start": [refuse("cooldown")]})
+    async with running(client, task_queue, scenario):
+        result = await heal(client, task_queue, new_fault())
+    assert result.outcome == HealingOutcome.ESCALATED
+    assert result.outcome_detail == "guardrail cooldown: cooldown says no"
+    assert [e for e in scenario.journal if not e.startswith("guard")] == []
+    assert scenario.released == [result.workflow_id]
+
+
+async def test_allowlist_refusal_moves_to_next_candidate_without_blame(
+    client: Client, task_queue: str
+) -> None:
+    scenario = Scenario(
+        plans=[plan("first", "a1", "a2"), plan("second", "b1")],
+        guardrails={"a2": [refuse("allowlist")]},
+    )
+    async with running(client, task_queue, scenario):
+        result = await heal(client, task_queue, new_fault())
+    assert scenario.journal == ["run:a1", "guard:a2", "undo:a1", "run:b1", "validate:ok"]
+    assert result.outcome == HealingOutcome.HEALED
+    refused = [s for s in result.steps if s.status == StepStatus.REFUSED]
+    assert [(s.name, s.error) for s in refused] == [("a2", "allowlist: allowlist says no")]
+    # A refusal is not a failure of the solution: only the healing candidate is counted.
+    assert [(a.solution_name, a.succeeded) for a in scenario.recorded[0].attempts] == [
+        ("second", True)
+    ]
+
+
+async def test_budget_refusal_mid_plan_compensates_and_escalates(
+    client: Client, task_queue: str
+) -> None:
+    scenario = Scenario(
+        plans=[plan("first", "a1", "a2"), plan("second", "b1")],
+        guardrails={"a2": [refuse("budget")]},
+    )
+    async with running(client, task_queue, scenario):
+        result = await heal(client, task_queue, new_fault())
+    assert scenario.journal == ["run:a1", "guard:a2", "undo:a1"]
+    assert result.outcome == HealingOutcome.ESCALATED
+    assert "refused by budget" in result.outcome_detail
+
+
+async def test_kill_switch_waits_then_proceeds(client: Client, task_queue: str) -> None:
+    scenario = Scenario(
+        guardrails={
+            "restart": [
+                refuse("kill_switch", retry_after_s=1),
+                GuardrailDecision(allowed=True),
+            ]
+        }
+    )
+    async with running(client, task_queue, scenario):
+        started = await start_healing(client, new_fault(), task_queue=task_queue)
+        handle = client.get_workflow_handle(started.workflow_id, result_type=HealingStatus)
+        waiting = await status_when(handle, lambda s: s.waiting_on is not None)
+        assert waiting.waiting_on == "kill_switch: kill_switch says no"
+        result = await handle.result()
+    assert result.outcome == HealingOutcome.HEALED
+    assert result.waiting_on is None
+    assert scenario.journal == ["guard:restart", "guard:restart", "run:restart", "validate:ok"]
+
+
+async def test_kill_switch_wait_is_bounded(
+    temporal_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    scenario = Scenario(
+        policy=HealingPolicy(stabilization_window_s=0, guardrail_wait_max_s=600),
+        guardrails={"restart": [refuse("kill_switch", retry_after_s=60)]},
+    )
+    async with running(temporal_env.client, task_queue, scenario):
+        result = await heal(temporal_env.client, task_queue, new_fault())
+    assert result.outcome == HealingOutcome.ESCALATED
+    assert "kill_switch" in result.outcome_detail
+    assert scenario.journal.count("guard:restart") == 11  # at 0, 60, ..., 600 s
+    assert "run:restart" not in scenario.journal
+
+
+async def test_fault_resolved_before_first_step(client: Client, task_queue: str) -> None:
+    scenario = Scenario(guardrails={"restart": [refuse("fault_resolved", resolved=True)]})
+    async with running(client, task_queue, scenario):
+        result = await heal(client, task_queue, new_fault())
+    assert result.outcome == HealingOutcome.RESOLVED_BEFORE_ACTION
+    assert "run:restart" not in scenario.journal
+
+
+async def test_fault_resolved_mid_plan_skips_to_validation(client: Client, task_queue: str) -> None:
+    scenario = Scenario(
+        plans=[plan("p", "s1", "s2", "s3")],
+        guardrails={"s2": [refuse("fault_resolved", resolved=True)]},
+    )
+    async with running(client, task_queue, scenario):
+        result = await heal(client, task_queue, new_fault())
+    assert scenario.journal == ["run:s1", "guard:s2", "validate:ok"]
+    assert result.outcome == HealingOutcome.HEALED
+    assert result.resolved_at is not None
+
+
+async def test_dry_run_lists_refusals_and_runs_nothing(client: Client, task_queue: str) -> None:
+    scenario = Scenario(plans=[plan("p", "s1", "s2")], guardrails={"s1": [refuse("allowlist")]})
+    async with running(client, task_queue, scenario):
+        result = await heal(client, task_queue, new_fault(), dry_run=True)
+    assert result.outcome == HealingOutcome.DRY_RUN
+    assert [(s.name, s.status) for s in result.steps] == [
+        ("s1", StepStatus.REFUSED),
+        ("s2", StepStatus.DRY_RUN),
+    ]
+    assert scenario.released == []  # a dry run takes no target lock

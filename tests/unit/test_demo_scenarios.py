@@ -13,6 +13,7 @@ def test_every_scenario_is_injectable_and_names_its_root_cause() -> None:
         "hang": "process_hung",
         "crash": "process_crashed",
         "poisoned_cache": "cache_poisoned",
+        "dependency_slow": "dependency_degraded",
     }
     assert get_scenario("hang").inject_path == "/inject/hang"
 

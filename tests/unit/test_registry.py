@@ -22,7 +22,10 @@ async def noop(ctx: ActionContext, params: NoParams) -> dict[str, Any]:
 
 
 def test_default_registry_holds_the_first_actions() -> None:
-    assert REGISTRY.names() == ["http.request", "process.restart", "wait"]
+    assert {"http.request", "process.restart", "wait"} <= set(REGISTRY.names())
+    assert {"http.degrade", "redis.delete_keys", "postgres.terminate_backends"} <= set(
+        REGISTRY.names()
+    )
 
 
 def test_mutating_action_without_a_way_back_is_refused() -> None:
@@ -65,7 +68,7 @@ def test_check_step_wants_the_inverse_of_an_http_request() -> None:
 def test_check_step_knows_the_actions() -> None:
     REGISTRY.check_step(RecoveryStep(action="process.restart", params={"process": "web"}))
     REGISTRY.check_step(RecoveryStep(action="wait", params={"seconds": 5}))
-    with pytest.raises(ActionNotFound, match=r"'reboot'.*known: http.request, process.restart"):
+    with pytest.raises(ActionNotFound, match=r"'reboot'.*known: .*http.request, .*process.restart"):
         REGISTRY.check_step(RecoveryStep(action="reboot"))
     with pytest.raises(ActionNotFound, match=r"'undo.magic'"):
         REGISTRY.check_step(flag_step(compensate=StepCall(action="undo.magic")))

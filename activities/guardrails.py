@@ -1,0 +1,406 @@
+"""``check_guardrails`` and ``release_target``: may this healing act, right now?
+
+At the start of a healing (``input.step`` None), in this order:
+
+- ``unknown_service``: the fault's service is not in the catalog (``services.yaml``);
+- ``kill_switch``: ``selfheal pause`` is in force;
+- ``cooldown``: a healing that acted on the same target ended less than the service's
+  ``cooldown_s`` ago (loop protection: the new fault is recorded and escalated, not healed);
+- ``budget``: the service's ``budget_per_hour`` healings have acted within the last hour.
+
+Right before each step: an action this worker does not know is refused (``allowlist``); a
+read-only step (``wait``) is allowed unchecked. Before a mutating step, in this order:
+
+- ``unknown_service`` and ``kill_switch`` again;
+- ``allowlist``: the action matches none of ``allowed_actions``; the step's namespace (its
+  ``namespace`` param, else the action's default, else the target's) is not in
+  ``allowed_namespaces``; the fault's target is not one of the service's targets; or the
+  params cannot be resolved against the fault;
+- ``blast_radius``: a ``max_pods`` param (``kubernetes.delete_pod``) above the limit, or a
+  ``replicas`` param (``kubernetes.scale``) changing the workload by more than the limit. The
+  limit is ``max_pods_per_step`` pods; with ``max_percent_per_step`` and a known replica count,
+  the larger of that and the percentage of the replicas (rounded down). The replica count is
+  known when the fault carries it in ``values["replicas"]``; a scale whose current count is
+  unknown is not limited (the decision's reason says so);
+- ``fault_resolved`` (``fault_resolved=True``): with ``recheck_fault``, the fault's
+  ``health_url`` answers 2xx and its ``metric`` reads at most its ``max`` — the fault no longer
+  fires. A fault with neither cannot be re-checked and passes;
+- ``budget`` again, for a healing that has not acted yet (approval may have taken an hour);
+- ``target_busy``: another healing run holds the target's lock. Otherwise this run takes it
+  (idempotent for the same run) and counts as having acted.
+
+``retry_after_s`` is set when waiting may help: ``kill_switch`` with ``paused_behavior=wait``, and
+``target_busy``, until ``pause_wait_max_s`` has passed since this run's first refusal in a row by
+the same rule; then it is None, and the caller stops waiting. The workflow therefore needs one
+rule: ``retry_after_s`` set → sleep that long and ask again; None → stop. A dry run evaluates
+every rule but only reads (no lock, not counted as acting) and never asks to wait: it shows what
+would be refused. Every decision is recorded in ``guardrail_decisions``.
+
+``release_target`` ends the healing's hold: frees its target lock and starts the target's
+cooldown. It is idempotent and must run at the end of every healing, whatever its outcome. A
+healing that never reaches it (a terminated workflow) leaves its lock behind: ``selfheal unlock
+SERVICE/TARGET`` frees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from pydantic_core import PydanticUndefined
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio import activity
+
+from activities.actions.registry import Action, ActionRegistry
+from activities.errors import as_application_error
+from core.probes import http_client, probe_health, read_metric
+from core.settings import GuardrailSettings
+from domain import ActionNotFound, Fault, RecoveryStep, SelfhealError, render_params
+from domain.payloads import (
+    ActivityName,
+    CheckGuardrailsInput,
+    GuardrailDecision,
+    ReleaseTargetInput,
+)
+from domain.services import ServiceCatalog, ServiceSpec
+from models.guardrails import DecisionRecord, Guardrails, Run, target_key
+
+KILL_SWITCH_RETRY_S = 30.0
+TARGET_BUSY_RETRY_S = 15.0
+MIN_RETRY_S = 0.1
+
+UNKNOWN_SERVICE = "unknown_service"
+KILL_SWITCH = "kill_switch"
+COOLDOWN = "cooldown"
+BUDGET = "budget"
+ALLOWLIST = "allowlist"
+BLAST_RADIUS = "blast_radius"
+FAULT_RESOLVED = "fault_resolved"
+TARGET_BUSY = "target_busy"
+
+
+class _Refused(Exception):
+    def __init__(self, decision: GuardrailDecision) -> None:
+        super().__init__(decision.reason)
+        self.decision = decision
+
+
+def _refuse(
+    rule: str, reason: str, *, retry_after_s: float | None = None, resolved: bool = False
+) -> _Refused:
+    return _Refused(
+        GuardrailDecision(
+            allowed=False,
+            rule=rule,
+            reason=reason,
+            fault_resolved=resolved,
+            retry_after_s=retry_after_s,
+        )
+    )
+
+
+class GuardrailActivities:
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        catalog: ServiceCatalog,
+        settings: GuardrailSettings,
+        registry: ActionRegistry,
+        http: httpx.AsyncClient | None = None,
+        probe_timeout_s: float = 3.0,
+    ) -> None:
+        self._store = Guardrails(session_factory)
+        self._catalog = catalog
+        self._settings = settings
+        self._registry = registry
+        self._http = http
+        self._probe_timeout_s = probe_timeout_s
+
+    @activity.defn(name=ActivityName.CHECK_GUARDRAILS)
+    async def check_guardrails(self, input: CheckGuardrailsInput) -> GuardrailDecision:
+        spec = self._catalog.get(input.fault.service)
+        target = _target_name(spec, input.fault)
+        key = target_key(input.fault.service, target)
+        try:
+            try:
+                if input.step is None:
+                    decision = await self._at_start(input, spec, key)
+                else:
+                    decision = await self._before_step(input, input.step, spec, key)
+            except _Refused as refused:
+                decision = refused.decision
+            await asyncio.to_thread(self._store.record_decision, _record(input, key, decision))
+        except SelfhealError as exc:
+            raise as_application_error(exc) from exc
+        if not decision.allowed:
+            activity.logger.info("guardrail %s refused: %s", decision.rule, decision.reason)
+        return decision
+
+    @activity.defn(name=ActivityName.RELEASE_TARGET)
+    async def release_target(self, input: ReleaseTargetInput) -> None:
+        try:
+            await asyncio.to_thread(self._store.release, Run(input.workflow_id, input.run_id))
+        except SelfhealError as exc:
+            raise as_application_error(exc) from exc
+
+    async def _at_start(
+        self, input: CheckGuardrailsInput, spec: ServiceSpec | None, key: str
+    ) -> GuardrailDecision:
+        spec = _known(spec, input.fault)
+        await self._kill_switch(input)
+        run = Run(input.workflow_id, input.run_id)
+        now = datetime.now(UTC)
+        if spec.cooldown_s > 0:
+            since = now - timedelta(seconds=spec.cooldown_s)
+            recent = await asyncio.to_thread(self._store.last_end, key, run, since)
+            if recent is not None:
+                ago = (now - recent.ended_at).total_seconds()
+                raise _refuse(
+                    COOLDOWN,
+                    f"{key} was healed by {recent.workflow_id}, which ended {ago:.0f}s ago; "
+                    f"within the {spec.cooldown_s:g}s cooldown a new fault is recorded and "
+                    "escalated, not auto-healed",
+                )
+        acted = await asyncio.to_thread(self._store.acted_count, spec.name, run, now)
+        if acted >= spec.budget_per_hour:
+            raise _refuse(BUDGET, _budget_reason(spec, acted))
+        return GuardrailDecision(allowed=True, reason="may start")
+
+    async def _before_step(
+        self, input: CheckGuardrailsInput, step: RecoveryStep, spec: ServiceSpec | None, key: str
+    ) -> GuardrailDecision:
+        action = self._action(step)
+        if not action.mutating:
+            return GuardrailDecision(allowed=True, reason="read-only step: no guardrail applies")
+        spec = _known(spec, input.fault)
+        await self._kill_switch(input)
+        params = _rendered(step, input.fault)
+        _check_allowlists(spec, action, params, input.fault)
+        notes = _check_blast_radius(spec, action, params, input.fault)
+        await self._recheck_fault(input.fault)
+        await self._claim(input, spec, key)
+        return GuardrailDecision(allowed=True, reason="; ".join(["may act", *notes]))
+
+    async def _kill_switch(self, input: CheckGuardrailsInput) -> None:
+        state = await asyncio.to_thread(self._store.state)
+        if not state.paused:
+            return
+        since = f" since {state.at.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z" if state.at else ""
+        why = f": {state.reason}" if state.reason else ""
+        paused = f"selfheal is paused by {state.by or 'unknown'}{since}{why}"
+        if self._settings.paused_behavior != "wait":
+            raise _refuse(KILL_SWITCH, f"{paused}; no mutating step runs until selfheal resume")
+        retry_after_s, then = await self._wait(input, KILL_SWITCH, KILL_SWITCH_RETRY_S, "resume")
+        raise _refuse(KILL_SWITCH, f"{paused}; {then}", retry_after_s=retry_after_s)
+
+    async def _wait(
+        self, input: CheckGuardrailsInput, rule: str, retry_after_s: float, until: str
+    ) -> tuple[float | None, str]:
+        """Whether to wait again, and what to say: waiting is bounded by ``pause_wait_max_s``
+        from this run's first refusal in a row by ``rule``; a dry run never waits."""
+        limit = self._settings.pause_wait_max_s
+        if input.dry_run:
+            return None, f"a healing would wait up to {limit:g}s for {until}"
+        run = Run(input.workflow_id, input.run_id)
+        first = await asyncio.to_thread(self._store.refused_since, run, rule)
+        waited = 0.0 if first is None else (datetime.now(UTC) - first).total_seconds()
+        if waited >= limit:
+            return None, f"waited {waited:.0f}s for {until} (pause_wait_max_s {limit:g}): giving up"
+        # Never past the limit by more than a moment, so a short limit is kept.
+        retry_after_s = max(min(retry_after_s, limit - waited), MIN_RETRY_S)
+        return retry_after_s, f"waiting up to {limit:g}s for {until} ({waited:.0f}s so far)"
+
+    def _action(self, step: RecoveryStep) -> Action[Any]:
+        try:
+            return self._registry.get(step.action)
+        except ActionNotFound as exc:
+            raise _refuse(ALLOWLIST, str(exc)) from None
+
+    async def _recheck_fault(self, fault: Fault) -> None:
+        if not self._settings.recheck_fault or (not fault.health_url and fault.metric is None):
+            return
+        seen: list[str] = []
+        async with http_client(self._http) as http:
+            if fault.health_url:
+                probe = await probe_health(http, fault.health_url, self._probe_timeout_s)
+                if not probe.ok:
+                    return
+                seen.append(f"{probe.url} answers {probe.detail}")
+            if fault.metric is not None:
+                reading = await read_metric(http, fault.metric, self._probe_timeout_s)
+                # An unreadable metric proves nothing: the fault may still fire.
+                if reading.value is None or reading.value > fault.metric.max:
+                    return
+                seen.append(f"{fault.metric.name} = {reading.value:g} <= {fault.metric.max:g}")
+        raise _refuse(
+            FAULT_RESOLVED, "the fault no longer fires: " + ", ".join(seen), resolved=True
+        )
+
+    async def _claim(self, input: CheckGuardrailsInput, spec: ServiceSpec, key: str) -> None:
+        claim = await asyncio.to_thread(
+            self._store.claim,
+            spec.name,
+            key,
+            Run(input.workflow_id, input.run_id),
+            spec.budget_per_hour,
+            datetime.now(UTC),
+            dry_run=input.dry_run,
+        )
+        if claim.status == "budget":
+            raise _refuse(BUDGET, _budget_reason(spec, claim.acted_last_hour))
+        if claim.status == "busy":
+            since = (
+                f" since {claim.held_since.astimezone(UTC):%H:%M:%S}Z" if claim.held_since else ""
+            )
+            retry_after_s, then = await self._wait(
+                input, TARGET_BUSY, TARGET_BUSY_RETRY_S, "the target"
+            )
+            raise _refuse(
+                TARGET_BUSY,
+                f"{key} is being healed by {claim.holder}{since}; one healing acts on a target "
+                f"at a time; {then}",
+                retry_after_s=retry_after_s,
+            )
+
+
+def _target_name(spec: ServiceSpec | None, fault: Fault) -> str | None:
+    if spec is None:
+        return fault.target
+    target = spec.target(fault.target)
+    return target.name if target is not None else fault.target
+
+
+def _known(spec: ServiceSpec | None, fault: Fault) -> ServiceSpec:
+    if spec is None:
+        raise _refuse(
+            UNKNOWN_SERVICE,
+            f"service {fault.service!r} is not in the service catalog (services.yaml); "
+            "selfheal acts only on declared services",
+        )
+    return spec
+
+
+def _budget_reason(spec: ServiceSpec, acted: int) -> str:
+    return (
+        f"{acted} healings of {spec.name} acted within the last hour; its budget is "
+        f"{spec.budget_per_hour} per hour"
+    )
+
+
+def _rendered(step: RecoveryStep, fault: Fault) -> dict[str, Any]:
+    try:
+        return render_params(step.params, fault)
+    except KeyError as exc:
+        raise _refuse(
+            ALLOWLIST, f"step {step.label!r}: params name {exc.args[0]}, which the fault lacks"
+        ) from None
+
+
+def _param(action: Action[Any], params: dict[str, Any], name: str) -> Any:
+    """The step's param, else the default of the action's params model (None if neither)."""
+    if name in params:
+        return params[name]
+    field = action.params_model.model_fields.get(name)
+    if field is None or field.default is PydanticUndefined:
+        return None
+    return field.default
+
+
+def _check_allowlists(
+    spec: ServiceSpec, action: Action[Any], params: dict[str, Any], fault: Fault
+) -> None:
+    if not spec.allows_action(action.name):
+        raise _refuse(
+            ALLOWLIST,
+            f"action {action.name} is not allowed for {spec.name} "
+            f"(allowed_actions: {', '.join(spec.allowed_actions) or 'none'})",
+        )
+    target = spec.target(fault.target)
+    if target is None:
+        declared = ", ".join(t.name for t in spec.targets) or "none"
+        raise _refuse(
+            ALLOWLIST,
+            f"target {fault.target or '(default)'!r} is not a target of {spec.name} "
+            f"(declared: {declared})",
+        )
+    namespace = _param(action, params, "namespace") or target.namespace
+    if namespace is not None and not spec.allows_namespace(str(namespace)):
+        raise _refuse(
+            ALLOWLIST,
+            f"namespace {namespace!r} is not allowed for {spec.name} "
+            f"(allowed_namespaces: {', '.join(spec.allowed_namespaces)})",
+        )
+
+
+def _check_blast_radius(
+    spec: ServiceSpec, action: Action[Any], params: dict[str, Any], fault: Fault
+) -> list[str]:
+    """Refuse a step above the limit; notes for the decision when something went unchecked."""
+    current = _replica_count(fault)
+    limit = spec.max_pods_per_step
+    if spec.max_percent_per_step is not None and current is not None:
+        limit = max(limit, math.floor(current * spec.max_percent_per_step / 100))
+    limit_text = _limit_text(spec, current, limit)
+    pods = _int_param(action, params, "max_pods")
+    if pods is not None and pods > limit:
+        raise _refuse(
+            BLAST_RADIUS, f"{action.name} may touch {pods} pods in one step; {limit_text}"
+        )
+    replicas = _int_param(action, params, "replicas")
+    if replicas is None:
+        return []
+    if current is None:
+        return ["replica change unchecked: the fault does not carry values.replicas"]
+    change = abs(replicas - current)
+    if change > limit:
+        raise _refuse(
+            BLAST_RADIUS,
+            f"{action.name} from {current} to {replicas} replicas changes {change} pods in one "
+            f"step; {limit_text}",
+        )
+    return []
+
+
+def _replica_count(fault: Fault) -> int | None:
+    value = fault.values.get("replicas")
+    return int(value) if value is not None and math.isfinite(value) else None
+
+
+def _int_param(action: Action[Any], params: dict[str, Any], name: str) -> int | None:
+    value = _param(action, params, name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise _refuse(
+            BLAST_RADIUS, f"{action.name} param {name}={value!r} is not a number of pods"
+        ) from None
+
+
+def _limit_text(spec: ServiceSpec, current: int | None, limit: int) -> str:
+    text = f"{spec.name} allows {limit} per step (max_pods_per_step {spec.max_pods_per_step}"
+    if spec.max_percent_per_step is not None:
+        of = f" of {current} replicas" if current is not None else ", replica count unknown"
+        text += f", max_percent_per_step {spec.max_percent_per_step:g}%{of}"
+    return text + ")"
+
+
+def _record(input: CheckGuardrailsInput, key: str, decision: GuardrailDecision) -> DecisionRecord:
+    return DecisionRecord(
+        workflow_id=input.workflow_id,
+        run_id=input.run_id,
+        candidate=input.candidate,
+        step_order=input.order,
+        action=input.step.action if input.step is not None else None,
+        target=key,
+        allowed=decision.allowed,
+        rule=decision.rule,
+        reason=decision.reason,
+        fault_resolved=decision.fault_resolved,
+        dry_run=input.dry_run,
+        decided_at=datetime.now(UTC),
+    )

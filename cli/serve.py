@@ -1,0 +1,112 @@
+"""``selfheal serve``: the HTTP intake (Alertmanager, OTLP, heartbeats, faults, healings)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import typer
+import uvicorn
+from sqlalchemy import text
+from temporalio.client import Client
+
+from cli.errors import UserError, user_errors
+from cli.operator import release_clients, unreachable_message
+from core.database import make_engine, resolve_database_url
+from core.settings import Settings, get_settings
+from core.temporal import connect
+from detection.app import IntakeDeps, create_app, openapi_json
+from detection.detector_config import load_detector_config
+from detection.metrics_router import MetricsRouter
+from detection.services import load_services
+from domain import SelfhealError
+
+log = logging.getLogger(__name__)
+
+
+async def _serve(settings: Settings, host: str, port: int) -> None:
+    runbooks = settings.runbooks_dir
+    catalog = load_services(runbooks / "services.yaml")
+    router = MetricsRouter(load_detector_config(runbooks / "detectors.yaml"))
+    client = await connect(settings.temporal, tracing=False)
+    engine = make_engine(resolve_database_url(settings), pool_size=1)
+
+    def select_one() -> None:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    async def database() -> None:
+        await asyncio.to_thread(select_one)
+
+    app = create_app(
+        IntakeDeps(
+            client=client,
+            settings=settings.intake,
+            task_queue=settings.temporal.task_queue,
+            router=router,
+            catalog=catalog,
+            ready_checks={"database": database},
+        )
+    )
+    if not settings.intake.tokens:
+        log.warning("no intake tokens configured (SELFHEAL_INTAKE__TOKENS): every POST gets 401")
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=settings.log_level.lower(), access_log=False
+    )
+    try:
+        await uvicorn.Server(config).serve()
+    finally:
+        engine.dispose()
+
+
+async def _openapi(settings: Settings) -> str:
+    # a lazy client never connects: the document does not depend on Temporal
+    client = await Client.connect(settings.temporal.address, lazy=True)
+    return openapi_json(
+        create_app(IntakeDeps(client, settings.intake, settings.temporal.task_queue))
+    )
+
+
+@user_errors
+def serve(
+    host: str | None = typer.Option(None, "--host", help="default: SELFHEAL_INTAKE__HOST"),
+    port: int | None = typer.Option(
+        None, "--port", min=0, max=65535, help="default: SELFHEAL_INTAKE__PORT"
+    ),
+    openapi: Path | None = typer.Option(
+        None, "--openapi", help="write the OpenAPI document to this file and exit"
+    ),
+) -> None:
+    """Run the HTTP intake until SIGINT/SIGTERM (OpenAPI document at /docs)."""
+    settings = get_settings()
+    if openapi is not None:
+        document = asyncio.run(_openapi(settings))
+        release_clients()
+        try:
+            openapi.write_text(document)
+        except OSError as exc:
+            raise UserError(f"{openapi}: cannot write: {exc.strerror or exc}") from None
+        return
+    error: str | None = None
+    try:
+        asyncio.run(
+            _serve(
+                settings,
+                settings.intake.host if host is None else host,
+                settings.intake.port if port is None else port,
+            )
+        )
+    except SelfhealError as exc:
+        error = str(exc)
+    except RuntimeError as exc:
+        if "client connect" not in str(exc):
+            raise
+        error = unreachable_message(settings.temporal, exc)
+    release_clients()
+    if error is not None:
+        raise UserError(error)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)

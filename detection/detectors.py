@@ -1,0 +1,374 @@
+"""Online anomaly detectors: one number in, one anomaly score in [0, 1] out.
+
+A detector is anything with ``update(timestamp, value) -> score``. A point's score depends only
+on that point and earlier ones, and every detector keeps bounded state (its window). Scores share
+one scale: 0.5 is the detector's own natural threshold (z = ``sigma``, phi = ``threshold``, a drop
+of ``drop``, a duration at the adaptive timeout), so one score threshold (0.5 by default) reads
+the same for every detector, and scores grow smoothly towards 1 beyond it.
+
+``DETECTORS`` is the registry (name → params model and factory), built here and nowhere else;
+``SeriesBank`` holds one detector per series with least-recently-used eviction.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Direction = Literal["up", "down", "both"]
+
+
+class Detector(Protocol):
+    def update(self, timestamp: float, value: float) -> float:
+        """Score the point (``value`` finite, ``timestamp`` in seconds), then learn from it."""
+        ...
+
+
+def squash(ratio: float) -> float:
+    """Map a statistic over its threshold to [0, 1]: 0 → 0, 1 → 0.5, 2 → 0.94."""
+    if ratio <= 0.0:
+        return 0.0
+    return 1.0 - math.pow(2.0, -min(ratio * ratio, 1100.0))
+
+
+def _signed(deviation: float, direction: Direction) -> float:
+    if direction == "up":
+        return deviation
+    if direction == "down":
+        return -deviation
+    return abs(deviation)
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EwmaParams(_Params):
+    alpha: float = Field(default=0.1, gt=0, le=1, description="weight of the newest point")
+    sigma: float = Field(default=3.0, gt=0, description="deviations from the EWMA scored 0.5")
+    direction: Direction = "both"
+    min_points: int = Field(default=10, ge=1, description="points learnt before any score")
+    min_std: float = Field(default=0.0, ge=0, description="absolute floor of the deviation")
+    min_rel_std: float = Field(default=0.01, ge=0, description="floor as a share of |mean|")
+    clip: float | None = Field(
+        default=None,
+        gt=0,
+        description="learn a point at most this many deviations away: a burst keeps scoring "
+        "high for a while instead of being learnt at once",
+    )
+
+
+class Ewma:
+    """Exponentially weighted mean and variance: for rates (error ratios, request rates)."""
+
+    __slots__ = ("_mean", "_n", "_p", "_var")
+
+    def __init__(self, params: EwmaParams | None = None) -> None:
+        self._p = params or EwmaParams()
+        self._n = 0
+        self._mean = 0.0
+        self._var = 0.0
+
+    def update(self, timestamp: float, value: float) -> float:
+        p = self._p
+        score = 0.0
+        if self._n >= p.min_points:
+            std = max(math.sqrt(self._var), p.min_std, p.min_rel_std * abs(self._mean), 1e-12)
+            score = squash(_signed(value - self._mean, p.direction) / std / p.sigma)
+            if p.clip is not None:
+                value = min(max(value, self._mean - p.clip * std), self._mean + p.clip * std)
+        if self._n == 0:
+            self._mean = value
+        else:
+            diff = value - self._mean
+            step = p.alpha * diff
+            self._mean += step
+            self._var = (1.0 - p.alpha) * (self._var + diff * step)
+        self._n += 1
+        return score
+
+
+class ZScoreParams(_Params):
+    window: int = Field(default=60, ge=2, le=100_000, description="points in the rolling window")
+    sigma: float = Field(default=3.0, gt=0, description="z scored 0.5")
+    direction: Direction = "both"
+    min_points: int = Field(default=10, ge=2, description="points in the window before scoring")
+    min_std: float = Field(default=0.0, ge=0, description="absolute floor of the deviation")
+    min_rel_std: float = Field(default=0.01, ge=0, description="floor as a share of |mean|")
+
+
+class ZScore:
+    """Rolling z-score over the last ``window`` points: for latencies."""
+
+    __slots__ = ("_p", "_shift", "_sum", "_sumsq", "_values")
+
+    def __init__(self, params: ZScoreParams | None = None) -> None:
+        self._p = params or ZScoreParams()
+        self._values: deque[float] = deque()
+        # Sums of (x - shift) rather than of x: the variance of large values (epoch seconds,
+        # byte counts) would otherwise cancel to noise.
+        self._shift = 0.0
+        self._sum = 0.0
+        self._sumsq = 0.0
+
+    def update(self, timestamp: float, value: float) -> float:
+        p = self._p
+        values = self._values
+        n = len(values)
+        score = 0.0
+        if n >= p.min_points:
+            mean = self._sum / n
+            var = max(self._sumsq / n - mean * mean, 0.0)
+            mean += self._shift
+            std = max(math.sqrt(var), p.min_std, p.min_rel_std * abs(mean), 1e-12)
+            score = squash(_signed(value - mean, p.direction) / std / p.sigma)
+        if n == 0:
+            self._shift = value
+        x = value - self._shift
+        values.append(x)
+        self._sum += x
+        self._sumsq += x * x
+        if len(values) > p.window:
+            old = values.popleft()
+            self._sum -= old
+            self._sumsq -= old * old
+        return score
+
+
+class ThroughputDropParams(_Params):
+    alpha: float = Field(default=0.05, gt=0, le=1, description="weight of the newest point")
+    drop: float = Field(default=0.5, gt=0, le=1, description="share below baseline scored 0.5")
+    min_points: int = Field(default=10, ge=1, description="points learnt before any score")
+    min_baseline: float = Field(
+        default=0.0, ge=0, description="below this baseline nothing is scored (idle services)"
+    )
+
+
+class ThroughputDrop:
+    """A fall of a rate (requests/s) below its slow EWMA baseline; rises score 0."""
+
+    __slots__ = ("_baseline", "_n", "_p")
+
+    def __init__(self, params: ThroughputDropParams | None = None) -> None:
+        self._p = params or ThroughputDropParams()
+        self._n = 0
+        self._baseline = 0.0
+
+    def update(self, timestamp: float, value: float) -> float:
+        p = self._p
+        score = 0.0
+        base = self._baseline
+        if self._n >= p.min_points and base > 0.0 and base >= p.min_baseline:
+            score = squash((base - value) / base / p.drop)
+        self._baseline = value if self._n == 0 else base + p.alpha * (value - base)
+        self._n += 1
+        return score
+
+
+class PhiAccrualParams(_Params):
+    """Akka's defaults (akka.cluster.failure-detector), in seconds."""
+
+    threshold: float = Field(default=8.0, gt=0, description="phi scored 0.5 and suspected")
+    max_sample_size: int = Field(default=1000, ge=1, le=100_000)
+    min_std_deviation: float = Field(default=0.1, gt=0)
+    acceptable_heartbeat_pause: float = Field(default=3.0, ge=0)
+    first_heartbeat_estimate: float = Field(default=1.0, gt=0)
+
+
+class PhiAccrual:
+    """The phi accrual failure detector (Hayashibara et al.) exactly as Akka computes it.
+
+    ``update`` is a heartbeat at ``timestamp`` (``value`` is ignored) and scores how late it came;
+    ``phi(now)`` is the suspicion that the component is gone while it stays silent.
+    """
+
+    __slots__ = ("_intervals", "_last", "_p", "_sum", "_sumsq")
+
+    def __init__(self, params: PhiAccrualParams | None = None) -> None:
+        self._p = params or PhiAccrualParams()
+        self._last: float | None = None
+        self._intervals: deque[float] = deque()
+        self._sum = 0.0
+        self._sumsq = 0.0
+
+    def _record(self, interval: float) -> None:
+        self._intervals.append(interval)
+        self._sum += interval
+        self._sumsq += interval * interval
+        if len(self._intervals) > self._p.max_sample_size:
+            old = self._intervals.popleft()
+            self._sum -= old
+            self._sumsq -= old * old
+
+    def phi(self, now: float) -> float:
+        """Suspicion at ``now``: 0 before the first heartbeat (Akka: unmanaged is healthy)."""
+        if self._last is None:
+            return 0.0
+        n = len(self._intervals)
+        mean = self._sum / n
+        std = math.sqrt(max(self._sumsq / n - mean * mean, 0.0))
+        return phi(
+            now - self._last,
+            mean + self._p.acceptable_heartbeat_pause,
+            max(std, self._p.min_std_deviation),
+        )
+
+    def is_available(self, now: float) -> bool:
+        return self.phi(now) < self._p.threshold
+
+    def score(self, now: float) -> float:
+        return squash(self.phi(now) / self._p.threshold)
+
+    def update(self, timestamp: float, value: float = 0.0) -> float:
+        if self._last is None:
+            # Akka seeds the history with two intervals around the expected one.
+            estimate = self._p.first_heartbeat_estimate
+            self._record(estimate - estimate / 4)
+            self._record(estimate + estimate / 4)
+            self._last = timestamp
+            return 0.0
+        if timestamp <= self._last:
+            # A duplicate or reordered heartbeat says nothing new; a negative interval in the
+            # history would corrupt the statistics.
+            return 0.0
+        score = self.score(timestamp)
+        # The first heartbeat after a failure is left out of the history: its long pause
+        # would skew the statistics (as in Akka).
+        if self.is_available(timestamp):
+            self._record(timestamp - self._last)
+        self._last = timestamp
+        return score
+
+
+def phi(elapsed: float, mean: float, std: float) -> float:
+    """Akka's logistic approximation of -log10(1 - CDF(elapsed)) for a normal (mean, std)."""
+    y = (elapsed - mean) / std
+    exponent = -y * (1.5976 + 0.070566 * y * y)
+    e = math.exp(exponent) if exponent < 700.0 else math.inf
+    if elapsed > mean:
+        return -math.log10(e / (1.0 + e)) if e > 0.0 else math.inf
+    return -math.log10(1.0 - 1.0 / (1.0 + e))
+
+
+class AdaptiveTimeoutParams(_Params):
+    window: int = Field(default=100, ge=2, le=100_000, description="recent durations kept")
+    percentile: float = Field(default=99.0, gt=0, le=100)
+    multiplier: float = Field(default=1.5, ge=1, description="timeout = percentile * this")
+    min_points: int = Field(default=10, ge=2, description="durations learnt before any score")
+
+
+class AdaptiveTimeout:
+    """A duration over a percentile of recent durations (times a margin): jobs, probes, calls.
+
+    Scored 0 at the median, 0.5 at the timeout; ``timeout()`` is the current limit.
+    """
+
+    __slots__ = ("_p", "_recent", "_sorted")
+
+    def __init__(self, params: AdaptiveTimeoutParams | None = None) -> None:
+        self._p = params or AdaptiveTimeoutParams()
+        self._recent: deque[float] = deque()
+        self._sorted: list[float] = []
+
+    def _quantile(self, q: float) -> float:
+        ordered = self._sorted
+        rank = (len(ordered) - 1) * q / 100
+        low = math.floor(rank)
+        high = min(low + 1, len(ordered) - 1)
+        return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+    def timeout(self) -> float | None:
+        """The current timeout; None until ``min_points`` durations are known."""
+        if len(self._sorted) < self._p.min_points:
+            return None
+        return self._quantile(self._p.percentile) * self._p.multiplier
+
+    def update(self, timestamp: float, value: float) -> float:
+        limit = self.timeout()
+        score = 0.0
+        if limit is not None:
+            median = self._quantile(50.0)
+            score = squash((value - median) / max(limit - median, 1e-12))
+        self._recent.append(value)
+        bisect.insort(self._sorted, value)
+        if len(self._recent) > self._p.window:
+            old = self._recent.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
+        return score
+
+
+P = TypeVar("P", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class DetectorKind(Generic[P]):
+    params: type[P]
+    build: Callable[[P], Detector]
+    summary: str
+
+    def make(self, params: Mapping[str, Any] | P | None = None) -> Detector:
+        """A fresh detector; ``params`` as a mapping is validated (pydantic ValidationError)."""
+        if isinstance(params, self.params):
+            return self.build(params)
+        return self.build(self.params.model_validate(dict(params or {})))
+
+
+DETECTORS: dict[str, DetectorKind[Any]] = {
+    "ewma": DetectorKind(EwmaParams, Ewma, "deviation from an exponentially weighted mean"),
+    "zscore": DetectorKind(ZScoreParams, ZScore, "rolling z-score over a window of points"),
+    "throughput_drop": DetectorKind(
+        ThroughputDropParams, ThroughputDrop, "fall of a rate below its slow baseline"
+    ),
+    "phi_accrual": DetectorKind(
+        PhiAccrualParams, PhiAccrual, "heartbeat suspicion (timestamps only; value ignored)"
+    ),
+    "adaptive_timeout": DetectorKind(
+        AdaptiveTimeoutParams, AdaptiveTimeout, "duration over a percentile of recent ones"
+    ),
+}
+
+K = TypeVar("K", bound=Hashable)
+D = TypeVar("D")
+
+
+class SeriesBank(Generic[K, D]):
+    """One detector per series, at most ``max_series`` of them: the least recently used goes."""
+
+    def __init__(self, factory: Callable[[], D], max_series: int = 10_000) -> None:
+        if max_series < 1:
+            raise ValueError("max_series must be at least 1")
+        self._factory = factory
+        self._max = max_series
+        self._items: OrderedDict[K, D] = OrderedDict()
+        self.evicted = 0
+
+    def get(self, key: K) -> D:
+        """The series' detector, created on first use; marks the series as just used."""
+        items = self._items
+        found = items.get(key)
+        if found is not None:
+            items.move_to_end(key)
+            return found
+        created = items[key] = self._factory()
+        if len(items) > self._max:
+            items.popitem(last=False)
+            self.evicted += 1
+        return created
+
+    def peek(self, key: K) -> D | None:
+        return self._items.get(key)
+
+    def items(self) -> list[tuple[K, D]]:
+        return list(self._items.items())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items

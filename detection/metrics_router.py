@@ -1,0 +1,128 @@
+"""Metric points and heartbeats in, Faults out: the detectors applied as ``detectors.yaml`` says.
+
+Pure logic, no I/O: the intake feeds it and starts or signals the healings. A fault's fingerprint
+is its service, type and target, so every anomalous point of one ongoing problem names the same
+healing; repeats are the intake's to count, never a second healing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from detection.detector_config import DetectorConfig, MetricRule
+from detection.detectors import DETECTORS, Detector, PhiAccrual, SeriesBank
+from domain import Fault
+
+SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+@dataclass
+class _RuleState:
+    rule: MetricRule
+    series: SeriesBank[SeriesKey, Detector]
+
+
+def _factory(rule: MetricRule) -> Callable[[], Detector]:
+    kind = DETECTORS[rule.detector]
+    params = rule.detector_params()
+    return lambda: kind.make(params)
+
+
+def _at(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
+class MetricsRouter:
+    def __init__(self, config: DetectorConfig, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self._clock = clock
+        self._by_metric: dict[str, list[_RuleState]] = defaultdict(list)
+        for rule in config.metrics:
+            bank: SeriesBank[SeriesKey, Detector] = SeriesBank(_factory(rule), config.max_series)
+            self._by_metric[rule.metric].append(_RuleState(rule, bank))
+        heartbeat_params = config.heartbeats.params
+        self.heartbeats: SeriesBank[str, PhiAccrual] = SeriesBank(
+            lambda: PhiAccrual(heartbeat_params), config.max_series
+        )
+
+    def observe(
+        self, name: str, labels: Mapping[str, str], timestamp: float, value: float
+    ) -> list[Fault]:
+        """Score the point with every rule for its metric; a Fault per rule that finds it
+        anomalous. Non-finite values are skipped: they would poison a series' statistics."""
+        states = self._by_metric.get(name)
+        if not states or not (math.isfinite(value) and math.isfinite(timestamp)):
+            return []
+        plain = dict(labels)
+        key: SeriesKey = (name, tuple(sorted(plain.items())))
+        faults = []
+        for state in states:
+            rule = state.rule
+            if not rule.matches(plain):
+                continue
+            score = state.series.get(key).update(timestamp, value)
+            if score < rule.threshold:
+                continue
+            service = rule.fault.service_for(plain)
+            if service is None:
+                continue
+            faults.append(
+                Fault(
+                    service=service,
+                    type=rule.fault.type,
+                    target=rule.fault.target_for(plain),
+                    severity=rule.fault.severity,
+                    summary=f"{name} = {value:g} is anomalous ({rule.detector} score "
+                    f"{score:.2f} ≥ {rule.threshold:g}, rule {rule.name})",
+                    labels={**plain, "metric": name, "detector_rule": rule.name},
+                    values={"value": value, "anomaly_score": score},
+                    source="otlp",
+                    detected_at=_at(timestamp),
+                )
+            )
+        return faults
+
+    def heartbeat(self, component: str, timestamp: float | None = None) -> bool:
+        """Record a heartbeat; False when no ``heartbeats.components`` entry watches it."""
+        if self.config.heartbeats.component(component) is None:
+            return False
+        self.heartbeats.get(component).update(self._now(timestamp))
+        return True
+
+    def check_heartbeats(self, now: float | None = None) -> list[Fault]:
+        """A Fault for every watched component whose phi is at or over the threshold now.
+
+        Reported at every check while the silence lasts, so a report lost on its way to Temporal
+        is sent again; the fingerprint folds them into one healing.
+        """
+        at = self._now(now)
+        config = self.config.heartbeats
+        faults = []
+        for component, detector in self.heartbeats.items():
+            suspicion = detector.phi(at)
+            entry = config.component(component)
+            if entry is None or suspicion < config.params.threshold:
+                continue
+            faults.append(
+                Fault(
+                    service=entry.service,
+                    type=config.fault.type,
+                    target=entry.target or component,
+                    severity=config.fault.severity,
+                    summary=f"no heartbeat from {component}: phi {suspicion:.1f} ≥ "
+                    f"{config.params.threshold:g}",
+                    labels={"component": component},
+                    values={"phi": min(suspicion, 1e300)},
+                    source="heartbeat",
+                    detected_at=_at(at),
+                )
+            )
+        return faults
+
+    def _now(self, given: float | None) -> float:
+        return self._clock() if given is None else given

@@ -1,0 +1,342 @@
+"""Payloads from the outside world into selfheal's terms, without I/O.
+
+- Alertmanager webhook (version 4): each alert becomes an ``AlertSignal`` (a Fault and whether
+  it fires or resolved).
+- selfheal's own Fault JSON.
+- OTLP/HTTP metrics and traces, protobuf or JSON: decoded with the generated classes of
+  ``opentelemetry-proto`` into flat ``MetricPoint``s and ``ErrorSpan``s.
+
+Every refusal is a ``PayloadError`` naming the field (``alerts[2].labels.alertname``) and what
+was expected, so that the HTTP layer can answer 400/422 without guessing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.metrics.v1.metrics_pb2 import (
+    AGGREGATION_TEMPORALITY_CUMULATIVE,
+    NumberDataPoint,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import Status
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from detection.services import scoped_fingerprint
+from domain import Fault
+from domain.errors import IntakeError
+
+Encoding = Literal["protobuf", "json"]
+
+DRY_RUN_LABEL = "selfheal_dry_run"
+SERVICE_NAME = "service.name"  # the OpenTelemetry resource attribute
+TARGET_LABELS = ("target", "deployment", "pod")
+_SEVERITIES = {"info", "warning", "critical"}
+_FINGERPRINT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+class PayloadError(IntakeError):
+    """The payload cannot become signals. ``status`` is 400 for undecodable bytes, 422 for a
+    decodable payload whose fields are wrong."""
+
+    def __init__(self, field: str, message: str, *, status: int = 422) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.message = message
+        self.status = status
+
+
+def describe_errors(exc: ValidationError, prefix: str = "") -> PayloadError:
+    """The first error of a pydantic validation, as a PayloadError naming its field."""
+    first = exc.errors()[0]
+    path = prefix
+    for part in first["loc"]:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return PayloadError(path or "body", first["msg"])
+
+
+def _refuse_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; JSON does not, and neither does Temporal's payload
+    raise json.JSONDecodeError(f"{name} is not a JSON number", name, 0)
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body, parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError("body", f"not valid JSON: {exc}", status=400) from None
+    except RecursionError:
+        raise PayloadError("body", "JSON nested too deeply", status=400) from None
+    if not isinstance(data, dict):
+        raise PayloadError("body", f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+# ------------------------------------------------------------------------------ Alertmanager
+
+
+class AlertmanagerAlert(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str]
+    annotations: dict[str, str] = Field(default_factory=dict)
+    startsAt: datetime | None = None  # Alertmanager's spelling
+    endsAt: datetime | None = None
+    generatorURL: str = ""
+    fingerprint: str = ""
+
+
+class AlertmanagerWebhook(BaseModel):
+    """Version 4 of the webhook; fields added by later Alertmanagers are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    version: str = "4"
+    groupKey: str = ""
+    status: Literal["firing", "resolved"] = "firing"
+    receiver: str = ""
+    alerts: list[AlertmanagerAlert]
+
+
+@dataclass(frozen=True)
+class AlertSignal:
+    fault: Fault
+    firing: bool
+
+
+def alert_to_fault(alert: AlertmanagerAlert, where: str) -> Fault:
+    labels = alert.labels
+    alertname = labels.get("alertname", "")
+    if not alertname:
+        raise PayloadError(f"{where}.labels.alertname", "required: it names the fault type")
+    service = labels.get("service") or labels.get("job") or ""
+    if not service:
+        raise PayloadError(f"{where}.labels.service", "required (or label job): the service")
+    target = next((labels[k] for k in TARGET_LABELS if labels.get(k)), None)
+    severity = labels.get("severity", "warning")
+    # Alertmanager's fingerprint hashes the alert's labels; bound to the target it names one
+    # healing per target (resolve_fault binds it to the catalog's target the same way).
+    fingerprint = ""
+    if _FINGERPRINT.match(alert.fingerprint):
+        fingerprint = scoped_fingerprint(alert.fingerprint, target) if target else alert.fingerprint
+    try:
+        return Fault(
+            fingerprint=fingerprint,
+            service=service,
+            type=alertname,
+            target=target,
+            severity=severity if severity in _SEVERITIES else "warning",
+            summary=alert.annotations.get("summary") or alert.annotations.get("description", ""),
+            labels=dict(labels),
+            source="alertmanager",
+            detected_at=alert.startsAt or datetime.now(UTC),
+            dry_run=labels.get(DRY_RUN_LABEL, "").lower() == "true",
+        )
+    except ValidationError as exc:
+        raise describe_errors(exc, prefix=where) from None
+
+
+def parse_alertmanager(body: bytes) -> list[AlertSignal]:
+    data = parse_json_object(body)
+    try:
+        webhook = AlertmanagerWebhook.model_validate(data)
+    except ValidationError as exc:
+        raise describe_errors(exc) from None
+    return [
+        AlertSignal(alert_to_fault(alert, f"alerts[{i}]"), alert.status == "firing")
+        for i, alert in enumerate(webhook.alerts)
+    ]
+
+
+def parse_fault(body: bytes) -> Fault:
+    data = parse_json_object(body)
+    try:
+        return Fault.model_validate(data)
+    except ValidationError as exc:
+        raise describe_errors(exc) from None
+
+
+# ------------------------------------------------------------------------------------- OTLP
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    name: str
+    labels: dict[str, str]
+    ts: float
+    value: float
+
+
+@dataclass(frozen=True)
+class ErrorSpan:
+    trace_id: str
+    span_id: str
+    service: str
+    name: str
+    start: float
+    end: float
+    message: str
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+def _any_value(value: AnyValue) -> str:
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return ""
+    if kind in ("array_value", "kvlist_value"):
+        return json_format.MessageToJson(value, indent=None)
+    if kind == "bytes_value":
+        return value.bytes_value.hex()
+    return str(getattr(value, kind))
+
+
+def _attributes(attributes: Any) -> dict[str, str]:
+    items: list[KeyValue] = list(attributes)
+    return {kv.key: _any_value(kv.value) for kv in items}
+
+
+_OTLP_ID_KEYS = {"traceId", "spanId", "parentSpanId"}
+
+
+def _hex_ids_to_base64(node: Any) -> Any:
+    """OTLP/JSON writes trace and span ids as hex, where protobuf's JSON mapping expects base64."""
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key in _OTLP_ID_KEYS and isinstance(value, str):
+                try:
+                    value = base64.b64encode(bytes.fromhex(value)).decode()
+                except ValueError:
+                    raise PayloadError(key, f"expected a hex string, got {value!r}") from None
+            out[key] = _hex_ids_to_base64(value)
+        return out
+    if isinstance(node, list):
+        return [_hex_ids_to_base64(v) for v in node]
+    return node
+
+
+def _decode(message: Message, body: bytes, encoding: Encoding) -> None:
+    if encoding == "protobuf":
+        try:
+            message.ParseFromString(body)
+        except DecodeError as exc:
+            raise PayloadError("body", f"not a valid protobuf message: {exc}", status=400) from None
+        return
+    data = _hex_ids_to_base64(parse_json_object(body))
+    try:
+        # Receivers must ignore unknown fields (OTLP specification): newer senders add some.
+        json_format.ParseDict(data, message, ignore_unknown_fields=True)
+    except (json_format.ParseError, binascii.Error, RecursionError) as exc:
+        raise PayloadError("body", f"not a valid OTLP JSON message: {exc}") from None
+
+
+def _number(point: NumberDataPoint) -> float:
+    return point.as_double if point.WhichOneof("value") == "as_double" else float(point.as_int)
+
+
+class IntervalMeans:
+    """Per-series memory of cumulative histogram sums and counts, so that a histogram's point is
+    the mean of its last export interval (what a latency detector needs), whatever the
+    exporter's temporality. Bounded: the least recently seen series is forgotten first."""
+
+    def __init__(self, max_series: int = 10_000) -> None:
+        self._last: OrderedDict[tuple[str, tuple[tuple[str, str], ...]], tuple[float, int]] = (
+            OrderedDict()
+        )
+        self._max = max_series
+
+    def mean(
+        self, name: str, labels: dict[str, str], total: float, count: int, cumulative: bool
+    ) -> float | None:
+        key = (name, tuple(sorted(labels.items())))
+        previous = self._last.pop(key, None) if cumulative else None
+        if cumulative:
+            self._last[key] = (total, count)
+            if len(self._last) > self._max:
+                self._last.popitem(last=False)
+            # a counter reset (restart of the exporter) starts a new series
+            if previous is not None and count >= previous[1]:
+                total, count = total - previous[0], count - previous[1]
+        return total / count if count > 0 else None
+
+
+def parse_otlp_metrics(
+    body: bytes, encoding: Encoding, means: IntervalMeans | None = None
+) -> list[MetricPoint]:
+    """Gauges and sums as points. Histograms as ``<name>_sum`` and ``<name>_count`` (what a
+    Prometheus user would query) and, under their own name, the mean of the export interval.
+    Labels: the point's attributes and the resource's ``service.name``."""
+    request = ExportMetricsServiceRequest()
+    _decode(request, body, encoding)
+    means = means or IntervalMeans()
+    points: list[MetricPoint] = []
+    for resource_metrics in request.resource_metrics:
+        resource = _attributes(resource_metrics.resource.attributes)
+        base = {SERVICE_NAME: resource[SERVICE_NAME]} if SERVICE_NAME in resource else {}
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                kind = metric.WhichOneof("data")
+                if kind in ("gauge", "sum"):
+                    for p in getattr(metric, kind).data_points:
+                        labels = {**base, **_attributes(p.attributes)}
+                        ts = p.time_unix_nano / 1e9
+                        points.append(MetricPoint(metric.name, labels, ts, _number(p)))
+                elif kind in ("histogram", "exponential_histogram", "summary"):
+                    data = getattr(metric, kind)
+                    cumulative = kind == "summary" or (
+                        data.aggregation_temporality == AGGREGATION_TEMPORALITY_CUMULATIVE
+                    )
+                    for hp in data.data_points:
+                        labels = {**base, **_attributes(hp.attributes)}
+                        ts = hp.time_unix_nano / 1e9
+                        points.append(MetricPoint(f"{metric.name}_sum", labels, ts, hp.sum))
+                        points.append(
+                            MetricPoint(f"{metric.name}_count", labels, ts, float(hp.count))
+                        )
+                        mean = means.mean(metric.name, labels, hp.sum, hp.count, cumulative)
+                        if mean is not None:
+                            points.append(MetricPoint(metric.name, labels, ts, mean))
+    return points
+
+
+def parse_otlp_error_spans(body: bytes, encoding: Encoding) -> tuple[int, list[ErrorSpan]]:
+    """All spans counted; only those with status ERROR returned."""
+    request = ExportTraceServiceRequest()
+    _decode(request, body, encoding)
+    total = 0
+    errors: list[ErrorSpan] = []
+    for resource_spans in request.resource_spans:
+        resource = _attributes(resource_spans.resource.attributes)
+        service = resource.get(SERVICE_NAME, "")
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                total += 1
+                if span.status.code != Status.STATUS_CODE_ERROR:
+                    continue
+                errors.append(
+                    ErrorSpan(
+                        trace_id=span.trace_id.hex(),
+                        span_id=span.span_id.hex(),
+                        service=service,
+                        name=span.name,
+                        start=span.start_time_unix_nano / 1e9,
+                        end=span.end_time_unix_nano / 1e9,
+                        message=span.status.message,
+                        attributes=_attributes(span.attributes),
+                    )
+                )
+    return total, errors

@@ -1,0 +1,380 @@
+"""Payload parsing, auth, the error-span store and the storm coalescer: pure logic."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.metrics.v1.metrics_pb2 import (
+    Gauge,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
+
+from detection.auth import AuthError, TokenAuthority
+from detection.coalesce import Coalescer
+from detection.parsers import (
+    ErrorSpan,
+    IntervalMeans,
+    PayloadError,
+    parse_alertmanager,
+    parse_fault,
+    parse_otlp_error_spans,
+    parse_otlp_metrics,
+)
+from detection.traces import ErrorTraceStore
+from domain import Fault
+
+
+def alert(status: str = "firing", **labels: str) -> dict[str, Any]:
+    return {
+        "status": status,
+        "labels": {"alertname": "HighErrorRate", "service": "checkout", **labels},
+        "annotations": {"summary": "errors above 5%"},
+        "startsAt": "2026-01-01T00:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus/graph",
+        "fingerprint": "a1b2c3d4e5f60718",
+    }
+
+
+def webhook(*alerts: dict[str, Any], **extra: Any) -> bytes:
+    body = {
+        "version": "4",
+        "groupKey": '{}:{alertname="HighErrorRate"}',
+        "truncatedAlerts": 0,
+        "status": "firing",
+        "receiver": "selfheal",
+        "groupLabels": {"alertname": "HighErrorRate"},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": list(alerts),
+        **extra,
+    }
+    return json.dumps(body).encode()
+
+
+# ------------------------------------------------------------------------------ Alertmanager
+
+
+def test_alertmanager_alert_becomes_fault_with_unknown_fields_tolerated() -> None:
+    body = webhook(
+        alert(pod="api-1", severity="critical"),
+        notification_reason="new_alert",
+        routeLabels={"team": "pay"},
+    )
+    [signal] = parse_alertmanager(body)
+    fault = signal.fault
+    assert signal.firing
+    assert (fault.service, fault.type, fault.target) == ("checkout", "HighErrorRate", "api-1")
+    assert fault.severity == "critical"
+    assert fault.summary == "errors above 5%"
+    assert fault.labels["pod"] == "api-1"
+    assert fault.source == "alertmanager"
+    assert fault.fingerprint == "a1b2c3d4e5f60718-api-1"
+    assert not fault.dry_run
+
+
+def test_alert_target_label_order_job_fallback_and_dry_run() -> None:
+    a = alert(target="t1", deployment="d1", pod="p1", selfheal_dry_run="true")
+    del a["labels"]["service"]
+    a["labels"]["job"] = "payments"
+    [signal] = parse_alertmanager(webhook(a))
+    assert (signal.fault.service, signal.fault.target) == ("payments", "t1")
+    assert signal.fault.dry_run
+
+
+def test_resolved_alert_names_the_same_healing_as_its_firing_one() -> None:
+    [firing] = parse_alertmanager(webhook(alert(pod="p")))
+    [resolved] = parse_alertmanager(webhook(alert("resolved", pod="p")))
+    assert not resolved.firing
+    assert resolved.fault.workflow_id == firing.fault.workflow_id
+    [other] = parse_alertmanager(webhook(alert(pod="q")))
+    assert other.fault.workflow_id != firing.fault.workflow_id
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "status"),
+    [
+        (b"{not json", "body", 400),
+        (b"[1, 2]", "body", 422),
+        (webhook(alert(), alerts="x"), "alerts", 422),
+        (json.dumps({"version": "4"}).encode(), "alerts", 422),
+        (webhook(alert(), {**alert(), "status": "pending"}), "alerts[1].status", 422),
+        (webhook({**alert(), "labels": {"service": "s"}}), "alerts[0].labels.alertname", 422),
+        (webhook({**alert(), "labels": {"alertname": "A"}}), "alerts[0].labels.service", 422),
+        (webhook({**alert(), "labels": {"alertname": "A", "service": "s", "n": 1}}),
+         "alerts[0].labels.n", 422),
+    ],
+)  # fmt: skip
+def test_malformed_alertmanager_payload_names_the_field(
+    body: bytes, field: str, status: int
+) -> None:
+    with pytest.raises(PayloadError) as caught:
+        parse_alertmanager(body)
+    assert caught.value.field == field
+    assert caught.value.status == status
+
+
+def test_fault_json_errors_name_the_field() -> None:
+    fault = parse_fault(b'{"service": "s", "type": "t", "target": "x"}')
+    assert fault.fingerprint
+    with pytest.raises(PayloadError) as caught:
+        parse_fault(b'{"service": "s", "type": "t", "severity": "loud"}')
+    assert caught.value.field == "severity"
+    with pytest.raises(PayloadError) as caught:
+        parse_fault(b'{"service": "s", "type": "t", "metric": {"url": "u"}}')
+    assert caught.value.field.startswith("metric.")
+
+
+# ------------------------------------------------------------------------------------- OTLP
+
+
+def kv(key: str, value: str) -> KeyValue:
+    return KeyValue(key=key, value=AnyValue(string_value=value))
+
+
+def metrics_request() -> ExportMetricsServiceRequest:
+    ts = 1_700_000_000_000_000_000
+    return ExportMetricsServiceRequest(
+        resource_metrics=[
+            ResourceMetrics(
+                resource=Resource(attributes=[kv("service.name", "checkout")]),
+                scope_metrics=[
+                    ScopeMetrics(
+                        metrics=[
+                            Metric(
+                                name="queue_depth",
+                                gauge=Gauge(
+                                    data_points=[
+                                        NumberDataPoint(
+                                            time_unix_nano=ts,
+                                            as_double=12.5,
+                                            attributes=[kv("queue", "orders")],
+                                        )
+                                    ]
+                                ),
+                            ),
+                            Metric(
+                                name="http_errors",
+                                sum=Sum(data_points=[NumberDataPoint(time_unix_nano=ts, as_int=7)]),
+                            ),
+                            Metric(
+                                name="latency",
+                                histogram=Histogram(
+                                    data_points=[
+                                        HistogramDataPoint(time_unix_nano=ts, count=4, sum=2.0)
+                                    ]
+                                ),
+                            ),
+                        ]
+                    )
+                ],
+            )
+        ]
+    )
+
+
+def test_otlp_metrics_protobuf_and_json_decode_to_the_same_points() -> None:
+    from google.protobuf import json_format
+
+    request = metrics_request()
+    from_proto = parse_otlp_metrics(request.SerializeToString(), "protobuf")
+    from_json = parse_otlp_metrics(json_format.MessageToJson(request).encode(), "json")
+    assert from_proto == from_json
+    summary = {(p.name, p.value) for p in from_proto}
+    assert summary == {
+        ("queue_depth", 12.5), ("http_errors", 7.0),
+        ("latency_sum", 2.0), ("latency_count", 4.0), ("latency", 0.5),
+    }  # fmt: skip
+    gauge = next(p for p in from_proto if p.name == "queue_depth")
+    assert gauge.labels == {"service.name": "checkout", "queue": "orders"}
+    assert gauge.ts == pytest.approx(1_700_000_000.0)
+
+
+def test_cumulative_histograms_become_interval_means() -> None:
+    means = IntervalMeans(max_series=1)
+    assert means.mean("d", {}, 10.0, 10, cumulative=True) == 1.0
+    assert means.mean("d", {}, 40.0, 20, cumulative=True) == 3.0  # (40-10)/(20-10)
+    assert means.mean("d", {}, 1.0, 2, cumulative=True) == 0.5  # counter reset
+    assert means.mean("d", {"x": "1"}, 4.0, 2, cumulative=True) == 2.0
+    assert means.mean("d", {}, 5.0, 4, cumulative=True) == 1.25  # evicted: from scratch
+    assert means.mean("d", {}, 3.0, 0, cumulative=False) is None
+
+
+OTLP_JSON_TRACES = {
+    "resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "pay"}}]},
+        "scopeSpans": [{
+            "scope": {"name": "manual"},
+            "spans": [
+                {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
+                 "name": "POST /charge", "kind": 2, "startTimeUnixNano": "1544712660000000000",
+                 "endTimeUnixNano": "1544712661000000000",
+                 "status": {"code": 2, "message": "card service timeout"},
+                 "someFutureField": True},
+                {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b175",
+                 "name": "GET /ok", "status": {}},
+            ],
+        }],
+    }]
+}  # fmt: skip
+
+
+def test_otlp_json_traces_keep_hex_ids_and_only_error_spans() -> None:
+    total, errors = parse_otlp_error_spans(json.dumps(OTLP_JSON_TRACES).encode(), "json")
+    assert total == 2
+    [span] = errors
+    assert span.trace_id == "5b8efff798038103d269b633813fc60c"
+    assert span.span_id == "eee19b7ec3c1b174"
+    assert (span.service, span.name, span.message) == (
+        "pay",
+        "POST /charge",
+        "card service timeout",
+    )
+    assert span.end - span.start == pytest.approx(1.0)
+
+
+def test_otlp_protobuf_traces() -> None:
+    request = ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                resource=Resource(attributes=[kv("service.name", "cart")]),
+                scope_spans=[
+                    ScopeSpans(
+                        spans=[
+                            Span(
+                                trace_id=bytes(range(16)),
+                                span_id=bytes(range(8)),
+                                name="db",
+                                status=Status(code=Status.STATUS_CODE_ERROR),
+                            ),
+                            Span(name="fine", status=Status(code=Status.STATUS_CODE_OK)),
+                        ]
+                    )
+                ],
+            )
+        ]
+    )
+    total, errors = parse_otlp_error_spans(request.SerializeToString(), "protobuf")
+    assert total == 2
+    assert [(e.service, e.name, e.trace_id) for e in errors] == [
+        ("cart", "db", bytes(range(16)).hex())
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "encoding", "status"),
+    [
+        (b"\xff\xff\xff\xff", "protobuf", 400),
+        (gzip.compress(b"x"), "protobuf", 400),
+        (b"{", "json", 400),
+        (b'{"resourceMetrics": 5}', "json", 422),
+        (b'{"resourceMetrics": [{"scopeMetrics": [{"metrics": [{"name": 3}]}]}]}', "json", 422),
+    ],
+)
+def test_malformed_otlp_is_refused(body: bytes, encoding: Any, status: int) -> None:
+    with pytest.raises(PayloadError) as caught:
+        parse_otlp_metrics(body, encoding)
+    assert caught.value.status == status
+
+
+def test_otlp_json_bad_hex_id_names_the_field() -> None:
+    bad = json.loads(json.dumps(OTLP_JSON_TRACES))
+    bad["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["spanId"] = "zz"
+    with pytest.raises(PayloadError) as caught:
+        parse_otlp_error_spans(json.dumps(bad).encode(), "json")
+    assert caught.value.field == "spanId"
+
+
+# ------------------------------------------------------------------------- auth and stores
+
+
+def test_tokens_scopes_and_identities() -> None:
+    authority = TokenAuthority({"s3cret-ingest": ["ingest"], "ops": ["approve", "name:alice"]})
+    assert authority.authorize("Bearer s3cret-ingest", "ingest").identity.startswith("token:")
+    assert "s3cret" not in authority.authorize("Bearer s3cret-ingest", "ingest").identity
+    assert authority.authorize("bearer ops", "approve").identity == "name:alice"
+    for header, status in [
+        (None, 401),
+        ("", 401),
+        ("Basic b3Bz", 401),
+        ("Bearer nope", 401),
+        ("Bearer ", 401),
+    ]:
+        with pytest.raises(AuthError) as caught:
+            authority.authorize(header, "ingest")
+        assert caught.value.status == status
+    with pytest.raises(AuthError) as caught:
+        authority.authorize("Bearer s3cret-ingest", "approve")
+    assert caught.value.status == 403
+    assert "s3cret" not in caught.value.message
+
+
+def span(service: str, end: float) -> ErrorSpan:
+    return ErrorSpan("t", f"s{end}", service, "op", end - 1, end, "boom")
+
+
+def test_error_trace_store_is_bounded_and_newest_first() -> None:
+    store = ErrorTraceStore(3)
+    store.add([span("a", 1), span("b", 2)])
+    store.add([span("a", 4), span("a", 3)])
+    assert len(store) == 3
+    assert [s.end for s in store.recent_errors()] == [4, 3, 2]
+    assert [s.end for s in store.recent_errors("a", limit=5)] == [4, 3]
+    assert [s.end for s in store.recent_errors("a", limit=1)] == [4]
+
+
+async def test_coalescer_counts_every_report_with_few_calls() -> None:
+    calls: list[tuple[str, int]] = []
+    gate = asyncio.Event()
+
+    async def send(fault: Fault, count: int) -> str:
+        calls.append((fault.workflow_id, count))
+        await gate.wait()
+        return fault.workflow_id
+
+    coalescer: Coalescer[str] = Coalescer(send)
+    one = Fault(service="s", type="t")
+    two = Fault(service="s", type="u")
+    first = [asyncio.create_task(coalescer.fire(one)) for _ in range(50)]
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    later = [asyncio.create_task(coalescer.fire(one)) for _ in range(30)]
+    other = asyncio.create_task(coalescer.fire(two, count=5))
+    gate.set()
+    results = await asyncio.gather(*first, *later, other)
+    # the 30 later reports waited for the first call: one batch of their own, not 30 calls
+    assert sorted(calls) == sorted(
+        [(one.workflow_id, 50), (one.workflow_id, 30), (two.workflow_id, 5)]
+    )
+    assert sum(not r.coalesced for r in results) == 3
+    assert {r.result for r in results} == {one.workflow_id, two.workflow_id}
+
+
+async def test_coalescer_fails_every_caller_of_a_failed_batch() -> None:
+    async def send(fault: Fault, count: int) -> str:
+        raise RuntimeError("down")
+
+    coalescer: Coalescer[str] = Coalescer(send)
+    fault = Fault(service="s", type="t")
+    results = await asyncio.gather(
+        *(coalescer.fire(fault) for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(r, RuntimeError) for r in results)
