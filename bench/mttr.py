@@ -32,7 +32,7 @@ import httpx
 
 from bench.common import machine_facts, write_results
 from cli.dev import Guard, Stack, dev_settings, start_stack
-from core.settings import DevSettings, Settings
+from core.settings import DevSettings, IntakeSettings, Settings
 from demo.scenarios import SCENARIOS, get_scenario
 from detection.watcher import Detection
 from domain import HealingOutcome, HealingStatus
@@ -161,11 +161,13 @@ def markdown(rows: list[dict[str, Any]], settings: Settings) -> str:
 async def main(scenarios: list[str], repeats: int) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="selfheal-mttr-"))
     # Free ports: the bench must not collide with a `selfheal dev` running on the defaults.
-    temporal, ui, target, supervisor = free_ports(4)
+    temporal, ui, target, supervisor, intake = free_ports(5)
     ports = DevSettings(
         temporal_port=temporal, temporal_ui_port=ui, target_port=target, supervisor_port=supervisor
     )
-    settings = dev_settings(Settings(dev=ports), data_dir, demo=True)
+    settings = dev_settings(
+        Settings(dev=ports, intake=IntakeSettings(port=intake)), data_dir, demo=True
+    )
     stop = asyncio.Event()
     guard = Guard(stop)
     runs: list[Run] = []

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import httpx
 import typer
+import uvicorn
 from rich.table import Table
 from temporalio.client import (
     Client,
@@ -51,6 +52,8 @@ WATCH_INTERVAL_S = 1.0
 DEMO_WINDOW_S = 5.0
 DEMO_PROBE_INTERVAL_S = 1.0
 AUTO_APPROVER = "selfheal-dev"
+# The intake's token when SELFHEAL_INTAKE__TOKENS is unset: dev listens on loopback only.
+DEV_TOKEN = "selfheal-dev-token"
 DEV_SHUTDOWN_S = 5.0
 INTERRUPTED = 130
 
@@ -157,6 +160,7 @@ class Stack:
     watcher: HealthWatcher
     target_url: str
     imported: str
+    intake_url: str
 
 
 def _migrate_and_import(settings: Settings, url: str) -> str:
@@ -188,6 +192,11 @@ async def _until_health(url: str, accept: Callable[[int], bool]) -> None:
             await asyncio.sleep(0.1)
 
 
+async def _until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.05)
+
+
 async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncExitStack) -> Stack:
     from core.temporal import connect
     from demo.target import target_command
@@ -201,13 +210,14 @@ async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncE
             "project checkout or set SELFHEAL_RUNBOOKS_DIR"
         )
     for port, variable in (
-        (dev.target_port, "TARGET_PORT"),
-        (dev.supervisor_port, "SUPERVISOR_PORT"),
+        (dev.target_port, "DEV__TARGET_PORT"),
+        (dev.supervisor_port, "DEV__SUPERVISOR_PORT"),
+        (settings.intake.port, "INTAKE__PORT"),
     ):
         if port_in_use("127.0.0.1", port):
             raise DevStackError(
                 f"port {port} on 127.0.0.1 is already in use; choose another with "
-                f"SELFHEAL_DEV__{variable}"
+                f"SELFHEAL_{variable}"
             )
     dev.data_dir.mkdir(parents=True, exist_ok=True)
 
@@ -268,7 +278,61 @@ async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncE
     )
     guard.background["watcher"] = asyncio.create_task(watcher.run(guard.stop))
     exits.push_async_callback(guard.finish, "watcher", 10)
-    return Stack(settings, temporal, url, client, watcher, target_url, imported)
+
+    intake = _intake_server(settings, client, target_url)
+    guard.background["intake"] = asyncio.create_task(intake.serve())
+    await guard.run(_until(lambda: intake.started))
+
+    async def stop_intake() -> None:
+        intake.should_exit = True
+        await guard.finish("intake", 10)
+
+    exits.push_async_callback(stop_intake)
+    intake_url = f"http://{settings.intake.host}:{settings.intake.port}"
+    return Stack(settings, temporal, url, client, watcher, target_url, imported, intake_url)
+
+
+def _intake_server(settings: Settings, client: Client, target_url: str) -> uvicorn.Server:
+    """``selfheal serve`` in this process, on this event loop, with a dev token if none is set.
+
+    The demo target's catalog entry follows the port dev runs it on."""
+    from detection.app import IntakeDeps, create_app
+    from detection.detector_config import load_detector_config
+    from detection.metrics_router import MetricsRouter
+    from detection.services import load_services
+
+    catalog = load_services(settings.runbooks_dir / "services.yaml")
+    for service in catalog.services:
+        for target in service.targets:
+            if target.name == TARGET_PROCESS:
+                target.health_url = f"{target_url}/healthz"
+                target.base_url = target_url
+    tokens = settings.intake.tokens or {DEV_TOKEN: ["ingest", "approve", "name:dev"]}
+    app = create_app(
+        IntakeDeps(
+            client=client,
+            settings=settings.intake.model_copy(update={"tokens": tokens}),
+            task_queue=settings.temporal.task_queue,
+            router=MetricsRouter(load_detector_config(settings.runbooks_dir / "detectors.yaml")),
+            catalog=catalog,
+        )
+    )
+    config = uvicorn.Config(
+        app,
+        host=settings.intake.host,
+        port=settings.intake.port,
+        log_level="warning",
+        access_log=False,
+    )
+    return _EmbeddedServer(config)
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """Signals belong to ``selfheal dev``, which stops this server through ``should_exit``."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def _print_started(stack: Stack) -> None:
@@ -283,6 +347,8 @@ def _print_started(stack: Stack) -> None:
     table.add_row("worker", f"task queue {settings.temporal.task_queue}", "in this process")
     table.add_row("supervisor", settings.supervisor.url, f"runs {TARGET_PROCESS}")
     table.add_row("demo target", stack.target_url, "/healthz /metrics POST /inject/<scenario>")
+    token = "SELFHEAL_INTAKE__TOKENS" if settings.intake.tokens else f"token {DEV_TOKEN}"
+    table.add_row("intake", stack.intake_url, f"Alertmanager, OTLP, faults; {token}")
     table.add_row(
         "watcher",
         f"{stack.target_url}/healthz every {WATCH_INTERVAL_S:g}s",

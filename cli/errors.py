@@ -10,6 +10,8 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from domain import ConfigError, IntakeError
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -37,13 +39,14 @@ def describe_validation_error(error: ValidationError, *, source: str = "") -> st
 
 
 def user_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn UserError and pydantic ValidationError into one line and exit code 2."""
+    """Turn UserError, pydantic ValidationError and selfheal's ConfigError and IntakeError (a
+    file or an input the user can fix) into one line and exit code 2."""
 
     @wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except UserError as exc:
+        except (UserError, ConfigError, IntakeError) as exc:
             fail(str(exc))
         except ValidationError as exc:
             fail(describe_validation_error(exc))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import dev, guardrails, kb, operator, worker_cmd
+from cli import detect, dev, guardrails, kb, operator, serve, worker_cmd
 
 app = typer.Typer(
     name="selfheal",
@@ -21,6 +21,8 @@ operator.register(app)
 worker_cmd.register(app)
 dev.register(app)
 guardrails.register(app)
+serve.register(app)
+detect.register(app)
 
 
 def main() -> None:

@@ -12,41 +12,37 @@ import re
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import typer
 import yaml
 from pydantic import ValidationError
-from temporalio.client import (
-    Client,
-    WorkflowExecution,
-    WorkflowExecutionDescription,
-    WorkflowExecutionStatus,
-    WorkflowHandle,
-    WorkflowQueryFailedError,
-    WorkflowUpdateFailedError,
-)
-from temporalio.common import SearchAttributeKey
-from temporalio.exceptions import ApplicationError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from cli.errors import UserError, describe_validation_error, user_errors
-from cli.render import HealingRow, healings_table, make_console, timeline_table
+from cli.render import healings_table, make_console, timeline_table
 from core.settings import TemporalSettings, get_settings
 from core.temporal import connect
+from detection.healings import (
+    WORKER_ANSWER_TIMEOUT,
+    HealingLookupError,
+    HealingRow,
+    describe_healing,
+    fetch_status,
+    healing_row,
+    update_failure_message,
+    visibility_query,
+)
 from detection.intake import start_healing
-from domain import WORKFLOW_TYPE, Approval, ApprovalDecision, Fault, HealingPhase, HealingStatus
+from domain import Approval, ApprovalDecision, Fault
 
 T = TypeVar("T")
 
 fault_app = typer.Typer(help="Faults.", no_args_is_help=True)
 
 console = make_console()
-
-# A query or update needs a worker to answer; without one the call would wait indefinitely.
-WORKER_ANSWER_TIMEOUT = timedelta(seconds=15)
 
 
 def register(app: typer.Typer) -> None:
@@ -123,7 +119,7 @@ def submit(
 def _decide(update: str, workflow_id: str, by: str, reason: str) -> Approval:
     async def work(client: Client) -> Approval:
         handle = client.get_workflow_handle(workflow_id)
-        description = await _describe(handle)
+        description = await describe_healing(handle)
         if description.status != WorkflowExecutionStatus.RUNNING:
             state = description.status.name.lower() if description.status else "closed"
             raise UserError(
@@ -137,7 +133,7 @@ def _decide(update: str, workflow_id: str, by: str, reason: str) -> Approval:
                 rpc_timeout=WORKER_ANSWER_TIMEOUT,
             )
         except WorkflowUpdateFailedError as exc:
-            raise UserError(f"{update} refused: {_failure_message(exc)}") from None
+            raise UserError(f"{update} refused: {update_failure_message(exc)}") from None
         return approval
 
     return run_with_client(work, get_settings().temporal, workflow_id=workflow_id)
@@ -167,43 +163,6 @@ def reject(
 
 # -------------------------------------------------------------------------------------- list
 
-_KEYS = {
-    name: SearchAttributeKey.for_keyword(name)
-    for name in ("HealingPhase", "FaultService", "FaultType", "RootCause", "RiskLevel")
-}
-_OUTCOME_KEY = SearchAttributeKey.for_keyword("HealingOutcome")
-
-
-def visibility_query(phase: str | None) -> str:
-    """The list filter; ``phase`` is checked against the known phases (no query injection)."""
-    query = f"WorkflowType='{WORKFLOW_TYPE}'"
-    if phase is None:
-        return query
-    known = [p.value for p in HealingPhase]
-    if phase not in known:
-        raise UserError(f"--phase: expected one of {', '.join(known)}; got {phase!r}")
-    return f"{query} AND HealingPhase='{phase}'"
-
-
-def _row(execution: WorkflowExecution) -> HealingRow:
-    attributes = execution.typed_search_attributes
-
-    def get(name: str) -> str:
-        return attributes.get(_KEYS[name]) or ""
-
-    return HealingRow(
-        workflow_id=execution.id,
-        status=execution.status.name if execution.status else "UNKNOWN",
-        phase=get("HealingPhase"),
-        service=get("FaultService"),
-        fault_type=get("FaultType"),
-        root_cause=get("RootCause"),
-        risk=get("RiskLevel"),
-        outcome=attributes.get(_OUTCOME_KEY) or "",
-        started_at=execution.start_time,
-        closed_at=execution.close_time,
-    )
-
 
 @user_errors
 def list_healings(
@@ -212,10 +171,13 @@ def list_healings(
     as_json: bool = typer.Option(False, "--json", help="print JSON for scripts"),
 ) -> None:
     """List healings (a visibility query on the HealingPhase search attribute)."""
-    query = visibility_query(phase)
+    try:
+        query = visibility_query(phase)
+    except HealingLookupError as exc:
+        raise UserError(f"--{exc}") from None  # its message starts with the option's name
 
     async def work(client: Client) -> list[HealingRow]:
-        return [_row(e) async for e in client.list_workflows(query, limit=limit)]
+        return [healing_row(e) async for e in client.list_workflows(query, limit=limit)]
 
     rows = run_with_client(work, get_settings().temporal)
     if as_json:
@@ -227,23 +189,6 @@ def list_healings(
 
 
 # -------------------------------------------------------------------------------------- show
-
-
-async def fetch_status(client: Client, workflow_id: str) -> HealingStatus:
-    """A running healing answers the ``status`` query; a finished one has it as its result."""
-    handle: WorkflowHandle[Any, HealingStatus] = client.get_workflow_handle(
-        workflow_id, result_type=HealingStatus
-    )
-    description = await _describe(handle)
-    if description.status == WorkflowExecutionStatus.COMPLETED:
-        return await handle.result(follow_runs=False, rpc_timeout=WORKER_ANSWER_TIMEOUT)
-    try:
-        status: HealingStatus = await handle.query(
-            "status", result_type=HealingStatus, rpc_timeout=WORKER_ANSWER_TIMEOUT
-        )
-    except WorkflowQueryFailedError as exc:
-        raise UserError(f"the status query of {workflow_id} failed: {exc}") from None
-    return status
 
 
 @user_errors
@@ -270,20 +215,6 @@ def show(
 
 
 # ----------------------------------------------------------------------- Temporal plumbing
-
-
-async def _describe(handle: WorkflowHandle[Any, Any]) -> WorkflowExecutionDescription:
-    description = await handle.describe()
-    if description.workflow_type != WORKFLOW_TYPE:
-        raise UserError(f"no healing with id {handle.id} (it is a {description.workflow_type})")
-    return description
-
-
-def _failure_message(exc: WorkflowUpdateFailedError) -> str:
-    cause = exc.cause
-    if isinstance(cause, ApplicationError):
-        return cause.message
-    return str(cause or exc)
 
 
 def unreachable_message(settings: TemporalSettings, exc: BaseException) -> str:
@@ -316,7 +247,8 @@ def run_with_client(
     *,
     workflow_id: str | None = None,
 ) -> T:
-    """Connect, run ``work``; Temporal's refusals become one-line ``UserError``s."""
+    """Connect, run ``work``; Temporal's refusals and ``HealingLookupError``s become one-line
+    ``UserError``s."""
 
     async def main() -> T:
         try:
@@ -331,7 +263,7 @@ def run_with_client(
     error: str | None = None
     try:
         result = asyncio.run(main())
-    except UserError as exc:
+    except (UserError, HealingLookupError) as exc:
         error = str(exc)  # not re-raised here: its traceback would keep the client alive
     release_clients()
     if error is not None:

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from detection.healings import HealingRow
 from domain import Fault, HealingOutcome, HealingStatus, StepResult, StepStatus, ValidationResult
 
 OUTCOME_STYLE = {
@@ -171,22 +172,6 @@ def timeline_table(status: HealingStatus, prelude: Prelude | None = None) -> Tab
         clock = "" if event.at is None else f"{event.at:%H:%M:%S.%f}"[:-3]
         table.add_row(offset, clock, Text(event.what, style=event.style), Text(event.detail))
     return table
-
-
-@dataclass(frozen=True)
-class HealingRow:
-    """One healing as the visibility store sees it (for ``selfheal list``)."""
-
-    workflow_id: str
-    status: str
-    phase: str
-    service: str
-    fault_type: str
-    root_cause: str
-    risk: str
-    outcome: str
-    started_at: datetime | None
-    closed_at: datetime | None
 
 
 def healings_table(rows: list[HealingRow]) -> Table:

@@ -36,15 +36,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from cli.errors import UserError
-from cli.operator import (
-    WORKER_ANSWER_TIMEOUT,
-    _describe,
-    _failure_message,
-    _row,
-    fetch_status,
-    visibility_query,
-)
 from detection.auth import APPROVE, INGEST, AuthError, Principal, TokenAuthority
 from detection.gateway import (
     Delivery,
@@ -54,6 +45,15 @@ from detection.gateway import (
     SignalResult,
     TemporalUnavailable,
     temporal_down,
+)
+from detection.healings import (
+    WORKER_ANSWER_TIMEOUT,
+    HealingLookupError,
+    describe_healing,
+    fetch_status,
+    healing_row,
+    update_failure_message,
+    visibility_query,
 )
 from detection.metrics_router import MetricsRouter
 from detection.parsers import (
@@ -428,11 +428,11 @@ def create_app(deps: IntakeDeps) -> FastAPI:
             raise HttpProblem(422, "expected 1..1000", "limit")
         try:
             query = visibility_query(phase)
-        except UserError as exc:
-            raise HttpProblem(422, str(exc).removeprefix("--phase: "), "phase") from None
+        except HealingLookupError as exc:
+            raise HttpProblem(422, str(exc).removeprefix(f"{exc.field}: "), exc.field) from None
         rows = []
         async for execution in intake.client.list_workflows(query, limit=limit):
-            row = _row(execution)
+            row = healing_row(execution)
             rows.append(HealingRowOut(
                 **{**vars(row), "started_at": _iso(row.started_at),
                    "closed_at": _iso(row.closed_at)}
@@ -455,7 +455,7 @@ def create_app(deps: IntakeDeps) -> FastAPI:
 
         async def work() -> Approval:
             handle = intake.client.get_workflow_handle(workflow_id)
-            description = await _describe(handle)
+            description = await describe_healing(handle)
             if description.status != WorkflowExecutionStatus.RUNNING:
                 raise HttpProblem(409, f"healing {workflow_id} has already ended")
             try:
@@ -466,7 +466,7 @@ def create_app(deps: IntakeDeps) -> FastAPI:
                     rpc_timeout=WORKER_ANSWER_TIMEOUT,
                 )
             except WorkflowUpdateFailedError as exc:
-                raise HttpProblem(409, f"{update} refused: {_failure_message(exc)}") from None
+                raise HttpProblem(409, f"{update} refused: {update_failure_message(exc)}") from None
             return approval
 
         return await _call(work(), workflow_id)
@@ -545,9 +545,8 @@ async def _call(work: Awaitable[T], workflow_id: str) -> T:
     """Temporal's answers about one healing, as HTTP statuses."""
     try:
         return await work
-    except UserError as exc:
-        status = 404 if str(exc).startswith("no healing") else 503
-        raise HttpProblem(status, str(exc)) from None
+    except HealingLookupError as exc:
+        raise HttpProblem(404 if exc.not_found else 503, str(exc)) from None
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise HttpProblem(404, f"no healing with id {workflow_id}") from None

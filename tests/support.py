@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.actions.registry import Action, ActionContext, ActionRegistry
 from domain import SEARCH_ATTRIBUTES, RiskLevel
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def temporal_binary() -> str:
@@ -96,3 +99,33 @@ def sample_registry() -> ActionRegistry:
             Action("test.failover", NoParams, RiskLevel.HIGH, _noop, compensable=False),
         ]
     )
+
+
+def runbooks_for(directory: Path, target_url: str, services: Sequence[str] = ("demo",)) -> Path:
+    """A copy of runbooks/ whose service catalog points the demo services at ``target_url``.
+
+    The intake resolves a fault's health URL and base URL from the catalog, never from labels;
+    and a test suite heals far more than an hourly budget allows, so the budget is lifted."""
+    shutil.copytree(REPO / "runbooks", directory)
+    catalog = {
+        "correlation_window_s": 300,
+        "services": [
+            {
+                "name": name,
+                "targets": [
+                    {
+                        "name": "demo-target",
+                        "kind": "process",
+                        "health_url": f"{target_url}/healthz",
+                        "base_url": target_url,
+                    }
+                ],
+                "allowed_actions": ["process.*", "http.*", "wait", "redis.*"],
+                "budget_per_hour": 10_000,
+                "cooldown_s": 0,
+            }
+            for name in services
+        ],
+    }
+    (directory / "services.yaml").write_text(json.dumps(catalog))
+    return directory

@@ -36,7 +36,6 @@ from detection.services import load_services
 from models.catalog import load_catalog
 from models.knowledge_base import KnowledgeBase
 from supervisor import ServerHandle, serve_in_thread
-from tests.integration.demo_stack import TARGET
 from tests.support import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
@@ -278,33 +277,6 @@ def run_alertmanager(
 
 
 # ------------------------------------------------------------------------ selfheal's side
-
-
-def runbooks_for(directory: Path, target_url: str) -> Path:
-    """A copy of runbooks/ whose service catalog points the demo service at ``target_url``:
-    the intake resolves a fault's health URL and base URL from the catalog, never from labels."""
-    shutil.copytree(REPO / "runbooks", directory)
-    catalog = {
-        "correlation_window_s": 300,
-        "services": [
-            {
-                "name": "demo",
-                "targets": [
-                    {
-                        "name": TARGET,
-                        "kind": "process",
-                        "health_url": f"{target_url}/healthz",
-                        "base_url": target_url,
-                    }
-                ],
-                "allowed_actions": ["process.*", "http.*", "wait"],
-                "budget_per_hour": 20,
-                "cooldown_s": 0,
-            }
-        ],
-    }
-    (directory / "services.yaml").write_text(json.dumps(catalog))
-    return directory
 
 
 def kb_session_factory(database_url: str) -> Iterator[sessionmaker[Session]]:

@@ -31,9 +31,9 @@ from tests.e2e.peers import (
     kb_session_factory,
     run_alertmanager,
     run_prometheus,
-    runbooks_for,
 )
 from tests.integration.demo_stack import TARGET, DemoStack, demo_stack
+from tests.support import runbooks_for
 from worker import build_activities, build_worker
 
 pytestmark = pytest.mark.integration
@@ -197,6 +197,11 @@ async def test_alert_fires_heals_and_resolves(
     async with httpx.AsyncClient(timeout=5) as http:
         flag = (await http.get(f"{target.target_url}/flags/new_checkout")).json()
         metrics = (await http.get(f"{intake_url}/metrics")).text
+        shown = await http.get(
+            f"{intake_url}/v1/healings/{ids[0]}", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["outcome"] == "healed" and shown.json()["resolved_at"] is not None
     assert flag["enabled"] is False
     resolved = 'selfheal_intake_resolved_total{endpoint="alertmanager"} '
     assert any(

@@ -13,8 +13,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from cli.dev import DEV_TOKEN
 from tests.support import free_ports, short_tmp_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,13 +30,14 @@ def data_dir() -> Iterator[Path]:
 
 
 def dev_env() -> dict[str, str]:
-    temporal, ui, target, supervisor = free_ports(4)
+    temporal, ui, target, supervisor, intake = free_ports(5)
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith("SELFHEAL_")},
         "SELFHEAL_DEV__TEMPORAL_PORT": str(temporal),
         "SELFHEAL_DEV__TEMPORAL_UI_PORT": str(ui),
         "SELFHEAL_DEV__TARGET_PORT": str(target),
         "SELFHEAL_DEV__SUPERVISOR_PORT": str(supervisor),
+        "SELFHEAL_INTAKE__PORT": str(intake),
     }
 
 
@@ -88,11 +91,12 @@ def test_demo_crash_heals_and_stops_everything(data_dir: Path) -> None:
 
 def test_ctrl_c_stops_everything(data_dir: Path, tmp_path: Path) -> None:
     log = tmp_path / "dev.log"
+    env = dev_env()
     with log.open("w") as out:
         dev = subprocess.Popen(
             [str(SELFHEAL), "dev", "--data-dir", str(data_dir)],
             cwd=REPO,
-            env=dev_env(),
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -105,9 +109,21 @@ def test_ctrl_c_stops_everything(data_dir: Path, tmp_path: Path) -> None:
                 time.sleep(0.2)
             started = [p for p in leftover_processes(data_dir) if not p.startswith(f"{dev.pid}:")]
             assert len(started) >= 3, started  # temporal, postgres, the demo target
+            # The intake runs too, with the dev token; a fault submitted there starts a healing.
+            intake = f"http://127.0.0.1:{env['SELFHEAL_INTAKE__PORT']}"
+            assert httpx.get(f"{intake}/healthz", timeout=5).status_code == 200
+            submitted = httpx.post(
+                f"{intake}/v1/faults",
+                json={"service": "demo", "type": "health_check_failed", "target": "demo-target"},
+                headers={"Authorization": f"Bearer {DEV_TOKEN}"},
+                timeout=30,
+            )
+            assert submitted.is_success, submitted.text
+            assert submitted.json()["workflow_id"].startswith("heal-"), submitted.text
             dev.send_signal(signal.SIGINT)
             assert dev.wait(60) == 0, log.read_text()
         finally:
             if dev.poll() is None:
                 dev.kill()
+                dev.wait(30)
     assert leftover_processes(data_dir) == [], log.read_text()

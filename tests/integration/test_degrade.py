@@ -42,6 +42,7 @@ from models.catalog import load_catalog
 from models.knowledge_base import KnowledgeBase
 from models.migrate import upgrade
 from tests.integration.demo_stack import TARGET, DemoStack, demo_stack, wait_until
+from tests.support import runbooks_for
 from worker import build_activities, build_worker
 
 pytestmark = pytest.mark.integration
@@ -243,10 +244,17 @@ def rate_limit_solution() -> SolutionSpec:
 
 @pytest_asyncio.fixture
 async def healing_worker(
-    client: Client, task_queue: str, target: DemoStack, kb_sessions: sessionmaker[Session]
+    client: Client,
+    task_queue: str,
+    target: DemoStack,
+    kb_sessions: sessionmaker[Session],
+    tmp_path: Path,
 ) -> AsyncIterator[None]:
+    runbooks = runbooks_for(
+        tmp_path / "runbooks", target.target_url, services=("demo", RATE_LIMIT_SERVICE)
+    )
     settings = Settings(
-        runbooks_dir=REPO / "runbooks",
+        runbooks_dir=runbooks,
         supervisor=SupervisorSettings(url=target.supervisor_url),
         healing=HealingSettings(stabilization_window_s=1.5, probe_interval_s=0.5),
     )

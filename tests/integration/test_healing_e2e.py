@@ -32,6 +32,7 @@ from models.catalog import load_catalog
 from models.knowledge_base import KnowledgeBase
 from tests.integration.demo_stack import TARGET, DemoStack, demo_stack, free_port, wait_until
 from tests.integration.standins import Scenario
+from tests.support import runbooks_for
 from worker import build_activities, build_worker
 
 pytestmark = pytest.mark.integration
@@ -70,9 +71,9 @@ def kb_sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
     engine.dispose()
 
 
-def settings_for(target: DemoStack) -> Settings:
+def settings_for(target: DemoStack, runbooks: Path) -> Settings:
     return Settings(
-        runbooks_dir=REPO / "runbooks",
+        runbooks_dir=runbooks,
         supervisor=SupervisorSettings(url=target.supervisor_url),
         healing=HealingSettings(stabilization_window_s=1.5, probe_interval_s=0.5),
     )
@@ -80,9 +81,13 @@ def settings_for(target: DemoStack) -> Settings:
 
 @pytest_asyncio.fixture
 async def healing_worker(
-    client: Client, task_queue: str, target: DemoStack, kb_sessions: sessionmaker[Session]
+    client: Client,
+    task_queue: str,
+    target: DemoStack,
+    kb_sessions: sessionmaker[Session],
+    tmp_path: Path,
 ) -> AsyncIterator[None]:
-    settings = settings_for(target)
+    settings = settings_for(target, runbooks_for(tmp_path / "runbooks", target.target_url))
     async with httpx.AsyncClient() as http:
         activities = build_activities(settings, session_factory=kb_sessions, http=http)
         async with build_worker(client, settings, activities=activities, task_queue=task_queue):
@@ -239,7 +244,7 @@ async def test_worker_killed_mid_step_then_another_finishes_without_reapplying(
             "SELFHEAL_TEMPORAL__TASK_QUEUE": task_queue,
             "SELFHEAL_DATABASE__URL": database_url,
             "SELFHEAL_SUPERVISOR__URL": target.supervisor_url,
-            "SELFHEAL_RUNBOOKS_DIR": str(REPO / "runbooks"),
+            "SELFHEAL_RUNBOOKS_DIR": str(runbooks_for(tmp_path / "runbooks", target.target_url)),
             "SELFHEAL_WORKER__METRICS_PORT": "0",
             "SELFHEAL_HEALING__STABILIZATION_WINDOW_S": "1",
             "SELFHEAL_HEALING__PROBE_INTERVAL_S": "0.5",
