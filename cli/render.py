@@ -27,6 +27,7 @@ STEP_STYLE = {
     StepStatus.COMPENSATED: "yellow",
     StepStatus.FAILED: "red",
     StepStatus.COMPENSATION_FAILED: "bold red",
+    StepStatus.REFUSED: "magenta",
 }
 
 
@@ -155,7 +156,10 @@ def timeline(status: HealingStatus, prelude: Prelude | None = None) -> list[Even
             )
         )
     else:
-        events.append(Event(None, f"phase: {status.phase.value}", "in progress"))
+        detail = "in progress"
+        if status.waiting_on:
+            detail += f", waiting on guardrail {status.waiting_on}"
+        events.append(Event(None, f"phase: {status.phase.value}", detail))
     return events
 
 
