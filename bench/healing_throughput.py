@@ -65,13 +65,16 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.payloads import (
         ActivityName,
+        CheckGuardrailsInput,
         CollectEvidenceInput,
         DiagnoseInput,
         FindSolutionsInput,
         FindSolutionsResult,
+        GuardrailDecision,
         LoadPolicyInput,
         RecordOutcomeInput,
         RecordOutcomeResult,
+        ReleaseTargetInput,
         RunStepInput,
         ValidateRecoveryInput,
     )
@@ -90,7 +93,8 @@ PLAN = RecoveryPlan(
     steps=[RecoveryStep(name="restart", action="process.restart")],
     risk=RiskLevel.LOW,
 )
-HEALING_ACTIVITIES = 7
+HEALING_ACTIVITIES = 10  # policy, evidence, diagnosis, solutions, 2 guardrail checks, step,
+# validation, target release, record
 
 
 @activity.defn(name=ActivityName.LOAD_POLICY)
@@ -138,6 +142,16 @@ async def record_outcome(input: RecordOutcomeInput) -> RecordOutcomeResult:
     return RecordOutcomeResult(healing_id=1)
 
 
+@activity.defn(name=ActivityName.CHECK_GUARDRAILS)
+async def check_guardrails(input: CheckGuardrailsInput) -> GuardrailDecision:
+    return GuardrailDecision(allowed=True)
+
+
+@activity.defn(name=ActivityName.RELEASE_TARGET)
+async def release_target(input: ReleaseTargetInput) -> None:
+    return None
+
+
 @activity.defn(name="noop")
 async def noop() -> None:
     return None
@@ -178,6 +192,8 @@ def healing_phase(client: Client, settings: Settings, task_queue: str) -> Phase:
             run_step,
             validate_recovery,
             record_outcome,
+            check_guardrails,
+            release_target,
         ],
         task_queue=task_queue,
     )
