@@ -6,6 +6,10 @@ migrations, the knowledge-base import, selfheal's supervisor running the demo ta
 them in reverse order. The embedded Postgres is stopped too if this run started it; one that was
 already running (a ``selfheal kb`` command leaves it up) keeps running.
 
+The demo target keeps its cache in Redis (settings ``redis.url``) when Redis answers, under a
+key prefix of its own per data directory, so that the ``redis.delete_keys`` solution heals a
+poisoned cache for real; otherwise in a file, and that solution stays disabled.
+
 ``--demo SCENARIO`` injects a fault into the demo target, follows its healing, prints the
 timeline and exits 0 only if the fault was healed and the target's /healthz answers 200.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -26,6 +31,7 @@ import httpx
 import typer
 import uvicorn
 from rich.table import Table
+from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import (
     Client,
     WorkflowFailureError,
@@ -39,6 +45,7 @@ from cli.render import Prelude, make_console, timeline_table
 from core.devstack import DevDatabase, DevStackError, TemporalDevServer, port_in_use
 from core.settings import Settings, TemporalSettings, get_settings
 from demo.scenarios import SCENARIOS, Scenario, UnknownScenario, get_scenario
+from detection.gateway import CACHE_PREFIX_LABEL
 from detection.watcher import Detection, HealthWatcher, WatchTarget
 from domain import ApprovalDecision, HealingOutcome, HealingStatus, SelfhealError
 
@@ -56,6 +63,9 @@ AUTO_APPROVER = "selfheal-dev"
 DEV_TOKEN = "selfheal-dev-token"
 DEV_SHUTDOWN_S = 5.0
 INTERRUPTED = 130
+# Enabled in the knowledge base only while the demo target's cache is in Redis.
+REDIS_CACHE_SOLUTION = "delete-poisoned-redis-keys"
+REDIS_PING_TIMEOUT_S = 1.0
 
 console = make_console()
 
@@ -151,6 +161,53 @@ class Guard:
         return await self.run(asyncio.to_thread(func, *args, **kwargs))
 
 
+@dataclass(frozen=True)
+class DemoCache:
+    """Where the demo target keeps its cache: Redis keys under ``prefix``, or a file."""
+
+    redis_url: str | None
+    prefix: str
+    where: str
+
+
+def demo_cache(settings: Settings) -> DemoCache:
+    """Redis at ``settings.redis.url`` when it answers PING, else the target's file cache."""
+    from activities.actions.redis import display_url
+
+    url = settings.redis.url
+    # Two dev stacks sharing one Redis must not see (or flush) each other's cache.
+    digest = hashlib.sha256(str(settings.dev.data_dir).encode()).hexdigest()[:12]
+    prefix = f"selfheal-dev:{digest}:cache:"
+    problem = _redis_problem(url)
+    if problem is None:
+        return DemoCache(url, prefix, f"Redis at {display_url(url)}, keys {prefix}*")
+    return DemoCache(
+        None,
+        prefix,
+        f"a file: Redis at {display_url(url)} does not answer ({problem}); "
+        "SELFHEAL_REDIS__URL names another",
+    )
+
+
+def _redis_problem(url: str) -> str | None:
+    """Why Redis at ``url`` does not answer PING; None when it does."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(
+            url, socket_timeout=REDIS_PING_TIMEOUT_S, socket_connect_timeout=REDIS_PING_TIMEOUT_S
+        )
+    except ValueError as exc:
+        return f"invalid URL: {exc}"
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        return " ".join(f"{type(exc).__name__}: {exc}".split())
+    finally:
+        client.close()
+    return None
+
+
 @dataclass
 class Stack:
     settings: Settings
@@ -161,16 +218,22 @@ class Stack:
     target_url: str
     imported: str
     intake_url: str
+    cache: DemoCache
 
 
-def _migrate_and_import(settings: Settings, url: str) -> str:
+def _migrate_and_import(settings: Settings, url: str, *, redis_cache: bool) -> str:
     from activities.actions import default_registry
     from core.database import make_engine, make_session_factory
     from models import KnowledgeBase, load_catalog
     from models.migrate import upgrade
 
     upgrade(url)
-    specs = load_catalog(settings.runbooks_dir, registry=default_registry())
+    specs = [
+        spec.model_copy(update={"enabled": True})
+        if spec.name == REDIS_CACHE_SOLUTION and redis_cache
+        else spec
+        for spec in load_catalog(settings.runbooks_dir, registry=default_registry())
+    ]
     engine = make_engine(url)
     try:
         report = KnowledgeBase(make_session_factory(engine)).import_solutions(specs)
@@ -199,6 +262,7 @@ async def _until(condition: Callable[[], bool]) -> None:
 
 
 async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncExitStack) -> Stack:
+    from core.database import make_engine, make_session_factory
     from core.temporal import connect
     from demo.target import target_command
     from supervisor import Supervisor, create_app, serve_in_thread
@@ -221,6 +285,8 @@ async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncE
                 f"SELFHEAL_{variable}"
             )
     dev.data_dir.mkdir(parents=True, exist_ok=True)
+    cache = await guard.blocking(demo_cache, settings)
+    console.print(f"the demo target keeps its cache in {cache.where}", markup=False)
 
     temporal = TemporalDevServer(dev.data_dir, port=dev.temporal_port, ui_port=dev.temporal_ui_port)
     exits.callback(temporal.stop)
@@ -234,13 +300,22 @@ async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncE
     settings = settings.model_copy(
         update={"database": settings.database.model_copy(update={"url": url})}
     )
-    imported = await guard.blocking(_migrate_and_import, settings, url)
+    imported = await guard.blocking(
+        _migrate_and_import, settings, url, redis_cache=cache.redis_url is not None
+    )
+    engine = make_engine(url, pool_size=1)
+    exits.callback(engine.dispose)
 
     target_url = f"http://127.0.0.1:{dev.target_port}"
     supervisor = Supervisor(dev.data_dir / "supervisor")
     supervisor.add(
         TARGET_PROCESS,
-        target_command(dev.target_port, dev.data_dir / "target"),
+        target_command(
+            dev.target_port,
+            dev.data_dir / "target",
+            redis_url=cache.redis_url,
+            redis_prefix=cache.prefix,
+        ),
         health_url=f"{target_url}/healthz",
     )
     exits.callback(supervisor.stop_all)
@@ -271,7 +346,8 @@ async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncE
             service=TARGET_SERVICE,
             health_url=f"{target_url}/healthz",
             target=TARGET_PROCESS,
-            labels={"base_url": target_url},
+            labels={"base_url": target_url}
+            | ({CACHE_PREFIX_LABEL: cache.prefix} if cache.redis_url else {}),
         ),
         interval_s=WATCH_INTERVAL_S,
         timeout_s=settings.probe.timeout_s,
@@ -280,7 +356,7 @@ async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncE
     guard.background["watcher"] = asyncio.create_task(watcher.run(guard.stop))
     exits.push_async_callback(guard.finish, "watcher", 10)
 
-    intake = _intake_server(settings, client, target_url)
+    intake = _intake_server(settings, client, target_url, make_session_factory(engine))
     guard.background["intake"] = asyncio.create_task(intake.serve())
     await guard.run(_until(lambda: intake.started))
 
@@ -290,10 +366,12 @@ async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncE
 
     exits.push_async_callback(stop_intake)
     intake_url = f"http://{settings.intake.host}:{settings.intake.port}"
-    return Stack(settings, temporal, url, client, watcher, target_url, imported, intake_url)
+    return Stack(settings, temporal, url, client, watcher, target_url, imported, intake_url, cache)
 
 
-def _intake_server(settings: Settings, client: Client, target_url: str) -> uvicorn.Server:
+def _intake_server(
+    settings: Settings, client: Client, target_url: str, session_factory: sessionmaker[Session]
+) -> uvicorn.Server:
     """``selfheal serve`` in this process, on this event loop, with a dev token if none is set.
 
     The demo target's catalog entry follows the port dev runs it on."""
@@ -301,6 +379,7 @@ def _intake_server(settings: Settings, client: Client, target_url: str) -> uvico
     from detection.detector_config import load_detector_config
     from detection.metrics_router import MetricsRouter
     from detection.services import load_services
+    from models.guardrails import DatabaseKillSwitch
 
     catalog = load_services(settings.runbooks_dir / "services.yaml")
     for service in catalog.services:
@@ -316,6 +395,7 @@ def _intake_server(settings: Settings, client: Client, target_url: str) -> uvico
             task_queue=settings.temporal.task_queue,
             router=MetricsRouter(load_detector_config(settings.runbooks_dir / "detectors.yaml")),
             catalog=catalog,
+            kill_switch=DatabaseKillSwitch(session_factory),
         )
     )
     config = uvicorn.Config(
@@ -348,6 +428,7 @@ def _print_started(stack: Stack) -> None:
     table.add_row("worker", f"task queue {settings.temporal.task_queue}", "in this process")
     table.add_row("supervisor", settings.supervisor.url, f"runs {TARGET_PROCESS}")
     table.add_row("demo target", stack.target_url, "/healthz /metrics POST /inject/<scenario>")
+    table.add_row("demo cache", stack.cache.where, "")
     token = "SELFHEAL_INTAKE__TOKENS" if settings.intake.tokens else f"token {DEV_TOKEN}"
     table.add_row("intake", stack.intake_url, f"Alertmanager, OTLP, faults; {token}")
     table.add_row(

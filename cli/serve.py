@@ -1,4 +1,5 @@
-"""``selfheal serve``: the HTTP intake (Alertmanager, OTLP, heartbeats, faults, healings)."""
+"""``selfheal serve``: the HTTP intake (Alertmanager, OTLP, heartbeats, faults, healings,
+guardrails)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from temporalio.client import Client
 
 from cli.errors import UserError, user_errors
 from cli.operator import release_clients, unreachable_message
-from core.database import make_engine, resolve_database_url
+from core.database import make_engine, make_session_factory, resolve_database_url
 from core.settings import Settings, get_settings
 from core.temporal import connect
 from detection.app import IntakeDeps, create_app, openapi_json
@@ -21,6 +22,7 @@ from detection.detector_config import load_detector_config
 from detection.metrics_router import MetricsRouter
 from detection.services import load_services
 from domain import SelfhealError
+from models.guardrails import DatabaseKillSwitch
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ async def _serve(settings: Settings, host: str, port: int) -> None:
             router=router,
             catalog=catalog,
             ready_checks={"database": database},
+            kill_switch=DatabaseKillSwitch(make_session_factory(engine)),
         )
     )
     if not settings.intake.tokens:

@@ -1,5 +1,5 @@
 """The HTTP intake (``selfheal serve``): Alertmanager, OTLP, heartbeats and faults in; healings
-listed, shown, approved and rejected.
+listed, shown, approved and rejected; the guardrails' kill switch read, paused and resumed.
 
 Safety, in the order a request meets it: a bearer token with the endpoint's scope (401/403), a
 body size limit (413, also after gzip), a payload that parses into Faults (400/422 naming the
@@ -17,7 +17,7 @@ import logging
 import re
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -71,7 +71,9 @@ from domain import (
     ApprovalDecision,
     Fault,
     HealingStatus,
+    KnowledgeBaseError,
 )
+from domain.kill_switch import KillSwitch, PauseState
 
 __all__ = ["IntakeDeps", "create_app", "openapi_json"]
 
@@ -445,13 +447,16 @@ def create_app(deps: IntakeDeps) -> FastAPI:
         principal(request, None)
         return await _call(fetch_status(intake.client, workflow_id), workflow_id)
 
-    async def decide(update: str, workflow_id: str, request: Request) -> Approval:
-        who = principal(request, APPROVE)
+    async def reason_of(request: Request) -> DecisionBody:
         data = parse_json_object(await read_body(request, deps.settings.max_body_bytes) or b"{}")
         try:
-            body = DecisionBody.model_validate(data)
+            return DecisionBody.model_validate(data)
         except ValidationError as exc:
             raise describe_errors(exc) from None
+
+    async def decide(update: str, workflow_id: str, request: Request) -> Approval:
+        who = principal(request, APPROVE)
+        body = await reason_of(request)
 
         async def work() -> Approval:
             handle = intake.client.get_workflow_handle(workflow_id)
@@ -490,6 +495,32 @@ def create_app(deps: IntakeDeps) -> FastAPI:
     async def reject(workflow_id: str, request: Request) -> Approval:
         """Reject a healing awaiting approval: nothing is executed."""
         return await decide("reject", workflow_id, request)
+
+    # -- guardrails
+
+    @app.get("/v1/guardrails", response_model=PauseState, tags=["guardrails"])
+    async def guardrails(request: Request) -> PauseState:
+        """The global kill switch: paused or not, and who changed it last, when and why."""
+        principal(request, None)
+        return await _in_database(deps, lambda switch: switch.state())
+
+    @app.post(
+        "/v1/guardrails/pause",
+        response_model=PauseState,
+        tags=["guardrails"],
+        openapi_extra=_request_body(DecisionBody, "why", "application/json"),
+    )
+    async def pause(request: Request) -> PauseState:
+        """Stop every mutating step of every healing until resumed; by the token's identity."""
+        who = principal(request, APPROVE)
+        reason = (await reason_of(request)).reason.strip()
+        return await _in_database(deps, lambda switch: switch.set(True, who.identity, reason))
+
+    @app.post("/v1/guardrails/resume", response_model=PauseState, tags=["guardrails"])
+    async def resume(request: Request) -> PauseState:
+        """Let healings act again; by the token's identity."""
+        who = principal(request, APPROVE)
+        return await _in_database(deps, lambda switch: switch.set(False, who.identity))
 
     # -- operations
 
@@ -551,6 +582,17 @@ async def _call(work: Awaitable[T], workflow_id: str) -> T:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise HttpProblem(404, f"no healing with id {workflow_id}") from None
         raise  # unreachable (503) or refused (502): the app's handlers answer
+
+
+async def _in_database(deps: IntakeDeps, work: Callable[[KillSwitch], T]) -> T:
+    """``work`` on the kill switch, off the event loop; 503 when there is none or it fails."""
+    switch = deps.kill_switch
+    if switch is None:
+        raise HttpProblem(503, "no database configured on this intake")
+    try:
+        return await asyncio.to_thread(work, switch)
+    except KnowledgeBaseError as exc:
+        raise HttpProblem(503, str(exc)) from None
 
 
 async def _sweep_forever(intake: Intake) -> None:

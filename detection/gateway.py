@@ -28,9 +28,16 @@ from detection.parsers import ErrorSpan, IntervalMeans
 from detection.services import resolve_fault
 from detection.traces import ErrorTraceStore
 from domain import WORKFLOW_TYPE, Fault, FaultUpdate, HealingInput, IntakeError
+from domain.kill_switch import KillSwitch
 from domain.services import ServiceCatalog
 
 log = logging.getLogger(__name__)
+
+# The Redis key prefix of a cache, which a plan may delete (``selfheal dev`` sets it on its
+# watcher's faults). Only selfheal's in-process detectors may set these labels: they are dropped
+# from every report that comes in over HTTP, so that no sender chooses what a plan deletes.
+CACHE_PREFIX_LABEL = "cache_prefix"
+INTERNAL_LABELS = frozenset({CACHE_PREFIX_LABEL})
 
 _TEMPORAL_DOWN = {
     RPCStatusCode.UNAVAILABLE,
@@ -50,6 +57,8 @@ class IntakeDeps:
     ready_checks: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
     rpc_timeout_s: float = 10.0
     heartbeat_sweep_s: float = 1.0
+    # the guardrails' database (the kill switch); None: /v1/guardrails* answer 503
+    kill_switch: KillSwitch | None = None
 
 
 class Delivery(BaseModel):
@@ -184,7 +193,11 @@ class Intake:
         return Delivery(workflow_id=routed.workflow_id, started=routed.kind == "started")
 
     def _resolved(self, fault: Fault) -> Fault:
-        """The fault's target and fingerprint from the catalog; IntakeError when it refuses."""
+        """The fault's target and fingerprint from the catalog, without internal labels;
+        IntakeError when the catalog refuses it."""
+        if INTERNAL_LABELS & fault.labels.keys():
+            labels = {k: v for k, v in fault.labels.items() if k not in INTERNAL_LABELS}
+            fault = fault.model_copy(update={"labels": labels})
         return fault if self.deps.catalog is None else resolve_fault(fault, self.deps.catalog)
 
     async def deliver(self, faults: list[Fault], endpoint: str, received_at: float) -> SignalResult:

@@ -42,7 +42,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
+from domain.kill_switch import PauseState
 from models.base import Base, knowledge_base_error
+
+__all__ = ["DatabaseKillSwitch", "Guardrails", "PauseState", "set_paused"]
 
 _STATE_ID = 1
 _BUDGET_WINDOW = timedelta(hours=1)
@@ -104,15 +107,6 @@ class GuardrailDecisionRow(Base):
 
 def target_key(service: str, target: str | None) -> str:
     return f"{service}/{target or '-'}"
-
-
-class PauseState(BaseModel):
-    """The kill switch. ``by``/``at``/``reason`` describe its last change."""
-
-    paused: bool
-    reason: str = ""
-    by: str = ""
-    at: datetime | None = None
 
 
 class DecisionRecord(BaseModel):
@@ -347,6 +341,19 @@ def set_paused(
 ) -> PauseState:
     """Set the kill switch (for the HTTP API and the CLI); the new state."""
     return Guardrails(session_factory).set_paused(paused, by, reason)[1]
+
+
+class DatabaseKillSwitch:
+    """The kill switch in Postgres, for the intake (domain.kill_switch.KillSwitch)."""
+
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self._guardrails = Guardrails(session_factory)
+
+    def state(self) -> PauseState:
+        return self._guardrails.state()
+
+    def set(self, paused: bool, by: str, reason: str = "") -> PauseState:
+        return self._guardrails.set_paused(paused, by, reason)[1]
 
 
 def _pause_state(row: GuardrailStateRow | None) -> PauseState:

@@ -67,13 +67,17 @@ def test_catalog_fits_the_action_registry() -> None:
 
 
 def test_demo_steps_render_for_a_fault_of_the_dev_watcher() -> None:
-    """The dev watcher's faults carry the target's address in label base_url."""
+    """The dev watcher's faults carry the target's address in label base_url and, when its
+    cache is in Redis, the key prefix in label cache_prefix."""
     registry = default_registry()
     fault = Fault(
         service="demo",
         type="health_check_failed",
         target="demo-target",
-        labels={"base_url": "http://127.0.0.1:9999"},
+        labels={
+            "base_url": "http://127.0.0.1:9999",
+            "cache_prefix": "selfheal-dev:0123456789ab:cache:",
+        },
     )
     urls: list[str] = []
     for spec in load_catalog(RUNBOOKS / "solutions" / "demo.yaml"):
