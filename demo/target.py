@@ -17,6 +17,7 @@ Standard library only, so that it starts in a blink when the supervisor restarts
                               activities/actions/degrade.py): {"mode": "normal"|"fallback"|
                               "circuit_break"|"rate_limit", "rate_limit_rps": number|null}
     POST /admin/cache/flush   empties the cache
+    POST /admin/reset         back to normal: flag off, dependency fast, no degradation, empty cache
     POST /inject/{scenario}   error_burst | hang | crash | poisoned_cache | dependency_slow
 
 Degradation modes: ``fallback`` answers checkouts from a fallback path without calling the
@@ -180,6 +181,17 @@ class TargetState:
     def poison_cache(self) -> None:
         self.cache.poison()
 
+    def reset(self) -> None:
+        """Back to a healthy, normal target: what a demo starts from. Not a remediation: it also
+        ends the faults that no action of a runbook can end (the slow dependency)."""
+        with self._lock:
+            self.flags[BAD_FLAG] = False
+            _write_json(self._flags_file, self.flags)
+            self.dependency_slow = False
+            _write_json(self._dependency_file, {"slow": False})
+        self.set_degradation("normal", None, None)
+        self.cache.flush()
+
     def flush_cache(self) -> int:
         return self.cache.flush()
 
@@ -307,6 +319,9 @@ class Handler(BaseHTTPRequestHandler):
                 self._json(HTTPStatus.OK, self.server.state.degradation)
             case "PUT", ["control", "degradation"]:
                 self._put_degradation()
+            case "POST", ["admin", "reset"]:
+                self.server.state.reset()
+                self._json(HTTPStatus.OK, {"reset": True})
             case "POST", ["admin", "cache", "flush"]:
                 flushed = self.server.state.flush_cache()
                 self._json(HTTPStatus.OK, {"flushed": flushed})

@@ -139,3 +139,18 @@ def test_bad_requests_are_named(target: Target) -> None:
     assert unknown.status_code == 404
     assert "error_burst" in unknown.json()["error"]
     assert target.http.get("/nowhere").status_code == 404
+
+
+def test_reset_brings_back_a_normal_target(target: Target) -> None:
+    for scenario in ("error_burst", "poisoned_cache", "dependency_slow"):
+        target.inject(scenario)
+    target.http.put("/control/degradation", json={"mode": "fallback"})
+    assert target.healthz().status_code == 503  # the cache is still poisoned
+
+    assert target.http.post("/admin/reset").json() == {"reset": True}
+
+    health = target.healthz()
+    assert health.status_code == 200
+    assert health.json()["checks"] == {"errors": "ok", "cache": "ok"}
+    assert target.http.get("/control/degradation").json()["mode"] == "normal"
+    assert target.http.get("/flags/new_checkout").json()["enabled"] is False
