@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from core.yaml_source import UniqueKeyLoader, line_of
 from domain import ConfigError, Diagnosis, RecoveryStep, RiskLevel
 
 Scalar = StrictBool | StrictInt | StrictFloat | StrictStr
@@ -243,21 +244,6 @@ class RuleSet(BaseModel):
         )
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A YAML key given twice would silently drop a condition: refuse it instead."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def load_rules(path: Path) -> RuleSet:
     """Read a rules file. Errors name the file, line, rule and field: ``ConfigError``."""
     try:
@@ -265,7 +251,7 @@ def load_rules(path: Path) -> RuleSet:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the rules file: {exc.strerror or exc}") from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader subclass: safe
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -284,7 +270,7 @@ def _describe(path: Path, text: str, data: dict[str, Any], error: ValidationErro
     problems = []
     for item in error.errors()[:5]:
         loc = list(item["loc"])
-        where = f"{path}:{_line_of(root, loc)}"
+        where = f"{path}:{line_of(root, loc)}"
         subject = ""
         if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
             rule = data["rules"][loc[1]]
@@ -296,21 +282,3 @@ def _describe(path: Path, text: str, data: dict[str, Any], error: ValidationErro
         problems.append(f"{where}: {subject}{field}: {message}")
     more = len(error.errors()) - len(problems)
     return "; ".join(problems) + (f" (and {more} more)" if more > 0 else "")
-
-
-def _line_of(node: yaml.Node | None, loc: list[int | str]) -> int:
-    """1-based line of the deepest YAML node on the error's path."""
-    line = 1
-    for part in loc:
-        if node is None:
-            break
-        line = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            node = next((v for k, v in node.value if k.value == part), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            node = node.value[part] if part < len(node.value) else None
-        else:
-            node = None
-    if node is not None:
-        line = node.start_mark.line + 1
-    return line

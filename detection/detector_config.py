@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from core.yaml_source import line_of
 from detection.detectors import DETECTORS, PhiAccrualParams
 from domain import ConfigError
 
@@ -208,7 +209,7 @@ def _describe(source: str, root: yaml.Node | None, data: dict[str, Any], errors:
     problems = []
     for item in errors[:5]:
         loc = [part for part in item["loc"] if not _is_union_tag(part)]
-        where = f"{source}:{_line_of(root, loc)}"
+        where = f"{source}:{line_of(root, loc)}"
         subject = ""
         if len(loc) >= 2 and loc[0] == "metrics" and isinstance(loc[1], int):
             rule = data["metrics"][loc[1]]
@@ -236,21 +237,3 @@ def _other_branch(item: Any) -> bool:
 def _is_union_tag(part: object) -> bool:
     # pydantic names the union member it tried ("str", "RegexMatch"): not a field of the file.
     return part in ("str", "RegexMatch")
-
-
-def _line_of(node: yaml.Node | None, loc: list[Any]) -> int:
-    """1-based line of the deepest YAML node on the error's path."""
-    line = 1
-    for part in loc:
-        if node is None:
-            break
-        line = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            node = next((v for k, v in node.value if k.value == part), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            node = node.value[part] if part < len(node.value) else None
-        else:
-            node = None
-    if node is not None:
-        line = node.start_mark.line + 1
-    return line

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from core.yaml_source import UniqueKeyLoader, line_of
 from domain import ConfigError, Fault, IntakeError
 from domain.fault import fingerprint_of
 from domain.services import ServiceCatalog, ServiceSpec, TargetSpec
@@ -39,21 +40,6 @@ _LOC = list[int | str]
 # ----------------------------------------------------------------------------------- loading
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A key given twice would silently drop half of a service: refuse it instead."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def load_services(path: Path) -> ServiceCatalog:
     """Read and check a service catalog. Errors name the file, line and field: ``ConfigError``.
 
@@ -67,7 +53,7 @@ def load_services(path: Path) -> ServiceCatalog:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(f"{path}: cannot read the service catalog: {reason}") from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader subclass: safe
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -155,25 +141,7 @@ def _locate(path: Path, root: yaml.Node | None, data: Any, loc: _LOC, message: s
     field = ".".join(str(part) for part in rest)
     where = ".".join(part for part in (subject, field) if part) or "(file)"
     text = message.removeprefix("Value error, ")
-    return f"{path}:{_line_of(root, loc)}: {where}: {text}"
-
-
-def _line_of(node: yaml.Node | None, loc: _LOC) -> int:
-    """1-based line of the deepest YAML node on the error's path."""
-    line = 1
-    for part in loc:
-        if node is None:
-            break
-        line = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            node = next((v for k, v in node.value if k.value == part), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            node = node.value[part] if part < len(node.value) else None
-        else:
-            node = None
-    if node is not None:
-        line = node.start_mark.line + 1
-    return line
+    return f"{path}:{line_of(root, loc)}: {where}: {text}"
 
 
 def _names(names: list[str]) -> str:
