@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -119,3 +120,24 @@ def write_results(name: str, data: dict[str, Any], markdown: str) -> tuple[Path,
     json_path.write_text(json.dumps(data, indent=2) + "\n")
     md_path.write_text(markdown)
     return json_path, md_path
+
+
+def machine_line(machine: dict[str, Any]) -> str:
+    """The results' line about the machine (``machine`` from machine_facts plus the load)."""
+    return (
+        f"- Machine: {machine['cores']} cores ({machine['cpu']}), Python {machine['python']}, "
+        f"temporalio {machine['temporalio']}, {machine['temporal_cli']}; 1-minute load "
+        f"average {machine['load_1min_before']:.1f} before, {machine['load_1min_after']:.1f} "
+        "after."
+    )
+
+
+def positive(value: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number

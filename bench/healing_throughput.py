@@ -42,7 +42,9 @@ with workflow.unsafe.imports_passed_through():
         Storage,
         cpu_seconds,
         machine_facts,
+        machine_line,
         percentile,
+        positive,
         start_server,
         write_results,
     )
@@ -400,24 +402,11 @@ def markdown(data: dict[str, Any]) -> str:
             f"- Driver: up to {params['concurrency']} workflows in flight, "
             f"{params['warmup']} untimed warm-up runs per phase; latency is start to result. "
             "Bench CPU is this process (worker and driver); server CPU is the dev server.",
-            f"- Machine: {machine['cores']} cores ({machine['cpu']}), Python {machine['python']}, "
-            f"temporalio {machine['temporalio']}, {machine['temporal_cli']}; 1-minute load "
-            f"average {machine['load_1min_before']:.1f} before, {machine['load_1min_after']:.1f} "
-            "after.",
+            machine_line(machine),
             f"- Measured {data['measured_at']} with `{command}`.",
             "",
         ]
     )
-
-
-def positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return number
 
 
 def non_negative(value: str) -> int:

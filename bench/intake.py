@@ -37,7 +37,15 @@ import httpx
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from bench.common import cpu_seconds, machine_facts, percentile, start_server, write_results
+from bench.common import (
+    cpu_seconds,
+    machine_facts,
+    machine_line,
+    percentile,
+    positive,
+    start_server,
+    write_results,
+)
 from core.settings import IntakeSettings
 from detection.app import IntakeDeps, create_app
 from detection.intake import FAULT_UPDATE_SIGNAL
@@ -352,24 +360,11 @@ def markdown(data: dict[str, Any]) -> str:
             "- Latency is per POST (a grouped POST carries several alerts); bench CPU is this "
             "process (driver, intake, Temporal client), server CPU the dev server. No worker "
             "runs: healings are started, not worked.",
-            f"- Machine: {machine['cores']} cores ({machine['cpu']}), Python {machine['python']}, "
-            f"temporalio {machine['temporalio']}, {machine['temporal_cli']}; 1-minute load "
-            f"average {machine['load_1min_before']:.1f} before, {machine['load_1min_after']:.1f} "
-            "after.",
+            machine_line(machine),
             f"- Measured {data['measured_at']} with `{command}`.",
             "",
         ]
     )
-
-
-def positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {number}")
-    return number
 
 
 def main(argv: Sequence[str] | None = None) -> None:

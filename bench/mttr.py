@@ -81,17 +81,15 @@ async def detected(stack: Stack, since: datetime) -> Detection:
 
 def split(scenario: str, injected: datetime, found: Detection, status: HealingStatus) -> Run:
     forward = status.steps
-    validations = [v for v in status.validations if v.started_at and v.ended_at]
-    recovered = validations[-1].ended_at if validations else status.ended_at
+    spans = [(v.started_at, v.ended_at) for v in status.validations]
+    validations = [(start, end) for start, end in spans if start and end]
+    recovered = validations[-1][1] if validations else status.ended_at
     assert recovered is not None and forward, f"{scenario}: no steps or no end"
     total = (recovered - injected).total_seconds()
     detection = (found.detected_at - injected).total_seconds()
     planning = (forward[0].started_at - found.detected_at).total_seconds()
     execution = sum((s.ended_at - s.started_at).total_seconds() for s in forward)
-    validation = sum(
-        (v.ended_at - v.started_at).total_seconds()  # type: ignore[operator]
-        for v in validations
-    )
+    validation = sum((end - start).total_seconds() for start, end in validations)
     return Run(
         scenario=scenario,
         outcome=status.outcome.value if status.outcome else status.phase.value,

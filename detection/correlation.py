@@ -62,6 +62,8 @@ async def route_fault(
     task_queue: str = TASK_QUEUE,
     dry_run: bool = False,
     now: datetime | None = None,
+    count: int = 1,
+    rpc_timeout: timedelta | None = None,
 ) -> RouteResult:
     """Start, attach to, or join the healing of ``fault``; durable when this returns.
 
@@ -74,7 +76,14 @@ async def route_fault(
         joined = await _join_dependency(client, resolved, catalog, now or datetime.now(UTC))
         if joined is not None:
             return joined
-    started = await start_healing(client, resolved, task_queue=task_queue, dry_run=dry_run)
+    started = await start_healing(
+        client,
+        resolved,
+        task_queue=task_queue,
+        dry_run=dry_run,
+        count=count,
+        rpc_timeout=rpc_timeout,
+    )
     if own_run is not None and started.run_id == own_run:
         return RouteResult(
             kind="attached",

@@ -11,23 +11,21 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel, Field
 from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.settings import IntakeSettings
 from detection.coalesce import Coalescer
 from detection.correlation import route_fault
-from detection.intake import FAULT_UPDATE_SIGNAL, initial_search_attributes, report_resolved
+from detection.intake import report_resolved, start_healing
 from detection.metrics_router import MetricsRouter
 from detection.parsers import ErrorSpan, IntervalMeans
 from detection.services import resolve_fault
 from detection.traces import ErrorTraceStore
-from domain import WORKFLOW_TYPE, Fault, FaultUpdate, HealingInput, IntakeError
+from domain import Fault, IntakeError
 from domain.kill_switch import KillSwitch
 from domain.services import ServiceCatalog
 
@@ -151,45 +149,30 @@ class Intake:
 
     # -- Temporal
 
-    async def _signal_fired(self, fault: Fault, count: int) -> Delivery:
-        """Signal-with-start of a ``fired`` update carrying ``count`` reports."""
-        handle = await self.client.start_workflow(
-            WORKFLOW_TYPE,
-            HealingInput(fault=fault, dry_run=fault.dry_run),
-            id=fault.workflow_id,
-            task_queue=self.deps.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            start_signal=FAULT_UPDATE_SIGNAL,
-            start_signal_args=[
-                FaultUpdate(kind="fired", count=count, fault=fault, at=fault.detected_at)
-            ],
-            search_attributes=initial_search_attributes(fault),
-            rpc_timeout=timedelta(seconds=self.deps.rpc_timeout_s),
-        )
-        return Delivery(workflow_id=handle.id, started=was_started(handle))
-
     async def _route(self, fault: Fault, count: int) -> Delivery:
-        """The one place where faults meet Temporal: correlated when a catalog is loaded."""
+        """The one place where faults meet Temporal: correlated when a catalog is loaded; the
+        ``count`` folded reports travel in the one signal-with-start."""
+        rpc_timeout = timedelta(seconds=self.deps.rpc_timeout_s)
         catalog = self.deps.catalog
         if catalog is None:
-            return await self._signal_fired(fault, count)
+            started = await start_healing(
+                self.client,
+                fault,
+                task_queue=self.deps.task_queue,
+                dry_run=fault.dry_run,
+                count=count,
+                rpc_timeout=rpc_timeout,
+            )
+            return Delivery(workflow_id=started.workflow_id, started=started.started)
         routed = await route_fault(
-            self.client, fault, catalog, task_queue=self.deps.task_queue, dry_run=fault.dry_run
+            self.client,
+            fault,
+            catalog,
+            task_queue=self.deps.task_queue,
+            dry_run=fault.dry_run,
+            count=count,
+            rpc_timeout=rpc_timeout,
         )
-        if count > 1 and routed.kind != "joined_as_symptom":
-            # route_fault signals one report; the rest of the batch is counted on the same run
-            handle = self.client.get_workflow_handle(routed.workflow_id, run_id=routed.run_id)
-            try:
-                await handle.signal(
-                    FAULT_UPDATE_SIGNAL,
-                    FaultUpdate(kind="fired", count=count - 1, fault=routed.fault),
-                    rpc_timeout=timedelta(seconds=self.deps.rpc_timeout_s),
-                )
-            except RPCError as exc:
-                if exc.status != RPCStatusCode.NOT_FOUND:
-                    raise
-                await self._signal_fired(routed.fault, count - 1)  # it ended meanwhile
         return Delivery(workflow_id=routed.workflow_id, started=routed.kind == "started")
 
     def _resolved(self, fault: Fault) -> Fault:
@@ -249,10 +232,3 @@ class Intake:
             return SignalResult()
         faults = router.check_heartbeats()
         return await self.deliver(faults, endpoint, time.monotonic()) if faults else SignalResult()
-
-
-def was_started(handle: Any) -> bool:
-    # The server's answer to signal-with-start says whether it started a run or signalled the
-    # running one; the SDK keeps it on the handle without a public accessor.
-    response = getattr(handle, "_start_workflow_response", None)
-    return bool(getattr(response, "started", True))

@@ -9,6 +9,7 @@ same fault may start a new one (id reuse ALLOW_DUPLICATE); loop protection is th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
@@ -28,6 +29,7 @@ FAULT_UPDATE_SIGNAL = "fault_update"
 class Started:
     workflow_id: str
     run_id: str | None
+    started: bool = True  # False: the report was counted on the running healing
 
 
 def initial_search_attributes(fault: Fault) -> TypedSearchAttributes:
@@ -47,8 +49,12 @@ async def start_healing(
     task_queue: str = TASK_QUEUE,
     dry_run: bool = False,
     require_approval: bool = False,
+    count: int = 1,
+    rpc_timeout: timedelta | None = None,
 ) -> Started:
-    """Start the healing of ``fault`` or signal the running one; durable when this returns."""
+    """Start the healing of ``fault`` or signal the running one; durable when this returns.
+
+    ``count`` reports of the fault travel in this one call (an intake folds repeats)."""
     handle: WorkflowHandle[object, HealingStatus] = await client.start_workflow(
         WORKFLOW_TYPE,
         HealingInput(fault=fault, dry_run=dry_run, require_approval=require_approval),
@@ -58,10 +64,20 @@ async def start_healing(
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         start_signal=FAULT_UPDATE_SIGNAL,
-        start_signal_args=[FaultUpdate(kind="fired", fault=fault, at=fault.detected_at)],
+        start_signal_args=[
+            FaultUpdate(kind="fired", count=count, fault=fault, at=fault.detected_at)
+        ],
         search_attributes=initial_search_attributes(fault),
+        rpc_timeout=rpc_timeout,
     )
-    return Started(workflow_id=handle.id, run_id=handle.result_run_id)
+    return Started(workflow_id=handle.id, run_id=handle.result_run_id, started=_was_started(handle))
+
+
+def _was_started(handle: WorkflowHandle[object, HealingStatus]) -> bool:
+    # The server's answer to signal-with-start says whether it started a run or signalled the
+    # running one; the SDK keeps it on the handle without a public accessor.
+    response = getattr(handle, "_start_workflow_response", None)
+    return bool(getattr(response, "started", True))
 
 
 async def report_resolved(client: Client, fault: Fault, note: str = "") -> None:

@@ -23,12 +23,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from core.database import (
-    drop_database,
-    ensure_database,
     start_embedded_postgres,
-    to_sqlalchemy_url,
 )
-from tests.support import start_dev_server
+from tests.support import scratch_database, start_dev_server
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -76,12 +73,5 @@ def postgres_admin_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def database_url(postgres_admin_url: str) -> Iterator[str]:
     """A fresh database for this test session, migrated to head."""
-    from models.migrate import upgrade
-
-    name = f"selfheal_test_{uuid.uuid4().hex[:10]}"
-    url = to_sqlalchemy_url(ensure_database(postgres_admin_url, name))
-    upgrade(url)
-    try:
+    with scratch_database(postgres_admin_url, "selfheal_test") as url:
         yield url
-    finally:
-        drop_database(postgres_admin_url, name)

@@ -7,12 +7,14 @@ import shutil
 import socket
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+from sqlalchemy.orm import Session, sessionmaker
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -129,3 +131,32 @@ def runbooks_for(directory: Path, target_url: str, services: Sequence[str] = ("d
     }
     (directory / "services.yaml").write_text(json.dumps(catalog))
     return directory
+
+
+@contextmanager
+def scratch_database(admin_url: str, prefix: str, *, migrate: bool = True) -> Iterator[str]:
+    """A database of its own on the test server (migrated to head unless told not to), dropped
+    afterwards: for tests whose state must not meet the rest of the suite's."""
+    from core.database import drop_database, ensure_database, to_sqlalchemy_url
+    from models.migrate import upgrade
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    url = to_sqlalchemy_url(ensure_database(admin_url, name))
+    try:
+        if migrate:
+            upgrade(url)
+        yield url
+    finally:
+        drop_database(admin_url, name)
+
+
+@contextmanager
+def sessions(url: str, *, pool_size: int = 5) -> Iterator[sessionmaker[Session]]:
+    """A session factory on ``url``; its engine is disposed of afterwards."""
+    from core.database import make_engine, make_session_factory
+
+    engine = make_engine(url, pool_size=pool_size)
+    try:
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()

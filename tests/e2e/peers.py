@@ -27,7 +27,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
 from activities.actions import default_registry
-from core.database import make_engine, make_session_factory
 from core.settings import IntakeSettings
 from detection.app import IntakeDeps, create_app
 from detection.detector_config import load_detector_config
@@ -36,7 +35,7 @@ from detection.services import load_services
 from models.catalog import load_catalog
 from models.knowledge_base import KnowledgeBase
 from supervisor import ServerHandle, serve_in_thread
-from tests.support import free_ports
+from tests.support import free_ports, sessions
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -282,13 +281,11 @@ def run_alertmanager(
 def kb_session_factory(database_url: str) -> Iterator[sessionmaker[Session]]:
     """Sessions on ``database_url`` with the knowledge base imported from runbooks/ (a fixture
     body: yields once, then disposes of the engine)."""
-    engine = make_engine(database_url)
-    factory = make_session_factory(engine)
-    KnowledgeBase(factory).import_solutions(
-        load_catalog(REPO / "runbooks", registry=default_registry())
-    )
-    yield factory
-    engine.dispose()
+    with sessions(database_url) as factory:
+        KnowledgeBase(factory).import_solutions(
+            load_catalog(REPO / "runbooks", registry=default_registry())
+        )
+        yield factory
 
 
 def intake_app(

@@ -19,13 +19,6 @@ from temporalio.client import Client
 from activities.actions import default_registry
 from activities.actions.degrade import HTTP_DEGRADE, DegradeParams
 from activities.actions.registry import ActionContext
-from core.database import (
-    drop_database,
-    ensure_database,
-    make_engine,
-    make_session_factory,
-    to_sqlalchemy_url,
-)
 from core.settings import HealingSettings, Settings, SupervisorSettings
 from detection.intake import start_healing
 from domain import (
@@ -40,9 +33,8 @@ from domain import (
 )
 from models.catalog import load_catalog
 from models.knowledge_base import KnowledgeBase
-from models.migrate import upgrade
 from tests.integration.demo_stack import TARGET, DemoStack, demo_stack, wait_until
-from tests.support import runbooks_for
+from tests.support import runbooks_for, scratch_database, sessions
 from worker import build_activities, build_worker
 
 pytestmark = pytest.mark.integration
@@ -208,19 +200,14 @@ def test_the_switch_outlives_a_restart_and_rejects_bad_bodies(target: DemoStack)
 @pytest.fixture(scope="module")
 def kb_sessions(postgres_admin_url: str) -> Iterator[sessionmaker[Session]]:
     """A database of its own: this module adds a solution the rest of the suite must not see."""
-    name = f"selfheal_degrade_{uuid.uuid4().hex[:8]}"
-    url = to_sqlalchemy_url(ensure_database(postgres_admin_url, name))
-    upgrade(url)
-    engine = make_engine(url)
-    factory = make_session_factory(engine)
-    kb = KnowledgeBase(factory)
-    kb.import_solutions(load_catalog(REPO / "runbooks", registry=default_registry()))
-    kb.import_solutions([rate_limit_solution()])
-    try:
+    with (
+        scratch_database(postgres_admin_url, "selfheal_degrade") as url,
+        sessions(url) as factory,
+    ):
+        kb = KnowledgeBase(factory)
+        kb.import_solutions(load_catalog(REPO / "runbooks", registry=default_registry()))
+        kb.import_solutions([rate_limit_solution()])
         yield factory
-    finally:
-        engine.dispose()
-        drop_database(postgres_admin_url, name)
 
 
 def rate_limit_solution() -> SolutionSpec:

@@ -5,7 +5,6 @@ that only selfheal's own detectors set."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -17,18 +16,14 @@ from typer.testing import CliRunner
 
 from cli.main import app as cli_app
 from core.database import (
-    drop_database,
-    ensure_database,
     make_engine,
     make_session_factory,
-    to_sqlalchemy_url,
 )
 from core.settings import get_settings
 from detection.app import IntakeDeps
 from detection.gateway import CACHE_PREFIX_LABEL
 from domain import HealingStatus
 from models.guardrails import DatabaseKillSwitch, Guardrails
-from models.migrate import upgrade
 from tests.integration.standins import Scenario
 from tests.integration.test_intake_api import (
     APPROVER,
@@ -39,7 +34,7 @@ from tests.integration.test_intake_api import (
     service,
 )
 from tests.integration.test_workflow_logic import running, status_when
-from tests.support import free_port
+from tests.support import free_port, scratch_database, sessions
 
 pytestmark = pytest.mark.integration
 
@@ -47,22 +42,14 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def kill_switch_url(postgres_admin_url: str) -> Iterator[str]:
     """A database of its own: a paused switch must not stop other tests' healings."""
-    name = f"selfheal_api_guard_{uuid.uuid4().hex[:10]}"
-    url = to_sqlalchemy_url(ensure_database(postgres_admin_url, name))
-    upgrade(url)
-    try:
+    with scratch_database(postgres_admin_url, "selfheal_api_guard") as url:
         yield url
-    finally:
-        drop_database(postgres_admin_url, name)
 
 
 @pytest.fixture(scope="module")
 def session_factory(kill_switch_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(kill_switch_url, pool_size=1)
-    try:
-        yield make_session_factory(engine)
-    finally:
-        engine.dispose()
+    with sessions(kill_switch_url, pool_size=1) as factory:
+        yield factory
 
 
 @pytest.fixture(autouse=True)

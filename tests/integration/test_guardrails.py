@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,20 +27,13 @@ from typer.testing import CliRunner
 from activities.actions.registry import Action, ActionContext, ActionRegistry
 from activities.guardrails import GuardrailActivities
 from cli.guardrails import register
-from core.database import (
-    drop_database,
-    ensure_database,
-    make_engine,
-    make_session_factory,
-    to_sqlalchemy_url,
-)
 from core.settings import GuardrailSettings, get_settings
 from domain import Fault, MetricCheck, RecoveryStep, RiskLevel
 from domain.payloads import CheckGuardrailsInput, GuardrailDecision, ReleaseTargetInput
 from domain.services import ServiceCatalog, ServiceSpec, TargetSpec
 from models.guardrails import Guardrails, Run
-from models.migrate import upgrade
 from supervisor import ServerHandle, serve_in_thread
+from tests.support import scratch_database, sessions
 
 pytestmark = pytest.mark.integration
 
@@ -147,22 +139,14 @@ def server(health: Health) -> Iterator[ServerHandle]:
 
 @pytest.fixture(scope="module")
 def guard_url(postgres_admin_url: str) -> Iterator[str]:
-    name = f"selfheal_guard_{uuid.uuid4().hex[:10]}"
-    url = to_sqlalchemy_url(ensure_database(postgres_admin_url, name))
-    upgrade(url)
-    try:
+    with scratch_database(postgres_admin_url, "selfheal_guard") as url:
         yield url
-    finally:
-        drop_database(postgres_admin_url, name)
 
 
 @pytest.fixture(scope="module")
 def session_factory(guard_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(guard_url)
-    try:
-        yield make_session_factory(engine)
-    finally:
-        engine.dispose()
+    with sessions(guard_url) as factory:
+        yield factory
 
 
 @pytest.fixture(autouse=True)

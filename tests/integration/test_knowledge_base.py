@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import textwrap
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,11 +24,8 @@ from typer.testing import CliRunner
 from activities.knowledge import KnowledgeBaseActivities
 from cli.main import app
 from core.database import (
-    drop_database,
-    ensure_database,
     make_engine,
     make_session_factory,
-    to_sqlalchemy_url,
 )
 from core.settings import get_settings
 from domain import (
@@ -46,9 +42,9 @@ from domain import (
 )
 from domain.payloads import FindSolutionsInput, RecordOutcomeInput, SolutionAttempt
 from models import KnowledgeBase
-from models.migrate import head_revision, upgrade
+from models.migrate import head_revision
 from models.tables import HealingRow, HealingStepRow, SolutionRow
-from tests.support import sample_registry
+from tests.support import sample_registry, scratch_database, sessions
 
 pytestmark = pytest.mark.integration
 
@@ -57,22 +53,14 @@ T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def kb_url(postgres_admin_url: str) -> Iterator[str]:
-    name = f"selfheal_kb_{uuid.uuid4().hex[:10]}"
-    url = to_sqlalchemy_url(ensure_database(postgres_admin_url, name))
-    upgrade(url)
-    try:
+    with scratch_database(postgres_admin_url, "selfheal_kb") as url:
         yield url
-    finally:
-        drop_database(postgres_admin_url, name)
 
 
 @pytest.fixture(scope="module")
 def session_factory(kb_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(kb_url)
-    try:
-        yield make_session_factory(engine)
-    finally:
-        engine.dispose()
+    with sessions(kb_url) as factory:
+        yield factory
 
 
 @pytest.fixture(autouse=True)
@@ -688,16 +676,12 @@ def test_cli_unreachable_database_is_one_line(
 def test_cli_migrates_a_database_up_and_down(
     cli: CliRunner, monkeypatch: pytest.MonkeyPatch, postgres_admin_url: str
 ) -> None:
-    name = f"selfheal_cli_{uuid.uuid4().hex[:10]}"
-    url = to_sqlalchemy_url(ensure_database(postgres_admin_url, name))
-    monkeypatch.setenv("SELFHEAL_DATABASE__URL", url)
-    get_settings.cache_clear()
-    try:
+    with scratch_database(postgres_admin_url, "selfheal_cli", migrate=False) as url:
+        monkeypatch.setenv("SELFHEAL_DATABASE__URL", url)
+        get_settings.cache_clear()
         up = cli.invoke(app, ["db", "upgrade"])
         down = cli.invoke(app, ["db", "downgrade", "base"])
         bad = cli.invoke(app, ["db", "upgrade", "--revision", "nope"])
-    finally:
-        drop_database(postgres_admin_url, name)
 
     assert up.exit_code == 0, up.output
     assert up.stdout.strip().endswith(f"schema at revision {head_revision()}")
