@@ -22,10 +22,10 @@ from typing import Any
 import httpx
 from temporalio import activity
 
-from activities.rules import Facts, RuleSet
-from core.probes import MetricReading, ProbeResult, http_client, probe_health, read_metric
-from domain import Diagnosis, Evidence, Fault, MetricCheck
-from domain.payloads import ActivityName, CollectEvidenceInput, DiagnoseInput
+from selfheal.activities.rules import Facts, RuleSet
+from selfheal.core.probes import MetricReading, ProbeResult, http_client, probe_health, read_metric
+from selfheal.domain import Diagnosis, Evidence, Fault, MetricCheck
+from selfheal.domain.payloads import ActivityName, CollectEvidenceInput, DiagnoseInput
 
 
 def flatten(value: dict[str, Any], prefix: str) -> Facts:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from temporalio.exceptions import ApplicationError
 
-from domain import SelfhealError
+from selfheal.domain import SelfhealError
 
 
 def as_application_error(exc: SelfhealError) -> ApplicationError:

@@ -54,19 +54,19 @@ from pydantic_core import PydanticUndefined
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 
-from activities.actions.registry import Action, ActionRegistry
-from activities.errors import as_application_error
-from core.probes import http_client, probe_health, read_metric
-from core.settings import GuardrailSettings
-from domain import ActionNotFound, Fault, RecoveryStep, SelfhealError, render_params
-from domain.payloads import (
+from selfheal.activities.actions.registry import Action, ActionRegistry
+from selfheal.activities.errors import as_application_error
+from selfheal.core.probes import http_client, probe_health, read_metric
+from selfheal.core.settings import GuardrailSettings
+from selfheal.domain import ActionNotFound, Fault, RecoveryStep, SelfhealError, render_params
+from selfheal.domain.payloads import (
     ActivityName,
     CheckGuardrailsInput,
     GuardrailDecision,
     ReleaseTargetInput,
 )
-from domain.services import ServiceCatalog, ServiceSpec
-from models.guardrails import DecisionRecord, Guardrails, Run, target_key
+from selfheal.domain.services import ServiceCatalog, ServiceSpec
+from selfheal.models.guardrails import DecisionRecord, Guardrails, Run, target_key
 
 KILL_SWITCH_RETRY_S = 30.0
 TARGET_BUSY_RETRY_S = 15.0

@@ -11,17 +11,17 @@ import asyncio
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 
-from activities.actions.registry import ActionRegistry
-from activities.errors import as_application_error
-from domain import RecoveryPlan, RecoveryStep, RiskLevel, SelfhealError, Solution
-from domain.payloads import (
+from selfheal.activities.actions.registry import ActionRegistry
+from selfheal.activities.errors import as_application_error
+from selfheal.domain import RecoveryPlan, RecoveryStep, RiskLevel, SelfhealError, Solution
+from selfheal.domain.payloads import (
     ActivityName,
     FindSolutionsInput,
     FindSolutionsResult,
     RecordOutcomeInput,
     RecordOutcomeResult,
 )
-from models.knowledge_base import KnowledgeBase
+from selfheal.models.knowledge_base import KnowledgeBase
 
 
 class KnowledgeBaseActivities:

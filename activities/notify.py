@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 from temporalio import activity
 
-from activities.errors import as_application_error
-from core.probes import http_client
-from domain import ConfigError, HealingOutcome, HealingStatus, TargetError
-from domain.payloads import ActivityName, NotifyInput
+from selfheal.activities.errors import as_application_error
+from selfheal.core.probes import http_client
+from selfheal.domain import ConfigError, HealingOutcome, HealingStatus, TargetError
+from selfheal.domain.payloads import ActivityName, NotifyInput
 
 _ICONS = {
     HealingOutcome.HEALED: ":white_check_mark:",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from domain import HealingPolicy
-from domain.payloads import ActivityName, LoadPolicyInput
+from selfheal.domain import HealingPolicy
+from selfheal.domain.payloads import ActivityName, LoadPolicyInput
 
 
 class PolicyActivities:

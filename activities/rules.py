@@ -29,8 +29,8 @@ from pydantic import (
     model_validator,
 )
 
-from core.yaml_source import UniqueKeyLoader, line_of
-from domain import ConfigError, Diagnosis, RecoveryStep, RiskLevel
+from selfheal.core.yaml_source import UniqueKeyLoader, line_of
+from selfheal.domain import ConfigError, Diagnosis, RecoveryStep, RiskLevel
 
 Scalar = StrictBool | StrictInt | StrictFloat | StrictStr
 Number = Annotated[float, Strict()]

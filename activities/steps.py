@@ -26,9 +26,9 @@ from typing import Any
 from pydantic import BaseModel
 from temporalio import activity
 
-from activities.actions.registry import Action, ActionContext, ActionRegistry, Output
-from activities.errors import as_application_error
-from domain import (
+from selfheal.activities.actions.registry import Action, ActionContext, ActionRegistry, Output
+from selfheal.activities.errors import as_application_error
+from selfheal.domain import (
     Fault,
     InvalidParams,
     SelfhealError,
@@ -36,7 +36,7 @@ from domain import (
     StepStatus,
     render_params,
 )
-from domain.payloads import ActivityName, CompensateStepInput, RunStepInput
+from selfheal.domain.payloads import ActivityName, CompensateStepInput, RunStepInput
 
 SKIPPED_NOT_COMPENSABLE = "not compensable"
 SKIPPED_NOTHING_TO_UNDO = "nothing to undo"

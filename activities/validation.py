@@ -26,9 +26,9 @@ import json
 import httpx
 from temporalio import activity
 
-from core.probes import http_client, probe_health, read_metric
-from domain import Fault, ValidationResult
-from domain.payloads import ActivityName, ValidateRecoveryInput
+from selfheal.core.probes import http_client, probe_health, read_metric
+from selfheal.domain import Fault, ValidationResult
+from selfheal.domain.payloads import ActivityName, ValidateRecoveryInput
 
 GRACE_MAX_S = 5.0
 GRACE_RETRY_S = 0.5

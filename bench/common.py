@@ -17,8 +17,8 @@ from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from core.devstack import temporal_binary
-from domain import SEARCH_ATTRIBUTES
+from selfheal.devstack.processes import temporal_binary
+from selfheal.workflows.contract import SEARCH_ATTRIBUTES
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import machine_facts, write_results
-from detection.detector_config import load_detector_config
-from detection.detectors import DETECTORS, SeriesBank
-from detection.metrics_router import MetricsRouter
+from selfheal.detection.detector_config import load_detector_config
+from selfheal.detection.detectors import DETECTORS, SeriesBank
+from selfheal.detection.metrics_router import MetricsRouter
 
 ROOT = Path(__file__).resolve().parent.parent
 PETSHOP = Path("/work/shared/datasets/petshop")

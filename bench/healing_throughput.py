@@ -48,9 +48,9 @@ with workflow.unsafe.imports_passed_through():
         start_server,
         write_results,
     )
-    from core.settings import Settings
-    from detection.intake import start_healing
-    from domain import (
+    from selfheal.core.settings import Settings
+    from selfheal.detection.intake import start_healing
+    from selfheal.domain import (
         Diagnosis,
         Evidence,
         Fault,
@@ -65,7 +65,7 @@ with workflow.unsafe.imports_passed_through():
         StepStatus,
         ValidationResult,
     )
-    from domain.payloads import (
+    from selfheal.domain.payloads import (
         ActivityName,
         CheckGuardrailsInput,
         CollectEvidenceInput,
@@ -80,7 +80,7 @@ with workflow.unsafe.imports_passed_through():
         RunStepInput,
         ValidateRecoveryInput,
     )
-    from worker.build import build_worker, workflow_runner
+    from selfheal.worker.build import build_worker, workflow_runner
 
 NAME = "healing_throughput"
 

@@ -46,12 +46,12 @@ from bench.common import (
     start_server,
     write_results,
 )
-from core.settings import IntakeSettings
-from detection.app import IntakeDeps, create_app
-from detection.intake import FAULT_UPDATE_SIGNAL
-from detection.services import load_services
-from domain import FaultUpdate
-from supervisor import ServerHandle, serve_in_thread
+from selfheal.core.settings import IntakeSettings
+from selfheal.detection.app import IntakeDeps, create_app
+from selfheal.detection.intake import FAULT_UPDATE_SIGNAL
+from selfheal.detection.services import load_services
+from selfheal.devstack.supervisor import ServerHandle, serve_in_thread
+from selfheal.domain import FaultUpdate
 
 NAME = "intake"
 REPO = Path(__file__).resolve().parents[1]

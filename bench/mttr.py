@@ -31,11 +31,11 @@ from typing import Any
 import httpx
 
 from bench.common import machine_facts, write_results
-from cli.dev import Guard, Stack, dev_settings, start_stack
-from core.settings import DevSettings, IntakeSettings, Settings
-from demo.scenarios import SCENARIOS, get_scenario
-from detection.watcher import Detection
-from domain import HealingOutcome, HealingStatus
+from selfheal.cli.dev import Guard, Stack, dev_settings, start_stack
+from selfheal.core.settings import DevSettings, IntakeSettings, Settings
+from selfheal.detection.watcher import Detection
+from selfheal.devstack.demo.scenarios import SCENARIOS, get_scenario
+from selfheal.domain import HealingOutcome, HealingStatus
 from tests.support import free_ports
 
 PARTS = (

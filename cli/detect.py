@@ -13,8 +13,8 @@ from typing import TextIO
 import typer
 from pydantic import ValidationError
 
-from cli.errors import UserError, describe_validation_error, user_errors
-from detection.detectors import DETECTORS
+from selfheal.cli.errors import UserError, describe_validation_error, user_errors
+from selfheal.detection.detectors import DETECTORS
 
 # Chosen by bench/detectors.py (best F1 on injected anomalies); see bench/results/detectors.md.
 DEFAULT_DETECTOR = "zscore"

@@ -39,15 +39,15 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 
-from cli.errors import UserError, fail, user_errors
-from cli.operator import release_clients
-from cli.render import Prelude, make_console, timeline_table
-from core.devstack import DevDatabase, DevStackError, TemporalDevServer, port_in_use
-from core.settings import Settings, TemporalSettings, get_settings
-from demo.scenarios import SCENARIOS, Scenario, UnknownScenario, get_scenario
-from detection.gateway import CACHE_PREFIX_LABEL
-from detection.watcher import Detection, HealthWatcher, WatchTarget
-from domain import ApprovalDecision, HealingOutcome, HealingStatus, SelfhealError
+from selfheal.cli.errors import UserError, fail, user_errors
+from selfheal.cli.operator import release_clients
+from selfheal.cli.render import Prelude, make_console, timeline_table
+from selfheal.core.settings import Settings, TemporalSettings, get_settings
+from selfheal.detection.gateway import CACHE_PREFIX_LABEL
+from selfheal.detection.watcher import Detection, HealthWatcher, WatchTarget
+from selfheal.devstack.demo.scenarios import SCENARIOS, Scenario, UnknownScenario, get_scenario
+from selfheal.devstack.processes import DevDatabase, DevStackError, TemporalDevServer, port_in_use
+from selfheal.domain import ApprovalDecision, HealingOutcome, HealingStatus, SelfhealError
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -172,7 +172,7 @@ class DemoCache:
 
 def demo_cache(settings: Settings) -> DemoCache:
     """Redis at ``settings.redis.url`` when it answers PING, else the target's file cache."""
-    from activities.actions.redis import display_url
+    from selfheal.activities.actions.redis import display_url
 
     url = settings.redis.url
     # Two dev stacks sharing one Redis must not see (or flush) each other's cache.
@@ -222,10 +222,10 @@ class Stack:
 
 
 def _migrate_and_import(settings: Settings, url: str, *, redis_cache: bool) -> str:
-    from activities.actions import default_registry
-    from core.database import make_engine, make_session_factory
-    from models import KnowledgeBase, load_catalog
-    from models.migrate import upgrade
+    from selfheal.activities.actions import default_registry
+    from selfheal.core.database import make_engine, make_session_factory
+    from selfheal.models import KnowledgeBase, load_catalog
+    from selfheal.models.migrate import upgrade
 
     upgrade(url)
     specs = [
@@ -262,11 +262,11 @@ async def _until(condition: Callable[[], bool]) -> None:
 
 
 async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncExitStack) -> Stack:
-    from core.database import make_engine, make_session_factory
-    from core.temporal import connect
-    from demo.target import target_command
-    from supervisor import Supervisor, create_app, serve_in_thread
-    from worker import run_worker
+    from selfheal.core.database import make_engine, make_session_factory
+    from selfheal.core.temporal import connect
+    from selfheal.devstack.demo.target import target_command
+    from selfheal.devstack.supervisor import Supervisor, create_app, serve_in_thread
+    from selfheal.worker import run_worker
 
     dev = settings.dev
     if not settings.runbooks_dir.is_dir():
@@ -375,11 +375,11 @@ def _intake_server(
     """``selfheal serve`` in this process, on this event loop, with a dev token if none is set.
 
     The demo target's catalog entry follows the port dev runs it on."""
-    from detection.app import IntakeDeps, create_app
-    from detection.detector_config import load_detector_config
-    from detection.metrics_router import MetricsRouter
-    from detection.services import load_services
-    from models.guardrails import DatabaseKillSwitch
+    from selfheal.detection.app import IntakeDeps, create_app
+    from selfheal.detection.detector_config import load_detector_config
+    from selfheal.detection.metrics_router import MetricsRouter
+    from selfheal.detection.services import load_services
+    from selfheal.models.guardrails import DatabaseKillSwitch
 
     catalog = load_services(settings.runbooks_dir / "services.yaml")
     for service in catalog.services:
@@ -417,7 +417,7 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 def _print_started(stack: Stack) -> None:
-    from models.base import display_url
+    from selfheal.models.base import display_url
 
     settings = stack.settings
     dev = settings.dev

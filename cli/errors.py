@@ -10,7 +10,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from domain import ConfigError, IntakeError
+from selfheal.domain import ConfigError, IntakeError
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -14,11 +14,11 @@ from datetime import UTC
 
 import typer
 
-from cli.errors import UserError, user_errors
-from core.database import make_engine, make_session_factory, resolve_database_url
-from core.settings import get_settings
-from domain import SelfhealError
-from models.guardrails import Guardrails, PauseState
+from selfheal.cli.errors import UserError, user_errors
+from selfheal.core.database import make_engine, make_session_factory, resolve_database_url
+from selfheal.core.settings import get_settings
+from selfheal.domain import SelfhealError
+from selfheal.models.guardrails import Guardrails, PauseState
 
 
 def register(app: typer.Typer) -> None:

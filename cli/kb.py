@@ -13,14 +13,14 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from activities.actions import default_registry
-from cli.errors import UserError, user_errors
-from core.database import make_engine, make_session_factory, resolve_database_url
-from core.settings import get_settings
-from domain import SelfhealError, Solution
-from models import KnowledgeBase, load_catalog
-from models.base import display_url
-from models.migrate import current_revision, downgrade, upgrade
+from selfheal.activities.actions import default_registry
+from selfheal.cli.errors import UserError, user_errors
+from selfheal.core.database import make_engine, make_session_factory, resolve_database_url
+from selfheal.core.settings import get_settings
+from selfheal.domain import SelfhealError, Solution
+from selfheal.models import KnowledgeBase, load_catalog
+from selfheal.models.base import display_url
+from selfheal.models.migrate import current_revision, downgrade, upgrade
 
 kb_app = typer.Typer(help="The knowledge base of solutions.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)

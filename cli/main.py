@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import detect, dev, guardrails, kb, operator, serve, worker_cmd
+from selfheal.cli import detect, dev, guardrails, kb, operator, serve, worker_cmd
 
 app = typer.Typer(
     name="selfheal",

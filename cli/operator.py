@@ -21,11 +21,11 @@ from pydantic import ValidationError
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from cli.errors import UserError, describe_validation_error, user_errors
-from cli.render import healings_table, make_console, timeline_table
-from core.settings import TemporalSettings, get_settings
-from core.temporal import connect
-from detection.healings import (
+from selfheal.cli.errors import UserError, describe_validation_error, user_errors
+from selfheal.cli.render import healings_table, make_console, timeline_table
+from selfheal.core.settings import TemporalSettings, get_settings
+from selfheal.core.temporal import connect
+from selfheal.detection.healings import (
     WORKER_ANSWER_TIMEOUT,
     HealingLookupError,
     HealingRow,
@@ -35,8 +35,8 @@ from detection.healings import (
     update_failure_message,
     visibility_query,
 )
-from detection.intake import start_healing
-from domain import Approval, ApprovalDecision, Fault
+from selfheal.detection.intake import start_healing
+from selfheal.domain import Approval, ApprovalDecision, Fault
 
 T = TypeVar("T")
 

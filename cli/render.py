@@ -10,8 +10,15 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from detection.healings import HealingRow
-from domain import Fault, HealingOutcome, HealingStatus, StepResult, StepStatus, ValidationResult
+from selfheal.detection.healings import HealingRow
+from selfheal.domain import (
+    Fault,
+    HealingOutcome,
+    HealingStatus,
+    StepResult,
+    StepStatus,
+    ValidationResult,
+)
 
 OUTCOME_STYLE = {
     HealingOutcome.HEALED: "bold green",

@@ -12,17 +12,17 @@ import uvicorn
 from sqlalchemy import text
 from temporalio.client import Client
 
-from cli.errors import UserError, user_errors
-from cli.operator import release_clients, unreachable_message
-from core.database import make_engine, make_session_factory, resolve_database_url
-from core.settings import Settings, get_settings
-from core.temporal import connect
-from detection.app import IntakeDeps, create_app, openapi_json
-from detection.detector_config import load_detector_config
-from detection.metrics_router import MetricsRouter
-from detection.services import load_services
-from domain import SelfhealError
-from models.guardrails import DatabaseKillSwitch
+from selfheal.cli.errors import UserError, user_errors
+from selfheal.cli.operator import release_clients, unreachable_message
+from selfheal.core.database import make_engine, make_session_factory, resolve_database_url
+from selfheal.core.settings import Settings, get_settings
+from selfheal.core.temporal import connect
+from selfheal.detection.app import IntakeDeps, create_app, openapi_json
+from selfheal.detection.detector_config import load_detector_config
+from selfheal.detection.metrics_router import MetricsRouter
+from selfheal.detection.services import load_services
+from selfheal.domain import SelfhealError
+from selfheal.models.guardrails import DatabaseKillSwitch
 
 log = logging.getLogger(__name__)
 

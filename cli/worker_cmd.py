@@ -6,16 +6,16 @@ import asyncio
 
 import typer
 
-from cli.errors import UserError, user_errors
-from cli.operator import release_clients, unreachable_message
-from core.settings import get_settings
-from domain import SelfhealError
+from selfheal.cli.errors import UserError, user_errors
+from selfheal.cli.operator import release_clients, unreachable_message
+from selfheal.core.settings import get_settings
+from selfheal.domain import SelfhealError
 
 
 @user_errors
 def worker() -> None:
     """Run the selfheal worker (task queue: SELFHEAL_TEMPORAL__TASK_QUEUE, default selfheal)."""
-    from worker import run_worker
+    from selfheal.worker import run_worker
 
     settings = get_settings()
     error: str | None = None

@@ -13,7 +13,7 @@ import psycopg
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.settings import Settings
+from selfheal.core.settings import Settings
 
 DEFAULT_DATABASE = "selfheal"
 

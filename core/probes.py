@@ -20,7 +20,7 @@ from typing import Any, Literal
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from domain import MetricCheck
+from selfheal.domain import MetricCheck
 
 ProbeError = Literal["connection_refused", "timeout", "http_error", "other"]
 

@@ -12,7 +12,9 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from domain import TASK_QUEUE, HealingPolicy, RiskLevel
+import selfheal
+from selfheal.domain import HealingPolicy, RiskLevel
+from selfheal.workflows.contract import TASK_QUEUE
 
 
 class TemporalSettings(BaseModel):
@@ -147,7 +149,11 @@ class Settings(BaseSettings):
     postgres_targets: PostgresTargetSettings = PostgresTargetSettings()
     guardrails: GuardrailSettings = GuardrailSettings()
     dev: DevSettings = DevSettings()
-    runbooks_dir: Path = Path("runbooks")  # rules.yaml, solutions/, services.yaml, detectors.yaml
+    runbooks_dir: Path = Field(
+        default=Path(selfheal.__file__).parent / "runbooks",
+        description="rules.yaml, solutions/, services.yaml, detectors.yaml; default: the demo's, "
+        "shipped with the package",
+    )
     log_level: str = "INFO"
 
 

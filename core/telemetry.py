@@ -8,7 +8,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from core.settings import TelemetrySettings
+from selfheal.core.settings import TelemetrySettings
 
 
 def setup_tracing(

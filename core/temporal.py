@@ -9,7 +9,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
-from core.settings import TemporalSettings
+from selfheal.core.settings import TemporalSettings
 
 
 def tls_config(settings: TemporalSettings) -> TLSConfig | bool:

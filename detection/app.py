@@ -36,8 +36,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from detection.auth import APPROVE, INGEST, AuthError, Principal, TokenAuthority
-from detection.gateway import (
+from selfheal.detection.auth import APPROVE, INGEST, AuthError, Principal, TokenAuthority
+from selfheal.detection.gateway import (
     Delivery,
     Intake,
     IntakeDeps,
@@ -46,7 +46,7 @@ from detection.gateway import (
     TemporalUnavailable,
     temporal_down,
 )
-from detection.healings import (
+from selfheal.detection.healings import (
     WORKER_ANSWER_TIMEOUT,
     HealingLookupError,
     describe_healing,
@@ -55,8 +55,8 @@ from detection.healings import (
     update_failure_message,
     visibility_query,
 )
-from detection.metrics_router import MetricsRouter
-from detection.parsers import (
+from selfheal.detection.metrics_router import MetricsRouter
+from selfheal.detection.parsers import (
     Encoding,
     PayloadError,
     describe_errors,
@@ -66,14 +66,14 @@ from detection.parsers import (
     parse_otlp_error_spans,
     parse_otlp_metrics,
 )
-from domain import (
+from selfheal.domain import (
     Approval,
     ApprovalDecision,
     Fault,
     HealingStatus,
     KnowledgeBaseError,
 )
-from domain.kill_switch import KillSwitch, PauseState
+from selfheal.domain.kill_switch import KillSwitch, PauseState
 
 __all__ = ["IntakeDeps", "create_app", "openapi_json"]
 

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from domain import Fault
+from selfheal.domain import Fault
 
 R = TypeVar("R")
 

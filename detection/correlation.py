@@ -30,10 +30,11 @@ from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
-from detection.intake import FAULT_UPDATE_SIGNAL, start_healing
-from detection.services import NAME, NAME_RULE, resolve_fault
-from domain import TASK_QUEUE, WORKFLOW_TYPE, ConfigError, Fault, FaultUpdate
-from domain.services import ServiceCatalog
+from selfheal.detection.intake import FAULT_UPDATE_SIGNAL, start_healing
+from selfheal.detection.services import NAME, NAME_RULE, resolve_fault
+from selfheal.domain import ConfigError, Fault, FaultUpdate
+from selfheal.domain.services import ServiceCatalog
+from selfheal.workflows.contract import TASK_QUEUE, WORKFLOW_TYPE
 
 FAULT_SERVICE = SearchAttributeKey.for_keyword("FaultService")
 _CANDIDATES = 20  # running healings of dependencies within one window: a handful at most

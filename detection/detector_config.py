@@ -22,9 +22,9 @@ from pydantic import (
     model_validator,
 )
 
-from core.yaml_source import line_of
-from detection.detectors import DETECTORS, PhiAccrualParams
-from domain import ConfigError
+from selfheal.core.yaml_source import line_of
+from selfheal.detection.detectors import DETECTORS, PhiAccrualParams
+from selfheal.domain import ConfigError
 
 Severity = Literal["info", "warning", "critical"]
 

@@ -17,17 +17,17 @@ from pydantic import BaseModel, Field
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from core.settings import IntakeSettings
-from detection.coalesce import Coalescer
-from detection.correlation import route_fault
-from detection.intake import report_resolved, start_healing
-from detection.metrics_router import MetricsRouter
-from detection.parsers import ErrorSpan, IntervalMeans
-from detection.services import resolve_fault
-from detection.traces import ErrorTraceStore
-from domain import Fault, IntakeError
-from domain.kill_switch import KillSwitch
-from domain.services import ServiceCatalog
+from selfheal.core.settings import IntakeSettings
+from selfheal.detection.coalesce import Coalescer
+from selfheal.detection.correlation import route_fault
+from selfheal.detection.intake import report_resolved, start_healing
+from selfheal.detection.metrics_router import MetricsRouter
+from selfheal.detection.parsers import ErrorSpan, IntervalMeans
+from selfheal.detection.services import resolve_fault
+from selfheal.detection.traces import ErrorTraceStore
+from selfheal.domain import Fault, IntakeError
+from selfheal.domain.kill_switch import KillSwitch
+from selfheal.domain.services import ServiceCatalog
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,9 @@ from temporalio.client import (
 from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ApplicationError
 
-from domain import WORKFLOW_TYPE, HealingPhase, HealingStatus
-from domain.errors import IntakeError
+from selfheal.domain import HealingPhase, HealingStatus
+from selfheal.domain.errors import IntakeError
+from selfheal.workflows.contract import WORKFLOW_TYPE
 
 __all__ = [
     "WORKER_ANSWER_TIMEOUT",

@@ -20,7 +20,8 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 
-from domain import TASK_QUEUE, WORKFLOW_TYPE, Fault, FaultUpdate, HealingInput, HealingStatus
+from selfheal.domain import Fault, FaultUpdate, HealingInput, HealingStatus
+from selfheal.workflows.contract import TASK_QUEUE, WORKFLOW_TYPE
 
 FAULT_UPDATE_SIGNAL = "fault_update"
 

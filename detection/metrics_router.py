@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from detection.detector_config import DetectorConfig, MetricRule
-from detection.detectors import DETECTORS, Detector, PhiAccrual, SeriesBank
-from domain import Fault
+from selfheal.detection.detector_config import DetectorConfig, MetricRule
+from selfheal.detection.detectors import DETECTORS, Detector, PhiAccrual, SeriesBank
+from selfheal.domain import Fault
 
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 

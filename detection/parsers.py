@@ -35,9 +35,9 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from detection.services import scoped_fingerprint
-from domain import Fault
-from domain.errors import IntakeError
+from selfheal.detection.services import scoped_fingerprint
+from selfheal.domain import Fault
+from selfheal.domain.errors import IntakeError
 
 Encoding = Literal["protobuf", "json"]
 

@@ -22,10 +22,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from core.yaml_source import UniqueKeyLoader, line_of
-from domain import ConfigError, Fault, IntakeError
-from domain.fault import fingerprint_of
-from domain.services import ServiceCatalog, ServiceSpec, TargetSpec
+from selfheal.core.yaml_source import UniqueKeyLoader, line_of
+from selfheal.domain import ConfigError, Fault, IntakeError
+from selfheal.domain.fault import fingerprint_of
+from selfheal.domain.services import ServiceCatalog, ServiceSpec, TargetSpec
 
 # Names end up quoted in Temporal visibility queries and in workflow ids: keep them plain.
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")

@@ -6,7 +6,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable
 
-from detection.parsers import ErrorSpan
+from selfheal.detection.parsers import ErrorSpan
 
 
 class ErrorTraceStore:

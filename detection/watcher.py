@@ -20,9 +20,10 @@ import structlog
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from core.probes import probe_health, read_metric
-from detection.intake import report_resolved, start_healing
-from domain import TASK_QUEUE, Fault, MetricCheck
+from selfheal.core.probes import probe_health, read_metric
+from selfheal.detection.intake import report_resolved, start_healing
+from selfheal.domain import Fault, MetricCheck
+from selfheal.workflows.contract import TASK_QUEUE
 
 log = structlog.get_logger(__name__)
 

@@ -1,6 +1,6 @@
 """selfheal's vocabulary: pydantic models and errors, no I/O."""
 
-from domain.errors import (
+from selfheal.domain.errors import (
     ActionError,
     ActionNotFound,
     ConfigError,
@@ -12,8 +12,14 @@ from domain.errors import (
     TargetError,
     ValidationFailed,
 )
-from domain.fault import Fault, FaultUpdate, MetricCheck, healing_workflow_id, render_params
-from domain.healing import (
+from selfheal.domain.fault import (
+    Fault,
+    FaultUpdate,
+    MetricCheck,
+    healing_workflow_id,
+    render_params,
+)
+from selfheal.domain.healing import (
     Approval,
     ApprovalDecision,
     Diagnosis,
@@ -33,23 +39,9 @@ from domain.healing import (
     ValidationResult,
     smoothed_success_rate,
 )
-from domain.risk import RiskLevel
-
-TASK_QUEUE = "selfheal"
-WORKFLOW_TYPE = "HealingWorkflow"
-SEARCH_ATTRIBUTES = (
-    "HealingPhase",
-    "FaultService",
-    "FaultType",
-    "RootCause",
-    "RiskLevel",
-    "HealingOutcome",
-)
+from selfheal.domain.risk import RiskLevel
 
 __all__ = [
-    "SEARCH_ATTRIBUTES",
-    "TASK_QUEUE",
-    "WORKFLOW_TYPE",
     "ActionError",
     "ActionNotFound",
     "Approval",

@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from domain.fault import Fault
-from domain.risk import RiskLevel
+from selfheal.domain.fault import Fault
+from selfheal.domain.risk import RiskLevel
 
 
 class HealingPhase(StrEnum):

@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from domain.fault import Fault
-from domain.healing import (
+from selfheal.domain.fault import Fault
+from selfheal.domain.healing import (
     Diagnosis,
     Evidence,
     HealingStatus,

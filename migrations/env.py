@@ -10,9 +10,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool, text
 
-from core.database import resolve_database_url, to_sqlalchemy_url
-from core.settings import get_settings
-from models import Base
+from selfheal.core.database import resolve_database_url, to_sqlalchemy_url
+from selfheal.core.settings import get_settings
+from selfheal.models import Base
 
 MIGRATION_LOCK = 0x5E1F_4EA1  # an arbitrary constant shared by every selfheal process
 

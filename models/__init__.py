@@ -3,11 +3,16 @@
 Only activities and the CLI touch it; workflows never import it.
 """
 
-from models.base import Base
-from models.catalog import load_catalog
-from models.guardrails import Guardrails, PauseState, set_paused
-from models.knowledge_base import HealingRecord, HealingStepRecord, ImportReport, KnowledgeBase
-from models.tables import HealingRow, HealingStepRow, SolutionRow
+from selfheal.models.base import Base
+from selfheal.models.catalog import load_catalog
+from selfheal.models.guardrails import Guardrails, PauseState, set_paused
+from selfheal.models.knowledge_base import (
+    HealingRecord,
+    HealingStepRecord,
+    ImportReport,
+    KnowledgeBase,
+)
+from selfheal.models.tables import HealingRow, HealingStepRow, SolutionRow
 
 __all__ = [
     "Base",

@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase
 
-from domain import KnowledgeBaseError
+from selfheal.domain import KnowledgeBaseError
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",

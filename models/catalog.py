@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import yaml
 from pydantic import ValidationError
 
-from domain import ConfigError, RecoveryStep, SelfhealError, SolutionSpec
+from selfheal.domain import ConfigError, RecoveryStep, SelfhealError, SolutionSpec
 
 CATALOG_KEY = "solutions"
 SUFFIXES = (".yaml", ".yml")

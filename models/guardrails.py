@@ -42,8 +42,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
-from domain.kill_switch import PauseState
-from models.base import Base, knowledge_base_error
+from selfheal.domain.kill_switch import PauseState
+from selfheal.models.base import Base, knowledge_base_error
 
 __all__ = ["DatabaseKillSwitch", "Guardrails", "PauseState", "set_paused"]
 

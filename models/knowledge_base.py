@@ -27,7 +27,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from domain import (
+from selfheal.domain import (
     ConfigError,
     HealingOutcome,
     HealingStatus,
@@ -38,9 +38,9 @@ from domain import (
     SolutionSpec,
     StepResult,
 )
-from domain.payloads import RecordOutcomeInput, RecordOutcomeResult, SolutionAttempt
-from models.base import knowledge_base_error
-from models.tables import HealingRow, HealingStepRow, SolutionRow
+from selfheal.domain.payloads import RecordOutcomeInput, RecordOutcomeResult, SolutionAttempt
+from selfheal.models.base import knowledge_base_error
+from selfheal.models.tables import HealingRow, HealingStepRow, SolutionRow
 
 # Concurrent imports (several workers starting at once) take turns instead of racing on versions.
 IMPORT_LOCK = 0x5E1F_CA7A

@@ -20,10 +20,10 @@ from alembic.util import CommandError
 from sqlalchemy import create_engine, pool
 from sqlalchemy.exc import SQLAlchemyError
 
-import migrations
-from core.database import to_sqlalchemy_url
-from domain import ConfigError
-from models.base import Base, display_url, knowledge_base_error
+from selfheal import migrations
+from selfheal.core.database import to_sqlalchemy_url
+from selfheal.domain import ConfigError
+from selfheal.models.base import Base, display_url, knowledge_base_error
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 

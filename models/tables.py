@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from models.base import Base
+from selfheal.models.base import Base
 
 RISK_LEVELS = "'low', 'medium', 'high', 'critical'"
 APPROVAL_DECISIONS = "'approved', 'rejected', 'timeout'"

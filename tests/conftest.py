@@ -22,7 +22,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from core.database import (
+from selfheal.core.database import (
     start_embedded_postgres,
 )
 from tests.support import scratch_database, start_dev_server

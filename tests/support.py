@@ -19,8 +19,9 @@ from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.actions.registry import Action, ActionContext, ActionRegistry
-from domain import SEARCH_ATTRIBUTES, RiskLevel
+from selfheal.activities.actions.registry import Action, ActionContext, ActionRegistry
+from selfheal.domain import RiskLevel
+from selfheal.workflows.contract import SEARCH_ATTRIBUTES
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -137,8 +138,8 @@ def runbooks_for(directory: Path, target_url: str, services: Sequence[str] = ("d
 def scratch_database(admin_url: str, prefix: str, *, migrate: bool = True) -> Iterator[str]:
     """A database of its own on the test server (migrated to head unless told not to), dropped
     afterwards: for tests whose state must not meet the rest of the suite's."""
-    from core.database import drop_database, ensure_database, to_sqlalchemy_url
-    from models.migrate import upgrade
+    from selfheal.core.database import drop_database, ensure_database, to_sqlalchemy_url
+    from selfheal.models.migrate import upgrade
 
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     url = to_sqlalchemy_url(ensure_database(admin_url, name))
@@ -153,7 +154,7 @@ def scratch_database(admin_url: str, prefix: str, *, migrate: bool = True) -> It
 @contextmanager
 def sessions(url: str, *, pool_size: int = 5) -> Iterator[sessionmaker[Session]]:
     """A session factory on ``url``; its engine is disposed of afterwards."""
-    from core.database import make_engine, make_session_factory
+    from selfheal.core.database import make_engine, make_session_factory
 
     engine = make_engine(url, pool_size=pool_size)
     try:

@@ -1,5 +1,5 @@
 """The selfheal Temporal worker."""
 
-from worker.build import build_activities, build_worker, run_worker, workflow_runner
+from selfheal.worker.build import build_activities, build_worker, run_worker, workflow_runner
 
 __all__ = ["build_activities", "build_worker", "run_worker", "workflow_runner"]

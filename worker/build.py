@@ -16,14 +16,20 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from core.settings import Settings
-from workflows.healing import HealingWorkflow
+from selfheal.core.settings import Settings
+from selfheal.workflows.healing import HealingWorkflow
 
 log = structlog.get_logger(__name__)
 
 # Our vocabulary is pure pydantic: importing it once, outside the sandbox, keeps each workflow
 # run from re-importing it (the sandbox's per-run re-import is what makes workflows slow).
-PASSTHROUGH = ("domain", "workflows.saga", "pydantic", "pydantic_core", "annotated_types")
+PASSTHROUGH = (
+    "selfheal.domain",
+    "selfheal.workflows.saga",
+    "pydantic",
+    "pydantic_core",
+    "annotated_types",
+)
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -39,17 +45,17 @@ def build_activities(
     http: httpx.AsyncClient | None = None,
 ) -> list[Callable[..., Any]]:
     """Every activity, as bound methods of classes built once with their clients."""
-    from activities.actions import POSTGRES_DSNS, REDIS_URL, default_registry
-    from activities.actions.kubernetes import kubernetes_services
-    from activities.diagnosis import DiagnosisActivities
-    from activities.guardrails import GuardrailActivities
-    from activities.knowledge import KnowledgeBaseActivities
-    from activities.notify import NotifyActivities
-    from activities.policy import PolicyActivities
-    from activities.rules import load_rules
-    from activities.steps import StepActivities
-    from activities.validation import ValidationActivities
-    from detection.services import load_services
+    from selfheal.activities.actions import POSTGRES_DSNS, REDIS_URL, default_registry
+    from selfheal.activities.actions.kubernetes import kubernetes_services
+    from selfheal.activities.diagnosis import DiagnosisActivities
+    from selfheal.activities.guardrails import GuardrailActivities
+    from selfheal.activities.knowledge import KnowledgeBaseActivities
+    from selfheal.activities.notify import NotifyActivities
+    from selfheal.activities.policy import PolicyActivities
+    from selfheal.activities.rules import load_rules
+    from selfheal.activities.steps import StepActivities
+    from selfheal.activities.validation import ValidationActivities
+    from selfheal.detection.services import load_services
 
     registry = default_registry()
     client = http or httpx.AsyncClient()
@@ -130,9 +136,9 @@ def metrics_runtime(port: int) -> Runtime | None:
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set or SIGINT/SIGTERM; in-flight activities get
     ``graceful_shutdown_s`` to finish, then Temporal retries them on another worker."""
-    from core.database import make_engine, make_session_factory, resolve_database_url
-    from core.telemetry import setup_tracing
-    from core.temporal import connect
+    from selfheal.core.database import make_engine, make_session_factory, resolve_database_url
+    from selfheal.core.telemetry import setup_tracing
+    from selfheal.core.temporal import connect
 
     tracer_provider = setup_tracing(settings.telemetry)
 

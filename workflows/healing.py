@@ -19,7 +19,7 @@ from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUp
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from domain import (
+    from selfheal.domain import (
         Approval,
         ApprovalDecision,
         Diagnosis,
@@ -37,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
         StepStatus,
         ValidationResult,
     )
-    from domain.payloads import (
+    from selfheal.domain.payloads import (
         ActivityName,
         CheckGuardrailsInput,
         CollectEvidenceInput,
@@ -55,7 +55,7 @@ with workflow.unsafe.imports_passed_through():
         SolutionAttempt,
         ValidateRecoveryInput,
     )
-    from workflows.saga import Compensation, Saga
+    from selfheal.workflows.saga import Compensation, Saga
 
 PHASE = SearchAttributeKey.for_keyword("HealingPhase")
 FAULT_SERVICE = SearchAttributeKey.for_keyword("FaultService")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from domain import RecoveryStep, StepResult
+from selfheal.domain import RecoveryStep, StepResult
 
 
 @dataclass

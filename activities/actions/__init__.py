@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from activities.actions.degrade import HTTP_DEGRADE
-from activities.actions.http import HTTP_REQUEST
-from activities.actions.kubernetes import KUBERNETES_ACTIONS
-from activities.actions.postgres import POSTGRES_DSNS, POSTGRES_TERMINATE_BACKENDS
-from activities.actions.process import PROCESS_RESTART, SUPERVISOR_URL
-from activities.actions.redis import REDIS_DELETE_KEYS, REDIS_URL
-from activities.actions.registry import Action, ActionContext, ActionRegistry
-from activities.actions.wait import WAIT
+from selfheal.activities.actions.degrade import HTTP_DEGRADE
+from selfheal.activities.actions.http import HTTP_REQUEST
+from selfheal.activities.actions.kubernetes import KUBERNETES_ACTIONS
+from selfheal.activities.actions.postgres import POSTGRES_DSNS, POSTGRES_TERMINATE_BACKENDS
+from selfheal.activities.actions.process import PROCESS_RESTART, SUPERVISOR_URL
+from selfheal.activities.actions.redis import REDIS_DELETE_KEYS, REDIS_URL
+from selfheal.activities.actions.registry import Action, ActionContext, ActionRegistry
+from selfheal.activities.actions.wait import WAIT
 
 
 def default_registry() -> ActionRegistry:

@@ -32,9 +32,9 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from activities.actions.heartbeat import heartbeating
-from activities.actions.registry import Action, ActionContext, Output
-from domain import RiskLevel, TargetError
+from selfheal.activities.actions.heartbeat import heartbeating
+from selfheal.activities.actions.registry import Action, ActionContext, Output
+from selfheal.domain import RiskLevel, TargetError
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 CONTROL_PATH = "/control/degradation"

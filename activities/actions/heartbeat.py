@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from activities.actions.registry import ActionContext
+from selfheal.activities.actions.registry import ActionContext
 
 # Well under the workflow's step heartbeat timeout (15 s by default).
 HEARTBEAT_EVERY_S = 2.0

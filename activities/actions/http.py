@@ -19,9 +19,9 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from activities.actions.heartbeat import heartbeating
-from activities.actions.registry import Action, ActionContext, Output
-from domain import RiskLevel, TargetError
+from selfheal.activities.actions.heartbeat import heartbeating
+from selfheal.activities.actions.registry import Action, ActionContext, Output
+from selfheal.domain import RiskLevel, TargetError
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 BODY_EXCERPT_CHARS = 500

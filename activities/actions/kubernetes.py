@@ -34,9 +34,9 @@ from kubernetes.client import ApiClient, Configuration
 from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from activities.actions.registry import Action, ActionContext, Output
-from core.settings import KubernetesSettings
-from domain import RiskLevel, TargetError
+from selfheal.activities.actions.registry import Action, ActionContext, Output
+from selfheal.core.settings import KubernetesSettings
+from selfheal.domain import RiskLevel, TargetError
 
 KUBERNETES = "kubernetes"
 WAIT_TIMEOUT = "kubernetes_wait_timeout_s"

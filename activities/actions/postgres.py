@@ -32,9 +32,9 @@ from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from activities.actions.heartbeat import heartbeating
-from activities.actions.registry import Action, ActionContext, Output
-from domain import RiskLevel, TargetError
+from selfheal.activities.actions.heartbeat import heartbeating
+from selfheal.activities.actions.registry import Action, ActionContext, Output
+from selfheal.domain import RiskLevel, TargetError
 
 POSTGRES_DSNS = "postgres_dsns"
 APPLICATION_NAME = "selfheal"

@@ -21,9 +21,9 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from activities.actions.heartbeat import heartbeating
-from activities.actions.registry import Action, ActionContext, Output
-from domain import RiskLevel, TargetError
+from selfheal.activities.actions.heartbeat import heartbeating
+from selfheal.activities.actions.registry import Action, ActionContext, Output
+from selfheal.domain import RiskLevel, TargetError
 
 SUPERVISOR_URL = "supervisor_url"
 IDEMPOTENCY_HEADER = "Idempotency-Key"

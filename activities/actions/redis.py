@@ -27,8 +27,8 @@ from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from activities.actions.registry import Action, ActionContext, Output
-from domain import RiskLevel, TargetError
+from selfheal.activities.actions.registry import Action, ActionContext, Output
+from selfheal.domain import RiskLevel, TargetError
 
 REDIS_URL = "redis_url"
 SAMPLE_KEYS = 10

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from domain import ActionNotFound, InvalidParams, RecoveryStep, RiskLevel
+from selfheal.domain import ActionNotFound, InvalidParams, RecoveryStep, RiskLevel
 
 P = TypeVar("P", bound=BaseModel)
 

@@ -7,9 +7,9 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from activities.actions.heartbeat import HEARTBEAT_EVERY_S
-from activities.actions.registry import Action, ActionContext, Output
-from domain import RiskLevel
+from selfheal.activities.actions.heartbeat import HEARTBEAT_EVERY_S
+from selfheal.activities.actions.registry import Action, ActionContext, Output
+from selfheal.domain import RiskLevel
 
 
 class WaitParams(BaseModel):

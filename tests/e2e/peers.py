@@ -26,15 +26,15 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
-from activities.actions import default_registry
-from core.settings import IntakeSettings
-from detection.app import IntakeDeps, create_app
-from detection.detector_config import load_detector_config
-from detection.metrics_router import MetricsRouter
-from detection.services import load_services
-from models.catalog import load_catalog
-from models.knowledge_base import KnowledgeBase
-from supervisor import ServerHandle, serve_in_thread
+from selfheal.activities.actions import default_registry
+from selfheal.core.settings import IntakeSettings
+from selfheal.detection.app import IntakeDeps, create_app
+from selfheal.detection.detector_config import load_detector_config
+from selfheal.detection.metrics_router import MetricsRouter
+from selfheal.detection.services import load_services
+from selfheal.devstack.supervisor import ServerHandle, serve_in_thread
+from selfheal.models.catalog import load_catalog
+from selfheal.models.knowledge_base import KnowledgeBase
 from tests.support import free_ports, sessions
 
 REPO = Path(__file__).resolve().parents[2]

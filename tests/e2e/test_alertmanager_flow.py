@@ -21,8 +21,9 @@ import pytest_asyncio
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
-from core.settings import HealingSettings, Settings, SupervisorSettings
-from domain import HealingOutcome, HealingStatus
+from selfheal.core.settings import HealingSettings, Settings, SupervisorSettings
+from selfheal.domain import HealingOutcome, HealingStatus
+from selfheal.worker import build_activities, build_worker
 from tests.e2e.peers import (
     Alertmanager,
     Prometheus,
@@ -34,7 +35,6 @@ from tests.e2e.peers import (
 )
 from tests.integration.demo_stack import TARGET, DemoStack, demo_stack
 from tests.support import runbooks_for
-from worker import build_activities, build_worker
 
 pytestmark = pytest.mark.integration
 

@@ -21,13 +21,13 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from temporalio.client import Client
 
-from core.settings import Settings
-from domain import HealingOutcome, HealingStatus
-from supervisor import ServerHandle
+from selfheal.core.settings import Settings
+from selfheal.devstack.supervisor import ServerHandle
+from selfheal.domain import HealingOutcome, HealingStatus
+from selfheal.worker import build_worker
 from tests.e2e.peers import REPO, intake_app
 from tests.integration.demo_stack import TARGET
 from tests.integration.standins import Scenario
-from worker import build_worker
 
 pytestmark = pytest.mark.integration
 

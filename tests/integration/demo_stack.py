@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from demo.target import target_command
-from supervisor import ServerHandle, Supervisor, create_app, serve_in_thread
+from selfheal.devstack.demo.target import target_command
+from selfheal.devstack.supervisor import ServerHandle, Supervisor, create_app, serve_in_thread
 from tests.support import free_port
 
 TARGET = "demo-target"

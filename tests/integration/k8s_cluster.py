@@ -1,6 +1,6 @@
 """A real Kubernetes control plane for tests: etcd, kube-apiserver and the deployment and
-replicaset controllers, started with ``../shared/k8s/start-apiserver`` (no kubelet: pods stay
-Pending).
+replicaset controllers, started with the project's own ``.ci/k8s/start-apiserver`` (no
+kubelet: pods stay Pending).
 
 The binaries are built once by ``.ci/k8s.sh``. Without them the tests skip, except in CI
 (``CI=true``), where a missing build is a failure: CI must not pass by testing nothing.
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = Path(os.environ.get("SELFHEAL_K8S_SCRIPTS", ROOT.parent / "shared" / "k8s"))
+SCRIPTS = Path(os.environ.get("SELFHEAL_K8S_SCRIPTS", ROOT / ".ci" / "k8s"))
 BUILD_DIR = Path(os.environ.get("K8S_TEST_DIR", Path.home() / ".cache" / "k8s-test"))
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
 APISERVER_PORT = 6443

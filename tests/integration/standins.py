@@ -15,7 +15,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from domain import (
+from selfheal.domain import (
     Diagnosis,
     Evidence,
     HealingPolicy,
@@ -26,7 +26,7 @@ from domain import (
     StepStatus,
     ValidationResult,
 )
-from domain.payloads import (
+from selfheal.domain.payloads import (
     ActivityName,
     CheckGuardrailsInput,
     CollectEvidenceInput,

@@ -14,9 +14,9 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from activities.actions import SUPERVISOR_URL, ActionContext, default_registry
-from domain import TargetError
-from supervisor import ServerHandle, serve_in_thread
+from selfheal.activities.actions import SUPERVISOR_URL, ActionContext, default_registry
+from selfheal.devstack.supervisor import ServerHandle, serve_in_thread
+from selfheal.domain import TargetError
 from tests.integration.demo_stack import TARGET, DemoStack, demo_stack, free_port, wait_until
 
 REGISTRY = default_registry()

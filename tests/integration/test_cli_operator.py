@@ -15,9 +15,9 @@ from click.testing import Result
 from temporalio.client import Client
 from typer.testing import CliRunner
 
-from cli.main import app
-from core.settings import get_settings
-from domain import HealingOutcome, HealingPhase, HealingStatus
+from selfheal.cli.main import app
+from selfheal.core.settings import get_settings
+from selfheal.domain import HealingOutcome, HealingPhase, HealingStatus
 from tests.integration.standins import Scenario
 from tests.integration.test_workflow_logic import running, status_when
 

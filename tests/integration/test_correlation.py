@@ -19,13 +19,13 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
-from cli.render import timeline
-from detection.correlation import RouteResult, dependency_query, route_fault
-from domain import Fault, HealingStatus, IntakeError
-from domain.services import ServiceCatalog
+from selfheal.cli.render import timeline
+from selfheal.detection.correlation import RouteResult, dependency_query, route_fault
+from selfheal.domain import Fault, HealingStatus, IntakeError
+from selfheal.domain.services import ServiceCatalog
+from selfheal.worker import workflow_runner
+from selfheal.workflows.healing import HealingWorkflow
 from tests.integration.standins import Scenario
-from worker import workflow_runner
-from workflows.healing import HealingWorkflow
 
 pytestmark = pytest.mark.integration
 

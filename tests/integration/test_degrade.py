@@ -16,12 +16,12 @@ import pytest_asyncio
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
-from activities.actions import default_registry
-from activities.actions.degrade import HTTP_DEGRADE, DegradeParams
-from activities.actions.registry import ActionContext
-from core.settings import HealingSettings, Settings, SupervisorSettings
-from detection.intake import start_healing
-from domain import (
+from selfheal.activities.actions import default_registry
+from selfheal.activities.actions.degrade import HTTP_DEGRADE, DegradeParams
+from selfheal.activities.actions.registry import ActionContext
+from selfheal.core.settings import HealingSettings, Settings, SupervisorSettings
+from selfheal.detection.intake import start_healing
+from selfheal.domain import (
     Fault,
     HealingOutcome,
     HealingStatus,
@@ -31,11 +31,11 @@ from domain import (
     StepStatus,
     TargetError,
 )
-from models.catalog import load_catalog
-from models.knowledge_base import KnowledgeBase
+from selfheal.models.catalog import load_catalog
+from selfheal.models.knowledge_base import KnowledgeBase
+from selfheal.worker import build_activities, build_worker
 from tests.integration.demo_stack import TARGET, DemoStack, demo_stack, wait_until
 from tests.support import runbooks_for, scratch_database, sessions
-from worker import build_activities, build_worker
 
 pytestmark = pytest.mark.integration
 

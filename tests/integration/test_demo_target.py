@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from demo.scenarios import SCENARIOS
-from demo.target import target_command
+from selfheal.devstack.demo.scenarios import SCENARIOS
+from selfheal.devstack.demo.target import target_command
 from tests.integration.demo_stack import free_port, wait_until
 
 

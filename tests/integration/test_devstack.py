@@ -13,10 +13,10 @@ import pytest
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 
-from core.database import to_libpq_url
-from core.devstack import DevDatabase, DevStackError, TemporalDevServer
-from core.settings import DatabaseSettings, DevSettings, Settings
-from domain import SEARCH_ATTRIBUTES
+from selfheal.core.database import to_libpq_url
+from selfheal.core.settings import DatabaseSettings, DevSettings, Settings
+from selfheal.devstack.processes import DevDatabase, DevStackError, TemporalDevServer
+from selfheal.workflows.contract import SEARCH_ATTRIBUTES
 from tests.support import free_ports, short_tmp_dir
 
 pytestmark = pytest.mark.integration

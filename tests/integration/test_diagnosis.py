@@ -19,12 +19,12 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 from temporalio.testing import ActivityEnvironment
 
-from activities.diagnosis import DiagnosisActivities
-from activities.rules import load_rules
-from demo.target import TargetServer, TargetState, Traffic
-from domain import Diagnosis, Evidence, Fault, MetricCheck
-from domain.payloads import CollectEvidenceInput, DiagnoseInput
-from supervisor import ServerHandle, serve_in_thread
+from selfheal.activities.diagnosis import DiagnosisActivities
+from selfheal.activities.rules import load_rules
+from selfheal.devstack.demo.target import TargetServer, TargetState, Traffic
+from selfheal.devstack.supervisor import ServerHandle, serve_in_thread
+from selfheal.domain import Diagnosis, Evidence, Fault, MetricCheck
+from selfheal.domain.payloads import CollectEvidenceInput, DiagnoseInput
 from tests.integration.demo_stack import free_port
 
 RULES = load_rules(Path(__file__).resolve().parents[2] / "runbooks" / "rules.yaml")

@@ -14,16 +14,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 from typer.testing import CliRunner
 
-from cli.main import app as cli_app
-from core.database import (
+from selfheal.cli.main import app as cli_app
+from selfheal.core.database import (
     make_engine,
     make_session_factory,
 )
-from core.settings import get_settings
-from detection.app import IntakeDeps
-from detection.gateway import CACHE_PREFIX_LABEL
-from domain import HealingStatus
-from models.guardrails import DatabaseKillSwitch, Guardrails
+from selfheal.core.settings import get_settings
+from selfheal.detection.app import IntakeDeps
+from selfheal.detection.gateway import CACHE_PREFIX_LABEL
+from selfheal.domain import HealingStatus
+from selfheal.models.guardrails import DatabaseKillSwitch, Guardrails
 from tests.integration.standins import Scenario
 from tests.integration.test_intake_api import (
     APPROVER,

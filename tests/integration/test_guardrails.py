@@ -24,15 +24,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.testing import ActivityEnvironment
 from typer.testing import CliRunner
 
-from activities.actions.registry import Action, ActionContext, ActionRegistry
-from activities.guardrails import GuardrailActivities
-from cli.guardrails import register
-from core.settings import GuardrailSettings, get_settings
-from domain import Fault, MetricCheck, RecoveryStep, RiskLevel
-from domain.payloads import CheckGuardrailsInput, GuardrailDecision, ReleaseTargetInput
-from domain.services import ServiceCatalog, ServiceSpec, TargetSpec
-from models.guardrails import Guardrails, Run
-from supervisor import ServerHandle, serve_in_thread
+from selfheal.activities.actions.registry import Action, ActionContext, ActionRegistry
+from selfheal.activities.guardrails import GuardrailActivities
+from selfheal.cli.guardrails import register
+from selfheal.core.settings import GuardrailSettings, get_settings
+from selfheal.devstack.supervisor import ServerHandle, serve_in_thread
+from selfheal.domain import Fault, MetricCheck, RecoveryStep, RiskLevel
+from selfheal.domain.payloads import CheckGuardrailsInput, GuardrailDecision, ReleaseTargetInput
+from selfheal.domain.services import ServiceCatalog, ServiceSpec, TargetSpec
+from selfheal.models.guardrails import Guardrails, Run
 from tests.support import scratch_database, sessions
 
 pytestmark = pytest.mark.integration

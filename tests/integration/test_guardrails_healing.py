@@ -24,12 +24,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
-from activities.actions import default_registry
-from activities.guardrails import GuardrailActivities
-from core.database import make_engine, make_session_factory
-from core.settings import GuardrailSettings, HealingSettings, Settings, SupervisorSettings
-from detection.intake import start_healing
-from domain import (
+from selfheal.activities.actions import default_registry
+from selfheal.activities.guardrails import GuardrailActivities
+from selfheal.core.database import make_engine, make_session_factory
+from selfheal.core.settings import GuardrailSettings, HealingSettings, Settings, SupervisorSettings
+from selfheal.detection.intake import start_healing
+from selfheal.devstack.supervisor import serve_in_thread
+from selfheal.domain import (
     Fault,
     HealingOutcome,
     HealingPolicy,
@@ -39,16 +40,15 @@ from domain import (
     RiskLevel,
     StepStatus,
 )
-from domain.services import ServiceCatalog, ServiceSpec, TargetSpec
-from models.catalog import load_catalog
-from models.guardrails import Guardrails, set_paused, target_key
-from models.knowledge_base import KnowledgeBase
-from supervisor import serve_in_thread
+from selfheal.domain.services import ServiceCatalog, ServiceSpec, TargetSpec
+from selfheal.models.catalog import load_catalog
+from selfheal.models.guardrails import Guardrails, set_paused, target_key
+from selfheal.models.knowledge_base import KnowledgeBase
+from selfheal.worker import build_activities, build_worker, workflow_runner
+from selfheal.workflows.healing import HealingWorkflow
 from tests.integration.demo_stack import TARGET, demo_stack, wait_until
 from tests.integration.standins import Scenario
 from tests.support import runbooks_for
-from worker import build_activities, build_worker, workflow_runner
-from workflows.healing import HealingWorkflow
 
 pytestmark = pytest.mark.integration
 

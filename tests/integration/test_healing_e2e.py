@@ -21,19 +21,19 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from activities.actions import default_registry
-from activities.knowledge import KnowledgeBaseActivities
-from core.database import make_engine, make_session_factory
-from core.settings import HealingSettings, Settings, SupervisorSettings
-from detection.intake import start_healing
-from domain import Fault, HealingOutcome, HealingStatus, MetricCheck, StepStatus
-from domain.payloads import ActivityName, RecordOutcomeInput, RecordOutcomeResult
-from models.catalog import load_catalog
-from models.knowledge_base import KnowledgeBase
+from selfheal.activities.actions import default_registry
+from selfheal.activities.knowledge import KnowledgeBaseActivities
+from selfheal.core.database import make_engine, make_session_factory
+from selfheal.core.settings import HealingSettings, Settings, SupervisorSettings
+from selfheal.detection.intake import start_healing
+from selfheal.domain import Fault, HealingOutcome, HealingStatus, MetricCheck, StepStatus
+from selfheal.domain.payloads import ActivityName, RecordOutcomeInput, RecordOutcomeResult
+from selfheal.models.catalog import load_catalog
+from selfheal.models.knowledge_base import KnowledgeBase
+from selfheal.worker import build_activities, build_worker
 from tests.integration.demo_stack import TARGET, DemoStack, demo_stack, free_port, wait_until
 from tests.integration.standins import Scenario
 from tests.support import runbooks_for
-from worker import build_activities, build_worker
 
 pytestmark = pytest.mark.integration
 
@@ -223,7 +223,7 @@ async def test_record_retried_after_commit_counts_once(
 
 def worker_process(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "worker"],
+        [sys.executable, "-m", "selfheal.cli.main", "worker"],
         env={**os.environ, **env},
         start_new_session=True,
         stdout=subprocess.DEVNULL,

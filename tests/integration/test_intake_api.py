@@ -34,15 +34,15 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
-from core.database import to_libpq_url
-from core.settings import IntakeSettings
-from detection.app import IntakeDeps, create_app
-from detection.detector_config import DetectorConfig
-from detection.metrics_router import MetricsRouter
-from detection.services import load_services
-from domain import HealingOutcome, HealingStatus, healing_workflow_id
-from domain.fault import fingerprint_of
-from supervisor.serving import serve_in_thread
+from selfheal.core.database import to_libpq_url
+from selfheal.core.settings import IntakeSettings
+from selfheal.detection.app import IntakeDeps, create_app
+from selfheal.detection.detector_config import DetectorConfig
+from selfheal.detection.metrics_router import MetricsRouter
+from selfheal.detection.services import load_services
+from selfheal.devstack.supervisor.serving import serve_in_thread
+from selfheal.domain import HealingOutcome, HealingStatus, healing_workflow_id
+from selfheal.domain.fault import fingerprint_of
 from tests.integration.standins import Scenario
 from tests.integration.test_workflow_logic import running, status_when
 

@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from temporalio.client import Client
 
-from core.settings import IntakeSettings
-from detection.app import IntakeDeps, create_app
-from detection.detector_config import DetectorConfig
-from detection.metrics_router import MetricsRouter
+from selfheal.core.settings import IntakeSettings
+from selfheal.detection.app import IntakeDeps, create_app
+from selfheal.detection.detector_config import DetectorConfig
+from selfheal.detection.metrics_router import MetricsRouter
 
 pytestmark = pytest.mark.integration
 

@@ -21,14 +21,14 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 from typer.testing import CliRunner
 
-from activities.knowledge import KnowledgeBaseActivities
-from cli.main import app
-from core.database import (
+from selfheal.activities.knowledge import KnowledgeBaseActivities
+from selfheal.cli.main import app
+from selfheal.core.database import (
     make_engine,
     make_session_factory,
 )
-from core.settings import get_settings
-from domain import (
+from selfheal.core.settings import get_settings
+from selfheal.domain import (
     Approval,
     Diagnosis,
     Fault,
@@ -40,10 +40,10 @@ from domain import (
     StepResult,
     StepStatus,
 )
-from domain.payloads import FindSolutionsInput, RecordOutcomeInput, SolutionAttempt
-from models import KnowledgeBase
-from models.migrate import head_revision
-from models.tables import HealingRow, HealingStepRow, SolutionRow
+from selfheal.domain.payloads import FindSolutionsInput, RecordOutcomeInput, SolutionAttempt
+from selfheal.models import KnowledgeBase
+from selfheal.models.migrate import head_revision
+from selfheal.models.tables import HealingRow, HealingStepRow, SolutionRow
 from tests.support import sample_registry, scratch_database, sessions
 
 pytestmark = pytest.mark.integration
@@ -554,7 +554,7 @@ def cli(monkeypatch: pytest.MonkeyPatch, kb_url: str) -> Iterator[CliRunner]:
 @pytest.fixture
 def test_actions(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI validates against ``default_registry()``; these tests bring their own actions."""
-    monkeypatch.setattr("cli.kb.default_registry", sample_registry)
+    monkeypatch.setattr("selfheal.cli.kb.default_registry", sample_registry)
 
 
 def write_catalog(root: Path, content: str = CATALOG) -> Path:

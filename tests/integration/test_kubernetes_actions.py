@@ -20,17 +20,17 @@ from kubernetes.client import ApiClient
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.actions import default_registry
-from activities.actions.kubernetes import (
+from selfheal.activities.actions import default_registry
+from selfheal.activities.actions.kubernetes import (
     KUBERNETES,
     KubeApi,
     kubernetes_client,
     kubernetes_services,
 )
-from activities.steps import StepActivities
-from core.settings import KubernetesSettings
-from domain import Fault, RecoveryStep, StepResult, StepStatus
-from domain.payloads import CompensateStepInput, RunStepInput
+from selfheal.activities.steps import StepActivities
+from selfheal.core.settings import KubernetesSettings
+from selfheal.domain import Fault, RecoveryStep, StepResult, StepStatus
+from selfheal.domain.payloads import CompensateStepInput, RunStepInput
 from tests.integration import k8s_cluster as cluster
 from tests.integration.k8s_cluster import LIMITED_USER, ROOT, Cluster
 

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import create_engine, inspect, pool
 
-from core.database import drop_database, ensure_database, to_sqlalchemy_url
-from domain import ConfigError, KnowledgeBaseError
-from models.migrate import (
+from selfheal.core.database import drop_database, ensure_database, to_sqlalchemy_url
+from selfheal.domain import ConfigError, KnowledgeBaseError
+from selfheal.models.migrate import (
     current_revision,
     downgrade,
     head_revision,

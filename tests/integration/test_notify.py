@@ -13,8 +13,9 @@ from fastapi.responses import JSONResponse
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.notify import NotifyActivities, summary_line
-from domain import (
+from selfheal.activities.notify import NotifyActivities, summary_line
+from selfheal.devstack.supervisor import ServerHandle, serve_in_thread
+from selfheal.domain import (
     ConfigError,
     Diagnosis,
     Fault,
@@ -22,8 +23,7 @@ from domain import (
     HealingPhase,
     HealingStatus,
 )
-from domain.payloads import NotifyInput
-from supervisor import ServerHandle, serve_in_thread
+from selfheal.domain.payloads import NotifyInput
 from tests.integration.demo_stack import free_port
 
 

@@ -13,13 +13,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from activities.actions.postgres import (
+from selfheal.activities.actions.postgres import (
     POSTGRES_DSNS,
     POSTGRES_TERMINATE_BACKENDS,
     TerminateBackendsParams,
 )
-from activities.actions.registry import ActionContext
-from domain import InvalidParams, TargetError
+from selfheal.activities.actions.registry import ActionContext
+from selfheal.domain import InvalidParams, TargetError
 
 pytestmark = pytest.mark.integration
 

@@ -12,10 +12,10 @@ import httpx
 import pytest
 import redis
 
-from activities.actions.redis import REDIS_DELETE_KEYS, REDIS_URL, DeleteKeysParams
-from activities.actions.registry import ActionContext
-from demo.target import POISONED_KEY, target_command
-from domain import InvalidParams, TargetError
+from selfheal.activities.actions.redis import REDIS_DELETE_KEYS, REDIS_URL, DeleteKeysParams
+from selfheal.activities.actions.registry import ActionContext
+from selfheal.devstack.demo.target import POISONED_KEY, target_command
+from selfheal.domain import InvalidParams, TargetError
 from tests.integration.demo_stack import wait_until
 from tests.support import free_port
 

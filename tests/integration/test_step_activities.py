@@ -12,10 +12,10 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.actions import SUPERVISOR_URL, default_registry
-from activities.steps import StepActivities
-from domain import Fault, RecoveryStep, StepCall, StepResult, StepStatus
-from domain.payloads import CompensateStepInput, RunStepInput
+from selfheal.activities.actions import SUPERVISOR_URL, default_registry
+from selfheal.activities.steps import StepActivities
+from selfheal.domain import Fault, RecoveryStep, StepCall, StepResult, StepStatus
+from selfheal.domain.payloads import CompensateStepInput, RunStepInput
 from tests.integration.demo_stack import TARGET, DemoStack, demo_stack, free_port, wait_until
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from supervisor import (
+from selfheal.devstack.supervisor import (
     IdempotencyConflict,
     ProcessState,
     ServerHandle,

@@ -11,13 +11,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio.client import Client
 
-from core.settings import Settings, TelemetrySettings, TemporalSettings
-from core.telemetry import setup_tracing
-from core.temporal import connect
-from detection.intake import start_healing
-from domain import Fault, HealingOutcome, HealingStatus
+from selfheal.core.settings import Settings, TelemetrySettings, TemporalSettings
+from selfheal.core.telemetry import setup_tracing
+from selfheal.core.temporal import connect
+from selfheal.detection.intake import start_healing
+from selfheal.domain import Fault, HealingOutcome, HealingStatus
+from selfheal.worker import build_worker
 from tests.integration.standins import Scenario
-from worker import build_worker
 
 pytestmark = pytest.mark.integration
 

@@ -14,10 +14,10 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 from temporalio.testing import ActivityEnvironment
 
-from activities.validation import ValidationActivities
-from domain import Fault, MetricCheck, ValidationResult
-from domain.payloads import ValidateRecoveryInput
-from supervisor import ServerHandle, serve_in_thread
+from selfheal.activities.validation import ValidationActivities
+from selfheal.devstack.supervisor import ServerHandle, serve_in_thread
+from selfheal.domain import Fault, MetricCheck, ValidationResult
+from selfheal.domain.payloads import ValidateRecoveryInput
 from tests.integration.demo_stack import free_port
 
 PROBE_TIMEOUT_S = 0.5

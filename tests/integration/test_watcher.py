@@ -13,9 +13,9 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 from temporalio.client import Client
 
-from detection.watcher import HealthWatcher, WatchTarget
-from domain import HealingStatus, MetricCheck
-from supervisor import serve_in_thread
+from selfheal.detection.watcher import HealthWatcher, WatchTarget
+from selfheal.devstack.supervisor import serve_in_thread
+from selfheal.domain import HealingStatus, MetricCheck
 from tests.integration.standins import Scenario
 from tests.integration.test_workflow_logic import running, status_when
 

@@ -16,8 +16,8 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from detection.intake import report_resolved, start_healing
-from domain import (
+from selfheal.detection.intake import report_resolved, start_healing
+from selfheal.domain import (
     Approval,
     ApprovalDecision,
     Fault,
@@ -28,10 +28,10 @@ from domain import (
     RiskLevel,
     StepStatus,
 )
-from domain.payloads import GuardrailDecision
+from selfheal.domain.payloads import GuardrailDecision
+from selfheal.worker import workflow_runner
+from selfheal.workflows.healing import HealingWorkflow
 from tests.integration.standins import Scenario, plan
-from worker import workflow_runner
-from workflows.healing import HealingWorkflow
 
 pytestmark = pytest.mark.integration
 

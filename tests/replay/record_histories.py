@@ -19,13 +19,13 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
-from detection.intake import report_resolved, start_healing
-from domain import ApprovalDecision, Fault, HealingStatus
-from domain.payloads import GuardrailDecision
+from selfheal.detection.intake import report_resolved, start_healing
+from selfheal.domain import ApprovalDecision, Fault, HealingStatus
+from selfheal.domain.payloads import GuardrailDecision
+from selfheal.worker import workflow_runner
+from selfheal.workflows.healing import HealingWorkflow
 from tests.integration.standins import Scenario, plan
 from tests.support import start_dev_server
-from worker import workflow_runner
-from workflows.healing import HealingWorkflow
 
 HERE = Path(__file__).parent / "histories"
 

@@ -10,8 +10,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from worker import workflow_runner
-from workflows.healing import HealingWorkflow
+from selfheal.worker import workflow_runner
+from selfheal.workflows.healing import HealingWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from domain import ConfigError, RiskLevel, SolutionSpec
-from models.catalog import load_catalog
-from models.knowledge_base import content_hash
+from selfheal.domain import ConfigError, RiskLevel, SolutionSpec
+from selfheal.models.catalog import load_catalog
+from selfheal.models.knowledge_base import content_hash
 from tests.support import sample_registry
 
 DEMO = """\

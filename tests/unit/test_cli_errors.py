@@ -11,8 +11,8 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-from cli.main import app
-from core.settings import get_settings
+from selfheal.cli.main import app
+from selfheal.core.settings import get_settings
 
 
 @pytest.fixture(autouse=True)

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from demo.scenarios import SCENARIOS, UnknownScenario, get_scenario
-from demo.target import SCENARIOS as INJECTABLE
+from selfheal.devstack.demo.scenarios import SCENARIOS, UnknownScenario, get_scenario
+from selfheal.devstack.demo.target import SCENARIOS as INJECTABLE
 
 
 def test_every_scenario_is_injectable_and_names_its_root_cause() -> None:

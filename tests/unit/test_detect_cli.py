@@ -11,8 +11,8 @@ import pytest
 import typer
 from typer.testing import CliRunner, Result
 
-from cli.detect import DEFAULT_DETECTOR, register
-from detection.detectors import DETECTORS
+from selfheal.cli.detect import DEFAULT_DETECTOR, register
+from selfheal.detection.detectors import DETECTORS
 
 app = typer.Typer()
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from detection.detector_config import load_detector_config, parse_detector_config
-from detection.detectors import DETECTORS, EwmaParams
-from domain import ConfigError
+from selfheal.detection.detector_config import load_detector_config, parse_detector_config
+from selfheal.detection.detectors import DETECTORS, EwmaParams
+from selfheal.domain import ConfigError
 
 RUNBOOK = Path(__file__).resolve().parents[2] / "runbooks" / "detectors.yaml"
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from bench.common import percentile
-from detection.detectors import (
+from selfheal.detection.detectors import (
     DETECTORS,
     AdaptiveTimeout,
     AdaptiveTimeoutParams,

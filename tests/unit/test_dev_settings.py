@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from cli.dev import DEMO_PROBE_INTERVAL_S, DEMO_WINDOW_S, DEV_SHUTDOWN_S, dev_settings
-from cli.render import Prelude, timeline
-from core.settings import Settings
-from domain import (
+from selfheal.cli.dev import DEMO_PROBE_INTERVAL_S, DEMO_WINDOW_S, DEV_SHUTDOWN_S, dev_settings
+from selfheal.cli.render import Prelude, timeline
+from selfheal.core.settings import Settings
+from selfheal.domain import (
     Approval,
     Diagnosis,
     Fault,

@@ -9,9 +9,9 @@ import json
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from activities.actions import default_registry
-from activities.actions.kubernetes import KubernetesConflict, _api_error, _on_conflict
-from domain import InvalidParams, TargetError
+from selfheal.activities.actions import default_registry
+from selfheal.activities.actions.kubernetes import KubernetesConflict, _api_error, _on_conflict
+from selfheal.domain import InvalidParams, TargetError
 
 
 def api_exception(status: int, message: str) -> ApiException:

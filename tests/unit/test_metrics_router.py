@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from detection.detector_config import parse_detector_config
-from detection.metrics_router import MetricsRouter
-from domain.fault import fingerprint_of
+from selfheal.detection.detector_config import parse_detector_config
+from selfheal.detection.metrics_router import MetricsRouter
+from selfheal.domain.fault import fingerprint_of
 
 CONFIG = """\
 max_series: 3

@@ -26,9 +26,9 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-from detection.auth import AuthError, TokenAuthority
-from detection.coalesce import Coalescer
-from detection.parsers import (
+from selfheal.detection.auth import AuthError, TokenAuthority
+from selfheal.detection.coalesce import Coalescer
+from selfheal.detection.parsers import (
     ErrorSpan,
     IntervalMeans,
     PayloadError,
@@ -37,8 +37,8 @@ from detection.parsers import (
     parse_otlp_error_spans,
     parse_otlp_metrics,
 )
-from detection.traces import ErrorTraceStore
-from domain import Fault
+from selfheal.detection.traces import ErrorTraceStore
+from selfheal.domain import Fault
 
 
 def alert(status: str = "firing", **labels: str) -> dict[str, Any]:

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from activities.actions import Action, ActionContext, ActionRegistry, default_registry
-from domain import ActionNotFound, InvalidParams, RecoveryStep, RiskLevel, StepCall
+from selfheal.activities.actions import Action, ActionContext, ActionRegistry, default_registry
+from selfheal.domain import ActionNotFound, InvalidParams, RecoveryStep, RiskLevel, StepCall
 
 REGISTRY = default_registry()
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from cli.render import timeline
-from domain import Fault, HealingPhase, HealingStatus, StepResult, StepStatus
+from selfheal.cli.render import timeline
+from selfheal.domain import Fault, HealingPhase, HealingStatus, StepResult, StepStatus
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

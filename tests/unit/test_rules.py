@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from activities.rules import Condition, Rule, RuleSet, load_rules
-from domain import ConfigError, RiskLevel
+from selfheal.activities.rules import Condition, Rule, RuleSet, load_rules
+from selfheal.domain import ConfigError, RiskLevel
 
 
 def cond(spec: Any) -> Condition:

@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 import yaml
 
-from activities.actions import default_registry
-from activities.diagnosis import flatten
-from activities.rules import RuleSet, load_rules
-from demo.scenarios import SCENARIOS
-from domain import Fault, SolutionSpec, render_params
-from models.catalog import load_catalog
+from selfheal.activities.actions import default_registry
+from selfheal.activities.diagnosis import flatten
+from selfheal.activities.rules import RuleSet, load_rules
+from selfheal.devstack.demo.scenarios import SCENARIOS
+from selfheal.domain import Fault, SolutionSpec, render_params
+from selfheal.models.catalog import load_catalog
 
 RUNBOOKS = Path(__file__).resolve().parents[2] / "runbooks"
 SOLUTION_FILES = sorted((RUNBOOKS / "solutions").glob("*.yaml"))

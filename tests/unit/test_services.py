@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from detection.services import load_services, resolve_fault, scoped_fingerprint
-from domain import ConfigError, Fault, IntakeError
-from domain.fault import fingerprint_of
-from domain.services import ServiceCatalog
+from selfheal.detection.services import load_services, resolve_fault, scoped_fingerprint
+from selfheal.domain import ConfigError, Fault, IntakeError
+from selfheal.domain.fault import fingerprint_of
+from selfheal.domain.services import ServiceCatalog
 
 REPO = Path(__file__).resolve().parents[2]
 

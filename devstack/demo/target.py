@@ -1,6 +1,6 @@
 """The demo target: a tiny "checkout" service with fault injection, run as its own process.
 
-    python -m demo.target --port 8780 --state-dir .selfheal/target
+    python -m selfheal.devstack.demo.target --port 8780 --state-dir .selfheal/target
 
 Standard library only, so that it starts in a blink when the supervisor restarts it.
 
@@ -69,7 +69,7 @@ def target_command(
 ) -> list[str]:
     """The command line that runs the demo target (for the supervisor)."""
     command = [
-        sys.executable, "-m", "demo.target",
+        sys.executable, "-m", "selfheal.devstack.demo.target",
         "--host", host, "--port", str(port), "--state-dir", str(state_dir),
     ]  # fmt: skip
     if redis_url:
@@ -522,7 +522,8 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m demo.target", description="selfheal's demo target with fault injection"
+        prog="python -m selfheal.devstack.demo.target",
+        description="selfheal's demo target with fault injection",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)

@@ -20,9 +20,10 @@ from typing import IO
 
 from temporalio.client import Client
 
-from core.database import resolve_database_url
-from core.settings import Settings
-from domain import SEARCH_ATTRIBUTES, ConfigError
+from selfheal.core.database import resolve_database_url
+from selfheal.core.settings import Settings
+from selfheal.domain import ConfigError
+from selfheal.workflows.contract import SEARCH_ATTRIBUTES
 
 
 class DevStackError(Exception):

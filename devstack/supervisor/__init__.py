@@ -1,7 +1,7 @@
 """selfheal's process supervisor: named processes, idempotent restarts, an HTTP control API."""
 
-from supervisor.api import IDEMPOTENCY_HEADER, create_app
-from supervisor.core import (
+from selfheal.devstack.supervisor.api import IDEMPOTENCY_HEADER, create_app
+from selfheal.devstack.supervisor.core import (
     IdempotencyConflict,
     ProcessState,
     ProcessStatus,
@@ -11,7 +11,7 @@ from supervisor.core import (
     SupervisorError,
     UnknownProcess,
 )
-from supervisor.serving import ServerHandle, serve_in_thread
+from selfheal.devstack.supervisor.serving import ServerHandle, serve_in_thread
 
 __all__ = [
     "IDEMPOTENCY_HEADER",

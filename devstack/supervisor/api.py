@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Header
 from fastapi.responses import JSONResponse
 
-from supervisor.core import (
+from selfheal.devstack.supervisor.core import (
     IdempotencyConflict,
     ProcessStatus,
     RestartResult,

@@ -1,0 +1,1 @@
+"""The HTTP intake: one FastAPI router per tag; routes talk only to the door (``healings``)."""
