@@ -20,12 +20,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from temporalio import activity
 
 from selfheal.activities.rules import Facts, RuleSet
 from selfheal.core.probes import MetricReading, ProbeResult, http_client, probe_health, read_metric
 from selfheal.domain import Diagnosis, Evidence, Fault, MetricCheck
-from selfheal.domain.payloads import ActivityName, CollectEvidenceInput, DiagnoseInput
+from selfheal.domain.payloads import CollectEvidenceInput, DiagnoseInput
+from selfheal.workflows.contract import COLLECT_EVIDENCE, DIAGNOSE_FAULT, implements
 
 
 def flatten(value: dict[str, Any], prefix: str) -> Facts:
@@ -90,7 +90,7 @@ class DiagnosisActivities:
         self._http = http
         self._timeout_s = probe_timeout_s
 
-    @activity.defn(name=ActivityName.COLLECT_EVIDENCE)
+    @implements(COLLECT_EVIDENCE)
     async def collect_evidence(self, input: CollectEvidenceInput) -> Evidence:
         """Probe the target; never fails because the target is down (that is the evidence)."""
         fault = input.fault
@@ -116,7 +116,7 @@ class DiagnosisActivities:
             facts=facts,
         )
 
-    @activity.defn(name=ActivityName.DIAGNOSE_FAULT)
+    @implements(DIAGNOSE_FAULT)
     async def diagnose_fault(self, input: DiagnoseInput) -> Diagnosis:
         # The fault's own facts are recomputed so that hand-built evidence diagnoses the same.
         facts = fault_facts(input.fault) | input.evidence.facts

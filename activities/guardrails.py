@@ -50,23 +50,25 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import structlog
 from pydantic_core import PydanticUndefined
 from sqlalchemy.orm import Session, sessionmaker
-from temporalio import activity
 
 from selfheal.activities.actions.registry import Action, ActionRegistry
 from selfheal.activities.errors import as_application_error
+from selfheal.core.catalog import ServiceCatalog, ServiceSpec
 from selfheal.core.probes import http_client, probe_health, read_metric
 from selfheal.core.settings import GuardrailSettings
 from selfheal.domain import ActionNotFound, Fault, RecoveryStep, SelfhealError, render_params
 from selfheal.domain.payloads import (
-    ActivityName,
     CheckGuardrailsInput,
     GuardrailDecision,
     ReleaseTargetInput,
 )
-from selfheal.domain.services import ServiceCatalog, ServiceSpec
 from selfheal.models.guardrails import DecisionRecord, Guardrails, Run, target_key
+from selfheal.workflows.contract import CHECK_GUARDRAILS, RELEASE_TARGET, implements
+
+log = structlog.get_logger(__name__)
 
 KILL_SWITCH_RETRY_S = 30.0
 TARGET_BUSY_RETRY_S = 15.0
@@ -119,7 +121,7 @@ class GuardrailActivities:
         self._http = http
         self._probe_timeout_s = probe_timeout_s
 
-    @activity.defn(name=ActivityName.CHECK_GUARDRAILS)
+    @implements(CHECK_GUARDRAILS)
     async def check_guardrails(self, input: CheckGuardrailsInput) -> GuardrailDecision:
         spec = self._catalog.get(input.fault.service)
         target = _target_name(spec, input.fault)
@@ -136,10 +138,10 @@ class GuardrailActivities:
         except SelfhealError as exc:
             raise as_application_error(exc) from exc
         if not decision.allowed:
-            activity.logger.info("guardrail %s refused: %s", decision.rule, decision.reason)
+            log.info("guardrail refused", rule=decision.rule, reason=decision.reason, target=key)
         return decision
 
-    @activity.defn(name=ActivityName.RELEASE_TARGET)
+    @implements(RELEASE_TARGET)
     async def release_target(self, input: ReleaseTargetInput) -> None:
         try:
             await asyncio.to_thread(self._store.release, Run(input.workflow_id, input.run_id))

@@ -8,20 +8,22 @@ from __future__ import annotations
 
 import asyncio
 
+import structlog
 from sqlalchemy.orm import Session, sessionmaker
-from temporalio import activity
 
 from selfheal.activities.actions.registry import ActionRegistry
 from selfheal.activities.errors import as_application_error
 from selfheal.domain import RecoveryPlan, RecoveryStep, RiskLevel, SelfhealError, Solution
 from selfheal.domain.payloads import (
-    ActivityName,
     FindSolutionsInput,
     FindSolutionsResult,
     RecordOutcomeInput,
     RecordOutcomeResult,
 )
 from selfheal.models.knowledge_base import KnowledgeBase
+from selfheal.workflows.contract import FIND_SOLUTIONS, RECORD_OUTCOME, implements
+
+log = structlog.get_logger(__name__)
 
 
 class KnowledgeBaseActivities:
@@ -29,7 +31,7 @@ class KnowledgeBaseActivities:
         self._kb = KnowledgeBase(session_factory)
         self._registry = registry
 
-    @activity.defn(name=ActivityName.FIND_SOLUTIONS)
+    @implements(FIND_SOLUTIONS)
     async def find_solutions(self, input: FindSolutionsInput) -> FindSolutionsResult:
         """The KB's plans for the root cause, best first, and the rule's default plan.
 
@@ -51,7 +53,7 @@ class KnowledgeBaseActivities:
                 plans.append(plan)
         return FindSolutionsResult(plans=plans, default_plan=self._default_plan(input))
 
-    @activity.defn(name=ActivityName.RECORD_OUTCOME)
+    @implements(RECORD_OUTCOME)
     async def record_outcome(self, input: RecordOutcomeInput) -> RecordOutcomeResult:
         try:
             return await asyncio.to_thread(self._kb.record_outcome, input)
@@ -94,5 +96,5 @@ class KnowledgeBaseActivities:
                 self._registry.check_step(step)
             return self._registry.plan_risk(steps, declared)
         except SelfhealError as exc:
-            activity.logger.warning("skipping %s, this worker cannot run it: %s", plan, exc)
+            log.warning("plan skipped: this worker cannot run it", plan=plan, error=str(exc))
             return None

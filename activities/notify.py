@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from temporalio import activity
 
 from selfheal.activities.errors import as_application_error
 from selfheal.core.probes import http_client
 from selfheal.domain import ConfigError, HealingOutcome, HealingStatus, TargetError
-from selfheal.domain.payloads import ActivityName, NotifyInput
+from selfheal.domain.payloads import NotifyInput
+from selfheal.workflows.contract import NOTIFY, implements
 
 _ICONS = {
     HealingOutcome.HEALED: ":white_check_mark:",
@@ -77,7 +77,7 @@ class NotifyActivities:
         self._timeout_s = timeout_s
         self._http = http
 
-    @activity.defn(name=ActivityName.NOTIFY)
+    @implements(NOTIFY)
     async def notify(self, input: NotifyInput) -> bool:
         """True when delivered; False when no webhook is configured. Failures raise (retryable)."""
         if self._webhook_url is None:

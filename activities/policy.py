@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from temporalio import activity
-
 from selfheal.domain import HealingPolicy
-from selfheal.domain.payloads import ActivityName, LoadPolicyInput
+from selfheal.domain.payloads import LoadPolicyInput
+from selfheal.workflows.contract import LOAD_POLICY, implements
 
 
 class PolicyActivities:
     def __init__(self, policy: HealingPolicy) -> None:
         self._policy = policy
 
-    @activity.defn(name=ActivityName.LOAD_POLICY)
+    @implements(LOAD_POLICY)
     async def load_policy(self, input: LoadPolicyInput) -> HealingPolicy:
         return self._policy

@@ -10,11 +10,11 @@ then to the earlier rule in the file. ``runbooks/README.md`` documents the forma
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -24,13 +24,12 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from selfheal.core.yaml_source import UniqueKeyLoader, line_of
-from selfheal.domain import ConfigError, Diagnosis, RecoveryStep, RiskLevel
+from selfheal.core.yaml_source import Problem, load_yaml
+from selfheal.domain import Diagnosis, RecoveryStep, RiskLevel
 
 Scalar = StrictBool | StrictInt | StrictFloat | StrictStr
 Number = Annotated[float, Strict()]
@@ -202,16 +201,7 @@ class Rule(BaseModel):
 class RuleSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    rules: list[Rule]
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> RuleSet:
-        seen: set[str] = set()
-        for rule in self.rules:
-            if rule.name in seen:
-                raise ValueError(f"rule name {rule.name!r} is used twice")
-            seen.add(rule.name)
-        return self
+    rules: list[Rule] = Field(description="names unique (``load_rules`` checks it)")
 
     def best_match(self, facts: Facts) -> RuleMatch | None:
         matches = [m for rule in self.rules if (m := rule.match(facts)) is not None]
@@ -246,39 +236,19 @@ class RuleSet(BaseModel):
 
 def load_rules(path: Path) -> RuleSet:
     """Read a rules file. Errors name the file, line, rule and field: ``ConfigError``."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the rules file: {exc.strerror or exc}") from None
-    try:
-        data = yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader subclass: safe
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping with a 'rules' list")
-    try:
-        return RuleSet.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_describe(path, text, data, exc)) from None
+    return load_yaml(
+        path,
+        RuleSet,
+        what="rules file",
+        checks=[rule_problems],
+        expected="a mapping with a 'rules' list",
+    )
 
 
-def _describe(path: Path, text: str, data: dict[str, Any], error: ValidationError) -> str:
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    problems = []
-    for item in error.errors()[:5]:
-        loc = list(item["loc"])
-        where = f"{path}:{line_of(root, loc)}"
-        subject = ""
-        if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
-            rule = data["rules"][loc[1]]
-            name = rule.get("name") if isinstance(rule, dict) else None
-            subject = f"rules[{loc[1]}]" + (f" ({name})" if name else "") + ": "
-            loc = loc[2:]
-        field = ".".join(str(part) for part in loc) or ("(rule)" if subject else "(file)")
-        message = item["msg"].removeprefix("Value error, ")
-        problems.append(f"{where}: {subject}{field}: {message}")
-    more = len(error.errors()) - len(problems)
-    return "; ".join(problems) + (f" (and {more} more)" if more > 0 else "")
+def rule_problems(ruleset: RuleSet) -> Iterator[Problem]:
+    """Rule names are unique: a diagnosis names the rule that made it."""
+    seen: set[str] = set()
+    for index, rule in enumerate(ruleset.rules):
+        if rule.name in seen:
+            yield Problem(("rules", index, "name"), f"rule name {rule.name!r} is used twice")
+        seen.add(rule.name)

@@ -36,7 +36,8 @@ from selfheal.domain import (
     StepStatus,
     render_params,
 )
-from selfheal.domain.payloads import ActivityName, CompensateStepInput, RunStepInput
+from selfheal.domain.payloads import CompensateStepInput, RunStepInput
+from selfheal.workflows.contract import COMPENSATE_STEP, RUN_STEP, implements
 
 SKIPPED_NOT_COMPENSABLE = "not compensable"
 SKIPPED_NOTHING_TO_UNDO = "nothing to undo"
@@ -49,7 +50,7 @@ class StepActivities:
         self.registry = registry
         self.services = services
 
-    @activity.defn(name=ActivityName.RUN_STEP)
+    @implements(RUN_STEP)
     async def run_step(self, input: RunStepInput) -> StepResult:
         started = datetime.now(UTC)
         step = input.step
@@ -66,10 +67,10 @@ class StepActivities:
                 status = StepStatus.SUCCEEDED
         except SelfhealError as exc:
             raise as_application_error(exc) from exc
-        return StepResult(
+        return StepResult.for_step(
+            step,
             candidate=input.candidate,
             order=input.order,
-            name=step.label,
             action=action.name,
             params=rendered,
             status=status,
@@ -79,7 +80,7 @@ class StepActivities:
             ended_at=datetime.now(UTC),
         )
 
-    @activity.defn(name=ActivityName.COMPENSATE_STEP)
+    @implements(COMPENSATE_STEP)
     async def compensate_step(self, input: CompensateStepInput) -> StepResult:
         started = datetime.now(UTC)
         output: Output
@@ -96,10 +97,10 @@ class StepActivities:
                 status = StepStatus.COMPENSATED
         except SelfhealError as exc:
             raise as_application_error(exc) from exc
-        return StepResult(
+        return StepResult.for_step(
+            input.step,
             candidate=input.candidate,
             order=input.order,
-            name=input.step.label,
             action=action.name,
             params=rendered,
             status=status,

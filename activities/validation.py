@@ -28,7 +28,8 @@ from temporalio import activity
 
 from selfheal.core.probes import http_client, probe_health, read_metric
 from selfheal.domain import Fault, ValidationResult
-from selfheal.domain.payloads import ActivityName, ValidateRecoveryInput
+from selfheal.domain.payloads import ValidateRecoveryInput
+from selfheal.workflows.contract import VALIDATE_RECOVERY, implements
 
 GRACE_MAX_S = 5.0
 GRACE_RETRY_S = 0.5
@@ -40,18 +41,14 @@ class ValidationActivities:
         self._http = http
         self._timeout_s = probe_timeout_s
 
-    @activity.defn(name=ActivityName.VALIDATE_RECOVERY)
+    @implements(VALIDATE_RECOVERY)
     async def validate_recovery(self, input: ValidateRecoveryInput) -> ValidationResult:
         """An unhealthy target is an answer (``healthy=False``), not an error."""
         fault = input.fault
         window_s = max(input.window_s, 0.0)
         if not fault.health_url and fault.metric is None:
-            return ValidationResult(
-                healthy=False,
-                checks=0,
-                failures=0,
-                window_s=window_s,
-                detail="cannot validate: the fault has neither a health_url nor a metric",
+            return ValidationResult.unchecked(
+                window_s, "cannot validate: the fault has neither a health_url nor a metric"
             )
         loop = asyncio.get_running_loop()
         start = loop.time()

@@ -3,8 +3,8 @@
 N concurrent healings of a one-step plan against N bare workflows that run one no-op activity,
 on the same dev server in the same run. Every activity is a no-op stand-in registered under its
 real name, so the numbers measure Temporal round trips, the workflow sandbox and payload
-conversion, not a target system. Healings start through the real intake path
-(``detection.intake.start_healing``: signal-with-start, search attributes) and run on the worker
+conversion, not a target system. Healings start through the door (``selfheal.healings``: catalog
+resolution, signal-with-start, search attributes) and run on the worker
 ``worker.build.build_worker`` builds; bare workflows run on a worker with the same tuning and
 sandbox.
 
@@ -48,8 +48,8 @@ with workflow.unsafe.imports_passed_through():
         start_server,
         write_results,
     )
+    from selfheal.core.catalog import ServiceCatalog, ServiceSpec, TargetSpec
     from selfheal.core.settings import Settings
-    from selfheal.detection.intake import start_healing
     from selfheal.domain import (
         Diagnosis,
         Evidence,
@@ -66,7 +66,6 @@ with workflow.unsafe.imports_passed_through():
         ValidationResult,
     )
     from selfheal.domain.payloads import (
-        ActivityName,
         CheckGuardrailsInput,
         CollectEvidenceInput,
         DiagnoseInput,
@@ -80,7 +79,20 @@ with workflow.unsafe.imports_passed_through():
         RunStepInput,
         ValidateRecoveryInput,
     )
+    from selfheal.healings import Healings
     from selfheal.worker.build import build_worker, workflow_runner
+    from selfheal.workflows.contract import (
+        CHECK_GUARDRAILS,
+        COLLECT_EVIDENCE,
+        DIAGNOSE_FAULT,
+        FIND_SOLUTIONS,
+        LOAD_POLICY,
+        RECORD_OUTCOME,
+        RELEASE_TARGET,
+        RUN_STEP,
+        VALIDATE_RECOVERY,
+        implements,
+    )
 
 NAME = "healing_throughput"
 
@@ -99,57 +111,55 @@ HEALING_ACTIVITIES = 10  # policy, evidence, diagnosis, solutions, 2 guardrail c
 # validation, target release, record
 
 
-@activity.defn(name=ActivityName.LOAD_POLICY)
+@implements(LOAD_POLICY)
 async def load_policy(input: LoadPolicyInput) -> HealingPolicy:
     return POLICY
 
 
-@activity.defn(name=ActivityName.COLLECT_EVIDENCE)
+@implements(COLLECT_EVIDENCE)
 async def collect_evidence(input: CollectEvidenceInput) -> Evidence:
     return Evidence(collected_at=datetime.now(UTC), probe_ok=False, facts={"probe_ok": False})
 
 
-@activity.defn(name=ActivityName.DIAGNOSE_FAULT)
+@implements(DIAGNOSE_FAULT)
 async def diagnose_fault(input: DiagnoseInput) -> Diagnosis:
     return Diagnosis(root_cause="process_crashed", confidence=0.95, rule="bench")
 
 
-@activity.defn(name=ActivityName.FIND_SOLUTIONS)
+@implements(FIND_SOLUTIONS)
 async def find_solutions(input: FindSolutionsInput) -> FindSolutionsResult:
     return FindSolutionsResult(plans=[PLAN])
 
 
-@activity.defn(name=ActivityName.RUN_STEP)
+@implements(RUN_STEP)
 async def run_step(input: RunStepInput) -> StepResult:
     now = datetime.now(UTC)
-    return StepResult(
+    return StepResult.for_step(
+        input.step,
         candidate=input.candidate,
         order=input.order,
-        name=input.step.label,
-        action=input.step.action,
-        params=input.step.params,
         status=StepStatus.SUCCEEDED,
         started_at=now,
         ended_at=now,
     )
 
 
-@activity.defn(name=ActivityName.VALIDATE_RECOVERY)
+@implements(VALIDATE_RECOVERY)
 async def validate_recovery(input: ValidateRecoveryInput) -> ValidationResult:
     return ValidationResult(healthy=True, checks=1, failures=0, window_s=input.window_s)
 
 
-@activity.defn(name=ActivityName.RECORD_OUTCOME)
+@implements(RECORD_OUTCOME)
 async def record_outcome(input: RecordOutcomeInput) -> RecordOutcomeResult:
     return RecordOutcomeResult(healing_id=1)
 
 
-@activity.defn(name=ActivityName.CHECK_GUARDRAILS)
+@implements(CHECK_GUARDRAILS)
 async def check_guardrails(input: CheckGuardrailsInput) -> GuardrailDecision:
     return GuardrailDecision(allowed=True)
 
 
-@activity.defn(name=ActivityName.RELEASE_TARGET)
+@implements(RELEASE_TARGET)
 async def release_target(input: ReleaseTargetInput) -> None:
     return None
 
@@ -200,9 +210,14 @@ def healing_phase(client: Client, settings: Settings, task_queue: str) -> Phase:
         task_queue=task_queue,
     )
 
+    catalog = ServiceCatalog(services=[ServiceSpec(name="bench", budget_per_hour=1_000_000)])
+    door = Healings(client, catalog, task_queue=task_queue)
+
     async def run_one(key: str) -> str:
+        # Each healing acts on a target of its own, declared as the catalog would declare it.
+        catalog.services[0].targets.append(TargetSpec(name=key, kind="process"))
         fault = Fault(fingerprint=f"bench-{key}", service="bench", type="process_down", target=key)
-        started = await start_healing(client, fault, task_queue=task_queue)
+        started = await door.report(fault)
         handle = client.get_workflow_handle(
             started.workflow_id, run_id=started.run_id, result_type=HealingStatus
         )

@@ -1,6 +1,6 @@
 """Intake throughput: Alertmanager webhooks in, healings durably started or signalled.
 
-The intake app (``detection.app.create_app``, with the service catalog of runbooks/) is served
+The intake app (``api.app.create_app``, with the service catalog of runbooks/) is served
 by uvicorn on a loopback port in this process; an httpx driver posts Alertmanager version 4
 webhooks to ``/v1/alertmanager`` with a bearer token. The intake answers 2xx only once every
 alert's workflow is durably started or signalled on the Temporal dev server, so the POST's
@@ -46,12 +46,13 @@ from bench.common import (
     start_server,
     write_results,
 )
+from selfheal.api.app import IntakeDeps, create_app
+from selfheal.core.catalog import load_services
 from selfheal.core.settings import IntakeSettings
-from selfheal.detection.app import IntakeDeps, create_app
-from selfheal.detection.intake import FAULT_UPDATE_SIGNAL
-from selfheal.detection.services import load_services
 from selfheal.devstack.supervisor import ServerHandle, serve_in_thread
 from selfheal.domain import FaultUpdate
+from selfheal.healings import Healings
+from selfheal.workflows.contract import SIGNAL_FAULT_UPDATE
 
 NAME = "intake"
 REPO = Path(__file__).resolve().parents[1]
@@ -159,7 +160,7 @@ async def reports_counted(client: Client, workflow_id: str) -> tuple[int, int]:
         if event.event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
             continue
         attributes = event.workflow_execution_signaled_event_attributes
-        if attributes.signal_name != FAULT_UPDATE_SIGNAL:
+        if attributes.signal_name != SIGNAL_FAULT_UPDATE:
             continue
         (update,) = await client.data_converter.decode(attributes.input.payloads, [FaultUpdate])
         if isinstance(update, FaultUpdate) and update.kind == "fired":
@@ -220,10 +221,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
             def serve(task_queue: str) -> ServerHandle:
                 deps = IntakeDeps(
-                    client=client,
+                    door=Healings(client, catalog, task_queue=task_queue),
                     settings=IntakeSettings(tokens={TOKEN: ["ingest"]}),
-                    task_queue=task_queue,
-                    catalog=catalog,
                 )
                 return serve_in_thread(create_app(deps))
 

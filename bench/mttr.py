@@ -31,12 +31,13 @@ from typing import Any
 import httpx
 
 from bench.common import machine_facts, write_results
-from selfheal.cli.dev import Guard, Stack, dev_settings, start_stack
 from selfheal.core.settings import DevSettings, IntakeSettings, Settings
-from selfheal.detection.watcher import Detection
+from selfheal.detection.health import Detection
 from selfheal.devstack.demo.scenarios import SCENARIOS, get_scenario
+from selfheal.devstack.processes import free_ports
+from selfheal.devstack.scenario_run import wait_detection
+from selfheal.devstack.stack import Guard, Stack, dev_settings, start_stack, until_health
 from selfheal.domain import HealingOutcome, HealingStatus
-from tests.support import free_ports
 
 PARTS = (
     "total_s",
@@ -60,23 +61,6 @@ class Run:
     execution_s: float
     validation_s: float
     other_s: float
-
-
-async def healthy(url: str) -> None:
-    async with httpx.AsyncClient() as http:
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if (await http.get(f"{url}/healthz", timeout=1)).status_code == 200:
-                    return
-            await asyncio.sleep(0.1)
-
-
-async def detected(stack: Stack, since: datetime) -> Detection:
-    while True:
-        for detection in stack.watcher.detections:
-            if detection.detected_at >= since:
-                return detection
-        await asyncio.sleep(0.05)
 
 
 def split(scenario: str, injected: datetime, found: Detection, status: HealingStatus) -> Run:
@@ -112,13 +96,12 @@ async def reset(url: str) -> None:
 
 
 async def one_run(stack: Stack, guard: Guard, name: str) -> Run:
-    await guard.run(asyncio.wait_for(healthy(stack.target_url), 60))
+    await guard.run(asyncio.wait_for(until_health(stack.target_url, lambda s: s == 200), 60))
     await guard.run(reset(stack.target_url))
     injected = datetime.now(UTC)
     await guard.blocking(get_scenario(name).inject, stack.target_url)
-    found = await guard.run(asyncio.wait_for(detected(stack, injected), 60))
-    handle = stack.client.get_workflow_handle(found.workflow_id, result_type=HealingStatus)
-    status = await guard.run(asyncio.wait_for(handle.result(), 180))
+    found = await guard.run(asyncio.wait_for(wait_detection(stack.watcher, injected), 60))
+    status = await guard.run(asyncio.wait_for(stack.door.outcome(found.workflow_id), 180))
     run = split(name, injected, found, status)
     print(
         f"{name:15} {run.outcome:9} total {run.total_s:5.1f}s  detect {run.detection_s:4.1f}  "

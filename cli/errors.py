@@ -10,7 +10,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from selfheal.domain import ConfigError, IntakeError
+from selfheal.domain import SelfhealError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -39,14 +39,15 @@ def describe_validation_error(error: ValidationError, *, source: str = "") -> st
 
 
 def user_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn UserError, pydantic ValidationError and selfheal's ConfigError and IntakeError (a
-    file or an input the user can fix) into one line and exit code 2."""
+    """Turn UserError, pydantic ValidationError and selfheal's own errors (a file or an input
+    the user can fix, Temporal unreachable or refusing, no such healing, a refused decision)
+    into one line and exit code 2: the one translation of failures for every command."""
 
     @wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except (UserError, ConfigError, IntakeError) as exc:
+        except (UserError, SelfhealError) as exc:
             fail(str(exc))
         except ValidationError as exc:
             fail(describe_validation_error(exc))

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import typer
+from pydantic import ValidationError
 
 from selfheal.cli import detect, dev, guardrails, kb, operator, serve, worker_cmd
+from selfheal.cli.errors import describe_validation_error, fail
+from selfheal.core.logging import configure_logging
+from selfheal.core.settings import get_settings
 
 app = typer.Typer(
     name="selfheal",
@@ -13,6 +17,21 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def _logging() -> None:
+    # Once per process, before any command: JSON lines on stderr unless SELFHEAL_LOG_FORMAT says
+    # otherwise (`selfheal dev` switches to console rendering). A comment, not a docstring: a
+    # callback's docstring would become the command's help.
+    try:
+        settings = get_settings()
+        configure_logging(settings.log_level, fmt=settings.log_format or "json")
+    except ValidationError as exc:
+        fail(describe_validation_error(exc, source="settings"))
+    except ValueError as exc:
+        fail(f"SELFHEAL_LOG_LEVEL: {exc}")
+
 
 app.add_typer(kb.kb_app, name="kb")
 app.add_typer(kb.db_app, name="db")

@@ -1,6 +1,7 @@
 """Operator commands: ``fault submit``, ``approve``, ``reject``, ``list``, ``show``.
 
-Each is one Temporal call or two; what Temporal says no to becomes one line and exit code 2.
+Each goes through the door (``selfheal.healings.Healings``); what Temporal or the door says no to
+becomes one line and exit code 2.
 """
 
 from __future__ import annotations
@@ -8,35 +9,21 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import re
 import sys
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import typer
 import yaml
 from pydantic import ValidationError
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
-from temporalio.service import RPCError, RPCStatusCode
 
 from selfheal.cli.errors import UserError, describe_validation_error, user_errors
 from selfheal.cli.render import healings_table, make_console, timeline_table
-from selfheal.core.settings import TemporalSettings, get_settings
-from selfheal.core.temporal import connect
-from selfheal.detection.healings import (
-    WORKER_ANSWER_TIMEOUT,
-    HealingLookupError,
-    HealingRow,
-    describe_healing,
-    fetch_status,
-    healing_row,
-    update_failure_message,
-    visibility_query,
-)
-from selfheal.detection.intake import start_healing
-from selfheal.domain import Approval, ApprovalDecision, Fault
+from selfheal.core.settings import get_settings
+from selfheal.domain import Approval, Fault, SelfhealError
+from selfheal.healings import FilterError, Healings, Verdict
+from selfheal.healings.queries import visibility_query
 
 T = TypeVar("T")
 
@@ -96,47 +83,23 @@ def submit(
         False, "--require-approval", help="a human must approve, whatever the risk"
     ),
 ) -> None:
-    """Start the healing of a fault (or count one more report of a running one)."""
+    """Start the healing of a fault (or count one more report of a running one). The fault is
+    resolved through the service catalog (SELFHEAL_RUNBOOKS_DIR/services.yaml), as at every
+    door: where to act comes from there, never from the file."""
     fault = load_fault(file, _read_source(file))
-    settings = get_settings()
 
-    async def work(client: Client) -> str:
-        started = await start_healing(
-            client,
-            fault,
-            task_queue=settings.temporal.task_queue,
-            dry_run=dry_run,
-            require_approval=require_approval,
-        )
-        return started.workflow_id
+    async def work(door: Healings) -> str:
+        report = await door.report(fault, dry_run=dry_run, require_approval=require_approval)
+        return report.workflow_id
 
-    typer.echo(run_with_client(work, settings.temporal))
+    typer.echo(run_with_door(work, with_catalog=True))
 
 
 # ---------------------------------------------------------------------------- approve, reject
 
 
-def _decide(update: str, workflow_id: str, by: str, reason: str) -> Approval:
-    async def work(client: Client) -> Approval:
-        handle = client.get_workflow_handle(workflow_id)
-        description = await describe_healing(handle)
-        if description.status != WorkflowExecutionStatus.RUNNING:
-            state = description.status.name.lower() if description.status else "closed"
-            raise UserError(
-                f"healing {workflow_id} has already ended ({state}): nothing to {update}"
-            )
-        try:
-            approval: Approval = await handle.execute_update(
-                update,
-                ApprovalDecision(by=by, reason=reason),
-                result_type=Approval,
-                rpc_timeout=WORKER_ANSWER_TIMEOUT,
-            )
-        except WorkflowUpdateFailedError as exc:
-            raise UserError(f"{update} refused: {update_failure_message(exc)}") from None
-        return approval
-
-    return run_with_client(work, get_settings().temporal, workflow_id=workflow_id)
+def _decide(verdict: Verdict, workflow_id: str, by: str, reason: str) -> Approval:
+    return run_with_door(lambda door: door.decide(workflow_id, verdict, by=by, reason=reason))
 
 
 @user_errors
@@ -172,16 +135,13 @@ def list_healings(
 ) -> None:
     """List healings (a visibility query on the HealingPhase search attribute)."""
     try:
-        query = visibility_query(phase)
-    except HealingLookupError as exc:
+        query = visibility_query(phase)  # checked before connecting
+    except FilterError as exc:
         raise UserError(f"--{exc}") from None  # its message starts with the option's name
 
-    async def work(client: Client) -> list[HealingRow]:
-        return [healing_row(e) async for e in client.list_workflows(query, limit=limit)]
-
-    rows = run_with_client(work, get_settings().temporal)
+    rows = run_with_door(lambda door: door.list(phase, limit))
     if as_json:
-        typer.echo(json.dumps([asdict(r) for r in rows], indent=2, default=str))
+        typer.echo(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
     elif rows:
         console.print(healings_table(rows))
     else:
@@ -197,11 +157,7 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="print JSON for scripts"),
 ) -> None:
     """Show one healing: its phase, diagnosis, plans, approval, steps and outcome."""
-    status = run_with_client(
-        lambda client: fetch_status(client, workflow_id),
-        get_settings().temporal,
-        workflow_id=workflow_id,
-    )
+    status = run_with_door(lambda door: door.show(workflow_id))
     if as_json:
         typer.echo(status.model_dump_json(indent=2))
         return
@@ -217,57 +173,29 @@ def show(
 # ----------------------------------------------------------------------- Temporal plumbing
 
 
-def unreachable_message(settings: TemporalSettings, exc: BaseException) -> str:
-    found = re.search(r'message: "([^"]+)"', str(exc))
-    reason = found.group(1) if found else " ".join(str(exc).split())
-    return (
-        f"cannot reach Temporal at {settings.address} (namespace {settings.namespace}): "
-        f"{reason}; start one with 'selfheal dev' or set SELFHEAL_TEMPORAL__ADDRESS"
-    )
-
-
-def rpc_message(exc: RPCError, settings: TemporalSettings, workflow_id: str | None) -> str:
-    message = " ".join(exc.message.split())
-    if exc.status == RPCStatusCode.NOT_FOUND:
-        if "namespace" in message.lower():
-            return f"namespace {settings.namespace!r} not found on {settings.address}: {message}"
-        if workflow_id is not None:
-            return f"no healing with id {workflow_id}"
-    if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
-        return (
-            f"Temporal at {settings.address} or a worker did not answer ({message}); "
-            "is 'selfheal worker' running?"
-        )
-    return f"Temporal refused: {message}"
-
-
-def run_with_client(
-    work: Callable[[Client], Awaitable[T]],
-    settings: TemporalSettings,
-    *,
-    workflow_id: str | None = None,
-) -> T:
-    """Connect, run ``work``; Temporal's refusals and ``HealingLookupError``s become one-line
-    ``UserError``s."""
+def run_with_door(work: Callable[[Healings], Awaitable[T]], *, with_catalog: bool = False) -> T:
+    """Open the door (a Temporal client, and the catalog when ``with_catalog``), run ``work``.
+    selfheal's errors (Temporal unreachable or refusing, no such healing, a refused decision,
+    a refused fault) reach ``user_errors`` as one line."""
 
     async def main() -> T:
-        try:
-            client = await connect(settings, tracing=False)
-        except RuntimeError as exc:
-            raise UserError(unreachable_message(settings, exc)) from None
-        try:
-            return await work(client)
-        except RPCError as exc:
-            raise UserError(rpc_message(exc, settings, workflow_id)) from None
+        door = await Healings.connect(get_settings(), with_catalog=with_catalog)
+        return await work(door)
 
-    error: str | None = None
+    return run_async(main())
+
+
+def run_async(awaitable: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` for a command that uses Temporal clients: frees them before returning,
+    and re-raises a failure without the traceback that would keep a client alive."""
+    error: SelfhealError | None = None
     try:
-        result = asyncio.run(main())
-    except (UserError, HealingLookupError) as exc:
-        error = str(exc)  # not re-raised here: its traceback would keep the client alive
+        result = asyncio.run(awaitable)
+    except SelfhealError as exc:
+        error = type(exc)(str(exc))  # not re-raised here: its traceback would keep the client
     release_clients()
     if error is not None:
-        raise UserError(error)
+        raise error
     return result
 
 

@@ -10,7 +10,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from selfheal.detection.healings import HealingRow
 from selfheal.domain import (
     Fault,
     HealingOutcome,
@@ -19,6 +18,7 @@ from selfheal.domain import (
     StepStatus,
     ValidationResult,
 )
+from selfheal.healings.queries import HealingRow
 
 OUTCOME_STYLE = {
     HealingOutcome.HEALED: "bold green",

@@ -4,34 +4,31 @@ guardrails)."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 
+import structlog
 import typer
 import uvicorn
 from sqlalchemy import text
 from temporalio.client import Client
 
+from selfheal.api.app import IntakeDeps, create_app
+from selfheal.api.openapi import openapi_json
 from selfheal.cli.errors import UserError, user_errors
-from selfheal.cli.operator import release_clients, unreachable_message
+from selfheal.cli.operator import run_async
 from selfheal.core.database import make_engine, make_session_factory, resolve_database_url
 from selfheal.core.settings import Settings, get_settings
-from selfheal.core.temporal import connect
-from selfheal.detection.app import IntakeDeps, create_app, openapi_json
 from selfheal.detection.detector_config import load_detector_config
 from selfheal.detection.metrics_router import MetricsRouter
-from selfheal.detection.services import load_services
-from selfheal.domain import SelfhealError
+from selfheal.healings import Healings
 from selfheal.models.guardrails import DatabaseKillSwitch
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 
 async def _serve(settings: Settings, host: str, port: int) -> None:
-    runbooks = settings.runbooks_dir
-    catalog = load_services(runbooks / "services.yaml")
-    router = MetricsRouter(load_detector_config(runbooks / "detectors.yaml"))
-    client = await connect(settings.temporal, tracing=False)
+    router = MetricsRouter(load_detector_config(settings.runbooks_dir / "detectors.yaml"))
+    door = await Healings.connect(settings)
     engine = make_engine(resolve_database_url(settings), pool_size=1)
 
     def select_one() -> None:
@@ -43,11 +40,9 @@ async def _serve(settings: Settings, host: str, port: int) -> None:
 
     app = create_app(
         IntakeDeps(
-            client=client,
+            door=door,
             settings=settings.intake,
-            task_queue=settings.temporal.task_queue,
             router=router,
-            catalog=catalog,
             ready_checks={"database": database},
             kill_switch=DatabaseKillSwitch(make_session_factory(engine)),
         )
@@ -55,7 +50,12 @@ async def _serve(settings: Settings, host: str, port: int) -> None:
     if not settings.intake.tokens:
         log.warning("no intake tokens configured (SELFHEAL_INTAKE__TOKENS): every POST gets 401")
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=settings.log_level.lower(), access_log=False
+        app,
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        log_config=None,
     )
     try:
         await uvicorn.Server(config).serve()
@@ -66,9 +66,7 @@ async def _serve(settings: Settings, host: str, port: int) -> None:
 async def _openapi(settings: Settings) -> str:
     # a lazy client never connects: the document does not depend on Temporal
     client = await Client.connect(settings.temporal.address, lazy=True)
-    return openapi_json(
-        create_app(IntakeDeps(client, settings.intake, settings.temporal.task_queue))
-    )
+    return openapi_json(create_app(IntakeDeps(Healings(client, None), settings.intake)))
 
 
 @user_errors
@@ -84,31 +82,19 @@ def serve(
     """Run the HTTP intake until SIGINT/SIGTERM (OpenAPI document at /docs)."""
     settings = get_settings()
     if openapi is not None:
-        document = asyncio.run(_openapi(settings))
-        release_clients()
+        document = run_async(_openapi(settings))
         try:
             openapi.write_text(document)
         except OSError as exc:
             raise UserError(f"{openapi}: cannot write: {exc.strerror or exc}") from None
         return
-    error: str | None = None
-    try:
-        asyncio.run(
-            _serve(
-                settings,
-                settings.intake.host if host is None else host,
-                settings.intake.port if port is None else port,
-            )
+    run_async(
+        _serve(
+            settings,
+            settings.intake.host if host is None else host,
+            settings.intake.port if port is None else port,
         )
-    except SelfhealError as exc:
-        error = str(exc)
-    except RuntimeError as exc:
-        if "client connect" not in str(exc):
-            raise
-        error = unreachable_message(settings.temporal, exc)
-    release_clients()
-    if error is not None:
-        raise UserError(error)
+    )
 
 
 def register(app: typer.Typer) -> None:

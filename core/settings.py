@@ -155,6 +155,10 @@ class Settings(BaseSettings):
         "shipped with the package",
     )
     log_level: str = "INFO"
+    log_format: Literal["json", "console"] | None = Field(
+        default=None,
+        description="unset: JSON lines, except console rendering under `selfheal dev`",
+    )
 
 
 @lru_cache(maxsize=1)

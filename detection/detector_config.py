@@ -7,11 +7,11 @@ so a typo never silently turns a detector off.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -22,9 +22,8 @@ from pydantic import (
     model_validator,
 )
 
-from selfheal.core.yaml_source import line_of
+from selfheal.core.yaml_source import Problem, YamlDocument, parse_yaml, read_yaml
 from selfheal.detection.detectors import DETECTORS, PhiAccrualParams
-from selfheal.domain import ConfigError
 
 Severity = Literal["info", "warning", "critical"]
 
@@ -140,100 +139,53 @@ class DetectorConfig(_Strict):
 
 
 def load_detector_config(path: Path) -> DetectorConfig:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the detector config: {exc}") from None
-    return parse_detector_config(text, str(path))
+    """Read a detector config. Errors name the file, line, rule and field: ``ConfigError``."""
+    return _validate(read_yaml(path, what="detector config"))
 
 
 def parse_detector_config(text: str, source: str) -> DetectorConfig:
     """Validate YAML text; ``source`` names it in errors (``file:line: field: problem``)."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}:1: expected a mapping with 'metrics' and 'heartbeats'")
-    duplicate = _duplicate_key(root)
-    if duplicate is not None:
-        line, key = duplicate
-        raise ConfigError(f"{source}:{line}: {key}: the key appears twice")
-    try:
-        config = DetectorConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_describe(source, root, data, exc.errors())) from None
-    problems: list[Any] = []
+    return _validate(parse_yaml(text, source))
+
+
+def _validate(document: YamlDocument) -> DetectorConfig:
+    return document.validate(
+        DetectorConfig,
+        checks=[config_problems],
+        error_filter=_one_matcher_branch,
+        expected="a mapping with 'metrics' and 'heartbeats'",
+    )
+
+
+def config_problems(config: DetectorConfig) -> Iterator[Problem]:
+    """Beyond the model: rule names are unique and every rule's params fit its detector."""
     names: set[str] = set()
     for index, rule in enumerate(config.metrics):
         if rule.name in names:
-            problems.append({"loc": ("metrics", index, "name"), "msg": "the name appears twice"})
+            yield Problem(("metrics", index, "name"), "the name appears twice")
         names.add(rule.name)
         try:
             rule.detector_params()
         except ValidationError as exc:
             for error in exc.errors():
-                problems.append({**error, "loc": ("metrics", index, "params", *error["loc"])})
-    if problems:
-        raise ConfigError(_describe(source, root, data, problems))
-    return config
+                yield Problem(("metrics", index, "params", *error["loc"]), error["msg"])
 
 
-def _duplicate_key(node: yaml.Node | None) -> tuple[int, str] | None:
-    """A key given twice would silently drop the first value: find it."""
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            if key.value in seen:
-                return key.start_mark.line + 1, str(key.value)
-            seen.add(key.value)
-            found = _duplicate_key(value)
-            if found is not None:
-                return found
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            found = _duplicate_key(item)
-            if found is not None:
-                return found
-    return None
+_MATCHER_BRANCHES = ("str", "RegexMatch")
 
 
-def _describe(source: str, root: yaml.Node | None, data: dict[str, Any], errors: Any) -> str:
-    errors = [item for item in errors if not _other_branch(item)]
-    problems = []
-    for item in errors[:5]:
-        loc = [part for part in item["loc"] if not _is_union_tag(part)]
-        where = f"{source}:{line_of(root, loc)}"
-        subject = ""
-        if len(loc) >= 2 and loc[0] == "metrics" and isinstance(loc[1], int):
-            rule = data["metrics"][loc[1]]
-            name = rule.get("name") if isinstance(rule, dict) else None
-            subject = f"metrics[{loc[1]}]" + (f" ({name})" if name else "") + ": "
-            loc = loc[2:]
-        field = ".".join(str(part) for part in loc) or ("(rule)" if subject else "(file)")
-        message = item["msg"].removeprefix("Value error, ")
-        problems.append(f"{where}: {subject}{field}: {message}")
-    more = len(errors) - len(problems)
-    return "; ".join(problems) + (f" (and {more} more)" if more > 0 else "")
-
-
-def _other_branch(item: Any) -> bool:
-    """A label matcher is a string or a {regex: ...} mapping: report only the branch that the
-    value's own shape asked for."""
-    loc = item["loc"]
-    if "str" in loc:
-        return isinstance(item.get("input"), dict)
-    if "RegexMatch" in loc and len(loc) == loc.index("RegexMatch") + 1:
-        return bool(item.get("type") == "model_type")
-    return False
-
-
-def _is_union_tag(part: object) -> bool:
-    # pydantic names the union member it tried ("str", "RegexMatch"): not a field of the file.
-    return part in ("str", "RegexMatch")
+def _one_matcher_branch(error: dict[str, Any]) -> dict[str, Any] | None:
+    """A label matcher is a string or a {regex: ...} mapping: keep only the error of the branch
+    that the value's own shape asked for, without the member's name that pydantic puts in
+    ``loc`` (``metrics.0.labels.job.RegexMatch.regex``), which is no field of the file."""
+    loc = tuple(error["loc"])
+    if not (len(loc) > 4 and loc[0] == "metrics" and loc[2] == "labels"):
+        return error
+    branch = loc[4]
+    if branch not in _MATCHER_BRANCHES:
+        return error
+    if branch == "str" and isinstance(error.get("input"), dict):
+        return None
+    if branch == "RegexMatch" and len(loc) == 5 and error.get("type") == "model_type":
+        return None
+    return {**error, "loc": (*loc[:4], *loc[5:])}

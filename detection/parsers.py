@@ -35,13 +35,14 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from selfheal.detection.services import scoped_fingerprint
+from selfheal.core.catalog import scoped_fingerprint
 from selfheal.domain import Fault
 from selfheal.domain.errors import IntakeError
 
 Encoding = Literal["protobuf", "json"]
 
 DRY_RUN_LABEL = "selfheal_dry_run"
+REQUIRE_APPROVAL_LABEL = "selfheal_require_approval"
 SERVICE_NAME = "service.name"  # the OpenTelemetry resource attribute
 TARGET_LABELS = ("target", "deployment", "pod")
 _SEVERITIES = {"info", "warning", "critical"}
@@ -145,6 +146,7 @@ def alert_to_fault(alert: AlertmanagerAlert, where: str) -> Fault:
             source="alertmanager",
             detected_at=alert.startsAt or datetime.now(UTC),
             dry_run=labels.get(DRY_RUN_LABEL, "").lower() == "true",
+            require_approval=labels.get(REQUIRE_APPROVAL_LABEL, "").lower() == "true",
         )
     except ValidationError as exc:
         raise describe_errors(exc, prefix=where) from None

@@ -2,7 +2,13 @@
 
     SelfhealError
     ├── ConfigError            settings, runbook or catalog files that do not load
-    ├── IntakeError            a signal from outside that cannot become a Fault
+    ├── IntakeError            a signal from outside that cannot become a Fault, or a fault
+    │                          the service catalog refuses
+    ├── HealingError           a question or decision about one healing that cannot be answered
+    │   ├── HealingNotFound    no healing has that id
+    │   └── DecisionRefused    approve/reject refused (not awaiting approval, already ended)
+    ├── TemporalUnavailable    Temporal (or, for a query, any worker) did not answer: retry later
+    ├── TemporalRefused        Temporal answered no (a namespace or search attribute missing)
     ├── DiagnosisError         evidence could not be collected or no rule applies
     ├── KnowledgeBaseError     the Postgres knowledge base refused or failed
     ├── ActionError            a recovery action failed
@@ -29,6 +35,27 @@ class ConfigError(SelfhealError):
 
 
 class IntakeError(SelfhealError):
+    retryable = False
+
+
+class HealingError(SelfhealError):
+    retryable = False
+
+
+class HealingNotFound(HealingError):
+    pass
+
+
+class DecisionRefused(HealingError):
+    pass
+
+
+class TemporalUnavailable(SelfhealError):
+    """Recognised by type where the client meets the server (``core.temporal``), never by the
+    text of a message."""
+
+
+class TemporalRefused(SelfhealError):
     retryable = False
 
 

@@ -45,7 +45,10 @@ class Fault(BaseModel):
     metric: MetricCheck | None = None
     source: str = "manual"
     detected_at: datetime = Field(default_factory=_now)
-    dry_run: bool = False
+    dry_run: bool = Field(default=False, description="plan and gate, change nothing")
+    require_approval: bool = Field(
+        default=False, description="a human must approve the plan, whatever its risk"
+    )
 
     @field_validator("fingerprint")
     @classmethod

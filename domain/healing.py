@@ -180,6 +180,41 @@ class StepResult(BaseModel):
     started_at: datetime
     ended_at: datetime
 
+    @classmethod
+    def for_step(
+        cls,
+        step: RecoveryStep,
+        *,
+        candidate: int,
+        order: int,
+        status: StepStatus,
+        started_at: datetime,
+        ended_at: datetime,
+        action: str | None = None,
+        params: dict[str, Any] | None = None,
+        compensation: bool = False,
+        mutating: bool = True,
+        output: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> StepResult:
+        """The result of running ``step`` (or, with ``compensation``, its undoing), named by its
+        label. ``action`` and ``params`` are what ran (the registered action, the rendered
+        params); by default the step's own, as written in the plan."""
+        return cls(
+            candidate=candidate,
+            order=order,
+            name=step.label,
+            action=step.action if action is None else action,
+            params=step.params if params is None else params,
+            status=status,
+            compensation=compensation,
+            mutating=mutating,
+            output={} if output is None else output,
+            error=error,
+            started_at=started_at,
+            ended_at=ended_at,
+        )
+
 
 class ValidationResult(BaseModel):
     healthy: bool
@@ -189,6 +224,11 @@ class ValidationResult(BaseModel):
     detail: str = ""
     started_at: datetime | None = Field(default=None, description="set by the workflow")
     ended_at: datetime | None = Field(default=None, description="set by the workflow")
+
+    @classmethod
+    def unchecked(cls, window_s: float, detail: str) -> ValidationResult:
+        """Not healthy, because no check could run (nothing to probe, validation failed)."""
+        return cls(healthy=False, checks=0, failures=0, window_s=window_s, detail=detail)
 
 
 class Approval(BaseModel):

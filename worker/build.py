@@ -16,15 +16,19 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from selfheal.core.log_context import HealingLogInterceptor
 from selfheal.core.settings import Settings
+from selfheal.workflows.contract import check_implementations
 from selfheal.workflows.healing import HealingWorkflow
 
 log = structlog.get_logger(__name__)
 
-# Our vocabulary is pure pydantic: importing it once, outside the sandbox, keeps each workflow
-# run from re-importing it (the sandbox's per-run re-import is what makes workflows slow).
+# Our vocabulary and the contract are pure: importing them once, outside the sandbox, keeps each
+# workflow run from re-importing them (the sandbox's per-run re-import is what makes workflows
+# slow).
 PASSTHROUGH = (
     "selfheal.domain",
+    "selfheal.workflows.contract",
     "selfheal.workflows.saga",
     "pydantic",
     "pydantic_core",
@@ -44,7 +48,8 @@ def build_activities(
     session_factory: sessionmaker[Session],
     http: httpx.AsyncClient | None = None,
 ) -> list[Callable[..., Any]]:
-    """Every activity, as bound methods of classes built once with their clients."""
+    """Every activity of the contract, once, as bound methods of classes built once with their
+    clients."""
     from selfheal.activities.actions import POSTGRES_DSNS, REDIS_URL, default_registry
     from selfheal.activities.actions.kubernetes import kubernetes_services
     from selfheal.activities.diagnosis import DiagnosisActivities
@@ -55,7 +60,7 @@ def build_activities(
     from selfheal.activities.rules import load_rules
     from selfheal.activities.steps import StepActivities
     from selfheal.activities.validation import ValidationActivities
-    from selfheal.detection.services import load_services
+    from selfheal.core.catalog import load_services
 
     registry = default_registry()
     client = http or httpx.AsyncClient()
@@ -90,7 +95,7 @@ def build_activities(
         http=client,
         probe_timeout_s=settings.probe.timeout_s,
     )
-    return [
+    activities: list[Callable[..., Any]] = [
         PolicyActivities(policy).load_policy,
         guardrails.check_guardrails,
         guardrails.release_target,
@@ -103,6 +108,9 @@ def build_activities(
         validation.validate_recovery,
         notify.notify,
     ]
+    # A workflow calling an activity no worker registered would retry it until it gives up.
+    check_implementations(activities)
+    return activities
 
 
 def build_worker(
@@ -121,6 +129,8 @@ def build_worker(
         max_concurrent_activities=settings.worker.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.worker.max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker.graceful_shutdown_s),
+        # every log line of an activity carries its workflow_id and fingerprint
+        interceptors=[HealingLogInterceptor()],
     )
 
 

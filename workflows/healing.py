@@ -4,8 +4,9 @@ diagnose → plan (knowledge base, best first) → approval gate → for each ca
 (compensations registered first), validate; on failure undo in reverse and try the next
 candidate → record the outcome → notify.
 
-Deterministic orchestration only: every side effect is an activity called by name, so no I/O
-module is imported into the workflow sandbox.
+Deterministic orchestration only: every side effect is an activity, called through its typed
+reference in ``workflows/contract.py`` (by name, so that no I/O module is imported into the
+workflow sandbox, yet typed, so that mypy sees a changed payload).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -23,7 +24,6 @@ with workflow.unsafe.imports_passed_through():
         Approval,
         ApprovalDecision,
         Diagnosis,
-        Evidence,
         FaultUpdate,
         HealingInput,
         HealingOutcome,
@@ -38,31 +38,47 @@ with workflow.unsafe.imports_passed_through():
         ValidationResult,
     )
     from selfheal.domain.payloads import (
-        ActivityName,
         CheckGuardrailsInput,
         CollectEvidenceInput,
         CompensateStepInput,
         DiagnoseInput,
         FindSolutionsInput,
-        FindSolutionsResult,
         GuardrailDecision,
         LoadPolicyInput,
         NotifyInput,
         RecordOutcomeInput,
-        RecordOutcomeResult,
         ReleaseTargetInput,
         RunStepInput,
         SolutionAttempt,
         ValidateRecoveryInput,
     )
+    from selfheal.workflows.contract import (
+        CHECK_GUARDRAILS,
+        COLLECT_EVIDENCE,
+        COMPENSATE_STEP,
+        DIAGNOSE_FAULT,
+        FAULT_SERVICE,
+        FAULT_TYPE,
+        FIND_SOLUTIONS,
+        LOAD_POLICY,
+        NOTIFY,
+        OUTCOME,
+        PHASE,
+        QUERY_STATUS,
+        RECORD_OUTCOME,
+        RELEASE_TARGET,
+        RISK_LEVEL,
+        ROOT_CAUSE,
+        RUN_STEP,
+        SIGNAL_APPROVE,
+        SIGNAL_FAULT_UPDATE,
+        SIGNAL_REJECT,
+        UPDATE_APPROVE,
+        UPDATE_REJECT,
+        VALIDATE_RECOVERY,
+        WORKFLOW_TYPE,
+    )
     from selfheal.workflows.saga import Compensation, Saga
-
-PHASE = SearchAttributeKey.for_keyword("HealingPhase")
-FAULT_SERVICE = SearchAttributeKey.for_keyword("FaultService")
-FAULT_TYPE = SearchAttributeKey.for_keyword("FaultType")
-ROOT_CAUSE = SearchAttributeKey.for_keyword("RootCause")
-RISK_LEVEL = SearchAttributeKey.for_keyword("RiskLevel")
-OUTCOME = SearchAttributeKey.for_keyword("HealingOutcome")
 
 # Reads (policy, evidence, diagnosis, knowledge base) retry quickly and give up within minutes.
 READ_RETRY = RetryPolicy(
@@ -110,7 +126,7 @@ class _Finished(Exception):
         self.detail = detail
 
 
-@workflow.defn(name="HealingWorkflow")
+@workflow.defn(name=WORKFLOW_TYPE)
 class HealingWorkflow:
     @workflow.init
     def __init__(self, input: HealingInput) -> None:
@@ -129,11 +145,11 @@ class HealingWorkflow:
 
     # ----------------------------------------------------------------------------- handlers
 
-    @workflow.query(name="status")
+    @workflow.query(name=QUERY_STATUS)
     def status(self) -> HealingStatus:
         return self._status
 
-    @workflow.signal(name="fault_update")
+    @workflow.signal(name=SIGNAL_FAULT_UPDATE)
     def fault_update(self, update: FaultUpdate) -> None:
         if update.kind == "fired":
             self._status.occurrences += update.count
@@ -146,7 +162,7 @@ class HealingWorkflow:
             if update.fault.fingerprint not in known:
                 self._status.secondary_faults.append(update.fault)
 
-    @workflow.update(name="approve")
+    @workflow.update(name=UPDATE_APPROVE)
     def approve(self, decision: ApprovalDecision) -> Approval:
         return self._decide(True, decision)
 
@@ -154,7 +170,7 @@ class HealingWorkflow:
     def _validate_approve(self, decision: ApprovalDecision) -> None:
         self._validate_decision(decision)
 
-    @workflow.update(name="reject")
+    @workflow.update(name=UPDATE_REJECT)
     def reject(self, decision: ApprovalDecision) -> Approval:
         return self._decide(False, decision)
 
@@ -164,11 +180,11 @@ class HealingWorkflow:
 
     # Signals with the update names, for clients that cannot send updates. They pass the same
     # checks; a decision that would be refused as an update is dropped (and logged).
-    @workflow.signal(name="approve")
+    @workflow.signal(name=SIGNAL_APPROVE)
     def approve_signal(self, decision: ApprovalDecision) -> None:
         self._decide_by_signal(True, decision)
 
-    @workflow.signal(name="reject")
+    @workflow.signal(name=SIGNAL_REJECT)
     def reject_signal(self, decision: ApprovalDecision) -> None:
         self._decide_by_signal(False, decision)
 
@@ -203,10 +219,8 @@ class HealingWorkflow:
             FAULT_SERVICE.value_set(fault.service),
             FAULT_TYPE.value_set(fault.type),
         )
-        policy: HealingPolicy = await workflow.execute_activity(
-            ActivityName.LOAD_POLICY,
+        policy = await LOAD_POLICY.execute(
             LoadPolicyInput(service=fault.service),
-            result_type=HealingPolicy,
             start_to_close_timeout=timedelta(seconds=10),
             retry_policy=READ_RETRY,
         )
@@ -239,17 +253,13 @@ class HealingWorkflow:
         return self._status
 
     async def _diagnose(self, input: HealingInput) -> Diagnosis:
-        evidence: Evidence = await workflow.execute_activity(
-            ActivityName.COLLECT_EVIDENCE,
+        evidence = await COLLECT_EVIDENCE.execute(
             CollectEvidenceInput(fault=input.fault),
-            result_type=Evidence,
             start_to_close_timeout=timedelta(seconds=60),
             retry_policy=READ_RETRY,
         )
-        diagnosis: Diagnosis = await workflow.execute_activity(
-            ActivityName.DIAGNOSE_FAULT,
+        diagnosis = await DIAGNOSE_FAULT.execute(
             DiagnoseInput(fault=input.fault, evidence=evidence),
-            result_type=Diagnosis,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=READ_RETRY,
         )
@@ -262,10 +272,8 @@ class HealingWorkflow:
         self, input: HealingInput, policy: HealingPolicy, diagnosis: Diagnosis
     ) -> list[RecoveryPlan]:
         self._set_phase(HealingPhase.PLANNING)
-        found: FindSolutionsResult = await workflow.execute_activity(
-            ActivityName.FIND_SOLUTIONS,
+        found = await FIND_SOLUTIONS.execute(
             FindSolutionsInput(fault=input.fault, diagnosis=diagnosis, limit=policy.max_candidates),
-            result_type=FindSolutionsResult,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=READ_RETRY,
         )
@@ -387,8 +395,7 @@ class HealingWorkflow:
             entry = saga.register(index, order, step)
             started = workflow.now()
             try:
-                result: StepResult = await workflow.execute_activity(
-                    ActivityName.RUN_STEP,
+                result = await RUN_STEP.execute(
                     RunStepInput(
                         workflow_id=self._status.workflow_id,
                         run_id=self._status.run_id,
@@ -398,7 +405,6 @@ class HealingWorkflow:
                         fault=self._status.fault,
                         dry_run=self._status.dry_run,
                     ),
-                    result_type=StepResult,
                     start_to_close_timeout=timedelta(seconds=step.timeout_s),
                     heartbeat_timeout=timedelta(
                         seconds=min(step.timeout_s, policy.step_heartbeat_timeout_s)
@@ -414,12 +420,10 @@ class HealingWorkflow:
             except ActivityError as exc:
                 self._mutated = self._mutated or not self._status.dry_run
                 error = _error_text(exc)
-                result = StepResult(
+                result = StepResult.for_step(
+                    step,
                     candidate=index,
                     order=order,
-                    name=step.label,
-                    action=step.action,
-                    params=step.params,
                     status=StepStatus.FAILED,
                     error=error,
                     started_at=started,
@@ -445,8 +449,7 @@ class HealingWorkflow:
         busy), sleep and ask again, up to the policy's limit."""
         waited = 0.0
         while True:
-            decision: GuardrailDecision = await workflow.execute_activity(
-                ActivityName.CHECK_GUARDRAILS,
+            decision = await CHECK_GUARDRAILS.execute(
                 CheckGuardrailsInput(
                     workflow_id=self._status.workflow_id,
                     run_id=self._status.run_id,
@@ -456,7 +459,6 @@ class HealingWorkflow:
                     order=order,
                     dry_run=self._status.dry_run,
                 ),
-                result_type=GuardrailDecision,
                 start_to_close_timeout=timedelta(seconds=60),
                 retry_policy=READ_RETRY,
             )
@@ -480,12 +482,10 @@ class HealingWorkflow:
         """Record a refused step; what it means for the plan (None: go on to validation)."""
         now = workflow.now()
         self._status.steps.append(
-            StepResult(
+            StepResult.for_step(
+                step,
                 candidate=index,
                 order=order,
-                name=step.label,
-                action=step.action,
-                params=step.params,
                 status=StepStatus.REFUSED,
                 error=f"{decision.rule}: {decision.reason}",
                 started_at=now,
@@ -503,8 +503,7 @@ class HealingWorkflow:
         return _PlanFailure(reason, counts=False, escalate=True)
 
     async def _release(self) -> None:
-        await workflow.execute_activity(
-            ActivityName.RELEASE_TARGET,
+        await RELEASE_TARGET.execute(
             ReleaseTargetInput(
                 workflow_id=self._status.workflow_id,
                 run_id=self._status.run_id,
@@ -521,8 +520,7 @@ class HealingWorkflow:
             return
         started = workflow.now()
         try:
-            result: StepResult = await workflow.execute_activity(
-                ActivityName.COMPENSATE_STEP,
+            result = await COMPENSATE_STEP.execute(
                 CompensateStepInput(
                     workflow_id=self._status.workflow_id,
                     run_id=self._status.run_id,
@@ -532,7 +530,6 @@ class HealingWorkflow:
                     fault=self._status.fault,
                     result=forward,
                 ),
-                result_type=StepResult,
                 start_to_close_timeout=timedelta(seconds=entry.step.timeout_s),
                 heartbeat_timeout=timedelta(seconds=min(entry.step.timeout_s, 15.0)),
                 retry_policy=RetryPolicy(
@@ -543,12 +540,13 @@ class HealingWorkflow:
                 ),
             )
         except ActivityError as exc:
-            result = StepResult(
+            undo = entry.step.compensate
+            result = StepResult.for_step(
+                entry.step,
                 candidate=entry.candidate,
                 order=entry.order,
-                name=entry.step.label,
-                action=entry.step.compensate.action if entry.step.compensate else entry.step.action,
-                params=entry.step.compensate.params if entry.step.compensate else {},
+                action=undo.action if undo else None,
+                params=undo.params if undo else {},
                 status=StepStatus.COMPENSATION_FAILED,
                 compensation=True,
                 error=_error_text(exc),
@@ -562,22 +560,18 @@ class HealingWorkflow:
         window = policy.stabilization_window_s
         started = workflow.now()
         try:
-            result: ValidationResult = await workflow.execute_activity(
-                ActivityName.VALIDATE_RECOVERY,
+            result = await VALIDATE_RECOVERY.execute(
                 ValidateRecoveryInput(
                     fault=self._status.fault,
                     window_s=window,
                     interval_s=policy.probe_interval_s,
                 ),
-                result_type=ValidationResult,
                 start_to_close_timeout=timedelta(seconds=window + 60),
                 heartbeat_timeout=timedelta(seconds=policy.probe_interval_s + 30),
                 retry_policy=READ_RETRY,
             )
         except ActivityError as exc:
-            result = ValidationResult(
-                healthy=False, checks=0, failures=0, window_s=window, detail=_error_text(exc)
-            )
+            result = ValidationResult.unchecked(window, _error_text(exc))
         self._status.validations.append(
             result.model_copy(update={"started_at": started, "ended_at": workflow.now()})
         )
@@ -587,10 +581,8 @@ class HealingWorkflow:
 
     async def _record(self, attempts: list[SolutionAttempt]) -> None:
         try:
-            await workflow.execute_activity(
-                ActivityName.RECORD_OUTCOME,
+            await RECORD_OUTCOME.execute(
                 RecordOutcomeInput(status=self._status, attempts=attempts),
-                result_type=RecordOutcomeResult,
                 start_to_close_timeout=timedelta(seconds=30),
                 schedule_to_close_timeout=timedelta(hours=1),
                 retry_policy=RECORD_RETRY,
@@ -601,8 +593,7 @@ class HealingWorkflow:
 
     async def _notify(self) -> None:
         try:
-            await workflow.execute_activity(
-                ActivityName.NOTIFY,
+            await NOTIFY.execute(
                 NotifyInput(status=self._status),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=READ_RETRY,

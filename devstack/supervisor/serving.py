@@ -45,7 +45,13 @@ def serve_in_thread(
         sock.close()
         raise
     config = uvicorn.Config(
-        app, log_level="warning", lifespan="off", ws="none", loop="asyncio", access_log=False
+        app,
+        log_level="warning",
+        lifespan="off",
+        ws="none",
+        loop="asyncio",
+        access_log=False,
+        log_config=None,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(

@@ -27,12 +27,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
 from selfheal.activities.actions import default_registry
+from selfheal.api.app import IntakeDeps, create_app
+from selfheal.core.catalog import load_services
 from selfheal.core.settings import IntakeSettings
-from selfheal.detection.app import IntakeDeps, create_app
 from selfheal.detection.detector_config import load_detector_config
 from selfheal.detection.metrics_router import MetricsRouter
-from selfheal.detection.services import load_services
 from selfheal.devstack.supervisor import ServerHandle, serve_in_thread
+from selfheal.healings import Healings
 from selfheal.models.catalog import load_catalog
 from selfheal.models.knowledge_base import KnowledgeBase
 from tests.support import free_ports, sessions
@@ -297,10 +298,8 @@ def intake_app(
 ) -> ServerHandle:
     """The intake app as ``selfheal serve`` builds it, served on a free loopback port."""
     deps = IntakeDeps(
-        client=client,
+        door=Healings(client, load_services(runbooks / "services.yaml"), task_queue=task_queue),
         settings=IntakeSettings(tokens=tokens),
-        task_queue=task_queue,
         router=MetricsRouter(load_detector_config(runbooks / "detectors.yaml")),
-        catalog=load_services(runbooks / "services.yaml"),
     )
     return serve_in_thread(create_app(deps))

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from selfheal.cli.dev import DEV_TOKEN
+from selfheal.devstack.stack import DEV_TOKEN
 from tests.support import free_ports, short_tmp_dir
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,4 +1,5 @@
-"""Stand-in activities for workflow-logic tests, registered under the real activity names.
+"""Stand-in activities for workflow-logic tests, implementing the contract's activities
+(``@implements``: the same names and exactly the same payload types as the real ones).
 
 They keep a journal of every call so tests can assert order (compensation in reverse, the next
 candidate after a failure) without depending on a target system. End-to-end tests use the real
@@ -12,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from selfheal.domain import (
@@ -27,7 +27,6 @@ from selfheal.domain import (
     ValidationResult,
 )
 from selfheal.domain.payloads import (
-    ActivityName,
     CheckGuardrailsInput,
     CollectEvidenceInput,
     CompensateStepInput,
@@ -42,6 +41,20 @@ from selfheal.domain.payloads import (
     ReleaseTargetInput,
     RunStepInput,
     ValidateRecoveryInput,
+)
+from selfheal.workflows.contract import (
+    CHECK_GUARDRAILS,
+    COLLECT_EVIDENCE,
+    COMPENSATE_STEP,
+    DIAGNOSE_FAULT,
+    FIND_SOLUTIONS,
+    LOAD_POLICY,
+    NOTIFY,
+    RECORD_OUTCOME,
+    RELEASE_TARGET,
+    RUN_STEP,
+    VALIDATE_RECOVERY,
+    implements,
 )
 
 
@@ -77,25 +90,25 @@ class Scenario:
     def activities(self) -> list[Any]:
         scenario = self
 
-        @activity.defn(name=ActivityName.LOAD_POLICY)
+        @implements(LOAD_POLICY)
         async def load_policy(input: LoadPolicyInput) -> HealingPolicy:
             return scenario.policy
 
-        @activity.defn(name=ActivityName.COLLECT_EVIDENCE)
+        @implements(COLLECT_EVIDENCE)
         async def collect_evidence(input: CollectEvidenceInput) -> Evidence:
             return Evidence(collected_at=datetime.now(UTC), facts={"probe_ok": False})
 
-        @activity.defn(name=ActivityName.DIAGNOSE_FAULT)
+        @implements(DIAGNOSE_FAULT)
         async def diagnose_fault(input: DiagnoseInput) -> Diagnosis:
             return Diagnosis(
                 root_cause="process_crashed", confidence=scenario.confidence, rule="test-rule"
             )
 
-        @activity.defn(name=ActivityName.FIND_SOLUTIONS)
+        @implements(FIND_SOLUTIONS)
         async def find_solutions(input: FindSolutionsInput) -> FindSolutionsResult:
             return FindSolutionsResult(plans=scenario.plans)
 
-        @activity.defn(name=ActivityName.RUN_STEP)
+        @implements(RUN_STEP)
         async def run_step(input: RunStepInput) -> StepResult:
             started = datetime.now(UTC)
             name = input.step.name
@@ -108,33 +121,31 @@ class Scenario:
                 await asyncio.sleep(scenario.step_delay_s)
             if name in scenario.fail_steps:
                 raise ApplicationError(f"{name} broke", type="TargetError", non_retryable=True)
-            return StepResult(
+            return StepResult.for_step(
+                input.step,
                 candidate=input.candidate,
                 order=input.order,
-                name=name,
-                action=input.step.action,
-                params=input.step.params,
                 status=StepStatus.DRY_RUN if input.dry_run else StepStatus.SUCCEEDED,
                 started_at=started,
                 ended_at=datetime.now(UTC),
             )
 
-        @activity.defn(name=ActivityName.COMPENSATE_STEP)
+        @implements(COMPENSATE_STEP)
         async def compensate_step(input: CompensateStepInput) -> StepResult:
             scenario.journal.append(f"undo:{input.step.name}")
             now = datetime.now(UTC)
-            return StepResult(
+            return StepResult.for_step(
+                input.step,
                 candidate=input.candidate,
                 order=input.order,
-                name=input.step.name,
-                action=input.step.action,
+                params={},
                 status=StepStatus.COMPENSATED,
                 compensation=True,
                 started_at=now,
                 ended_at=now,
             )
 
-        @activity.defn(name=ActivityName.VALIDATE_RECOVERY)
+        @implements(VALIDATE_RECOVERY)
         async def validate_recovery(input: ValidateRecoveryInput) -> ValidationResult:
             healthy = scenario._current_plan not in scenario.unhealthy_after
             scenario.journal.append(f"validate:{'ok' if healthy else 'bad'}")
@@ -146,12 +157,12 @@ class Scenario:
                 detail="" if healthy else "probe still failing",
             )
 
-        @activity.defn(name=ActivityName.RECORD_OUTCOME)
+        @implements(RECORD_OUTCOME)
         async def record_outcome(input: RecordOutcomeInput) -> RecordOutcomeResult:
             scenario.recorded.append(input)
             return RecordOutcomeResult(healing_id=len(scenario.recorded))
 
-        @activity.defn(name=ActivityName.CHECK_GUARDRAILS)
+        @implements(CHECK_GUARDRAILS)
         async def check_guardrails(input: CheckGuardrailsInput) -> GuardrailDecision:
             key = input.step.name if input.step is not None else "start"
             answers = scenario.guardrails.get(key)
@@ -160,11 +171,11 @@ class Scenario:
             scenario.journal.append(f"guard:{key}")
             return answers.pop(0) if len(answers) > 1 else answers[0]
 
-        @activity.defn(name=ActivityName.RELEASE_TARGET)
+        @implements(RELEASE_TARGET)
         async def release_target(input: ReleaseTargetInput) -> None:
             scenario.released.append(input.workflow_id)
 
-        @activity.defn(name=ActivityName.NOTIFY)
+        @implements(NOTIFY)
         async def notify(input: NotifyInput) -> bool:
             return False
 

@@ -24,10 +24,19 @@ from tests.integration.test_workflow_logic import running, status_when
 pytestmark = pytest.mark.integration
 
 
+# The catalog the CLI resolves faults through: service ``checkout``, one target per test.
+CATALOG = "services.yaml"
+
+
 @pytest.fixture
-def cli_env(client: Client, task_queue: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def cli_env(
+    client: Client, task_queue: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[None]:
     monkeypatch.setenv("SELFHEAL_TEMPORAL__ADDRESS", client.service_client.config.target_host)
     monkeypatch.setenv("SELFHEAL_TEMPORAL__TASK_QUEUE", task_queue)
+    runbooks = tmp_path / "runbooks"
+    runbooks.mkdir()
+    monkeypatch.setenv("SELFHEAL_RUNBOOKS_DIR", str(runbooks))
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
@@ -45,10 +54,21 @@ async def cli(*args: str, stdin: str | None = None) -> Result:
     return await asyncio.to_thread(CliRunner().invoke, app, list(args), input=stdin)
 
 
+def declare_target() -> str:
+    """A new target of ``checkout`` in the catalog of the CLI (SELFHEAL_RUNBOOKS_DIR)."""
+    target = f"api-{uuid.uuid4().hex[:8]}"
+    catalog = get_settings().runbooks_dir / CATALOG
+    lines = (
+        catalog.read_text() if catalog.exists() else "services:\n  - name: checkout\n    targets:\n"
+    )
+    catalog.write_text(lines + f"      - {{name: {target}, kind: process}}\n")
+    return target
+
+
 def fault_file(tmp_path: Path) -> Path:
     path = tmp_path / "fault.yaml"
     path.write_text(
-        f"service: checkout\ntype: health_check_failed\ntarget: api-{uuid.uuid4().hex[:8]}\n"
+        f"service: checkout\ntype: health_check_failed\ntarget: {declare_target()}\n"
         "summary: probes fail\n"
     )
     return path
@@ -118,7 +138,7 @@ async def test_submit_list_show_approve(client: Client, worker: Scenario, tmp_pa
 
 
 async def test_reject_from_stdin_runs_nothing(client: Client, worker: Scenario) -> None:
-    fault = {"service": "checkout", "type": "latency_high", "target": uuid.uuid4().hex[:8]}
+    fault = {"service": "checkout", "type": "latency_high", "target": declare_target()}
     workflow_id = await submitted("-", "--require-approval", stdin=json.dumps(fault))
     await status_when(client.get_workflow_handle(workflow_id), lambda s: s.awaiting_approval)
 

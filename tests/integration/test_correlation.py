@@ -20,9 +20,9 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from selfheal.cli.render import timeline
-from selfheal.detection.correlation import RouteResult, dependency_query, route_fault
+from selfheal.core.catalog import ServiceCatalog, resolve_fault
 from selfheal.domain import Fault, HealingStatus, IntakeError
-from selfheal.domain.services import ServiceCatalog
+from selfheal.healings.correlation import RouteResult, dependency_query, route_fault
 from selfheal.worker import workflow_runner
 from selfheal.workflows.healing import HealingWorkflow
 from tests.integration.standins import Scenario
@@ -67,7 +67,8 @@ def service(name: str, depends_on: list[str] | None = None) -> dict[str, object]
 
 
 class Router:
-    """``route_fault`` on this test's task queue; remembers what it routed, to clean up."""
+    """The door's path for one fault (``admit`` through the catalog, then ``route_fault``) on
+    this test's task queue, with a clock; remembers what it routed, to clean up."""
 
     def __init__(self, client: Client, task_queue: str) -> None:
         self.client = client
@@ -77,7 +78,10 @@ class Router:
     async def __call__(
         self, fault: Fault, catalog: ServiceCatalog, *, now: datetime | None = None
     ) -> RouteResult:
-        result = await route_fault(self.client, fault, catalog, task_queue=self.task_queue, now=now)
+        admitted = resolve_fault(fault, catalog)
+        result = await route_fault(
+            self.client, admitted, catalog, task_queue=self.task_queue, now=now
+        )
         self.routed.add(result.workflow_id)
         return result
 

@@ -20,7 +20,6 @@ from selfheal.activities.actions import default_registry
 from selfheal.activities.actions.degrade import HTTP_DEGRADE, DegradeParams
 from selfheal.activities.actions.registry import ActionContext
 from selfheal.core.settings import HealingSettings, Settings, SupervisorSettings
-from selfheal.detection.intake import start_healing
 from selfheal.domain import (
     Fault,
     HealingOutcome,
@@ -31,6 +30,7 @@ from selfheal.domain import (
     StepStatus,
     TargetError,
 )
+from selfheal.healings.start import start_healing
 from selfheal.models.catalog import load_catalog
 from selfheal.models.knowledge_base import KnowledgeBase
 from selfheal.worker import build_activities, build_worker

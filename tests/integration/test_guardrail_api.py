@@ -14,14 +14,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 from typer.testing import CliRunner
 
+from selfheal.api.app import IntakeDeps
 from selfheal.cli.main import app as cli_app
+from selfheal.core.catalog import CACHE_PREFIX_LABEL
 from selfheal.core.database import (
     make_engine,
     make_session_factory,
 )
 from selfheal.core.settings import get_settings
-from selfheal.detection.app import IntakeDeps
-from selfheal.detection.gateway import CACHE_PREFIX_LABEL
 from selfheal.domain import HealingStatus
 from selfheal.models.guardrails import DatabaseKillSwitch, Guardrails
 from tests.integration.standins import Scenario

@@ -27,11 +27,11 @@ from typer.testing import CliRunner
 from selfheal.activities.actions.registry import Action, ActionContext, ActionRegistry
 from selfheal.activities.guardrails import GuardrailActivities
 from selfheal.cli.guardrails import register
+from selfheal.core.catalog import ServiceCatalog, ServiceSpec, TargetSpec
 from selfheal.core.settings import GuardrailSettings, get_settings
 from selfheal.devstack.supervisor import ServerHandle, serve_in_thread
 from selfheal.domain import Fault, MetricCheck, RecoveryStep, RiskLevel
 from selfheal.domain.payloads import CheckGuardrailsInput, GuardrailDecision, ReleaseTargetInput
-from selfheal.domain.services import ServiceCatalog, ServiceSpec, TargetSpec
 from selfheal.models.guardrails import Guardrails, Run
 from tests.support import scratch_database, sessions
 

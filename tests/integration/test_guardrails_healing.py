@@ -26,9 +26,9 @@ from temporalio.worker import Worker
 
 from selfheal.activities.actions import default_registry
 from selfheal.activities.guardrails import GuardrailActivities
+from selfheal.core.catalog import ServiceCatalog, ServiceSpec, TargetSpec
 from selfheal.core.database import make_engine, make_session_factory
 from selfheal.core.settings import GuardrailSettings, HealingSettings, Settings, SupervisorSettings
-from selfheal.detection.intake import start_healing
 from selfheal.devstack.supervisor import serve_in_thread
 from selfheal.domain import (
     Fault,
@@ -40,7 +40,7 @@ from selfheal.domain import (
     RiskLevel,
     StepStatus,
 )
-from selfheal.domain.services import ServiceCatalog, ServiceSpec, TargetSpec
+from selfheal.healings.start import start_healing
 from selfheal.models.catalog import load_catalog
 from selfheal.models.guardrails import Guardrails, set_paused, target_key
 from selfheal.models.knowledge_base import KnowledgeBase

@@ -25,12 +25,13 @@ from selfheal.activities.actions import default_registry
 from selfheal.activities.knowledge import KnowledgeBaseActivities
 from selfheal.core.database import make_engine, make_session_factory
 from selfheal.core.settings import HealingSettings, Settings, SupervisorSettings
-from selfheal.detection.intake import start_healing
 from selfheal.domain import Fault, HealingOutcome, HealingStatus, MetricCheck, StepStatus
-from selfheal.domain.payloads import ActivityName, RecordOutcomeInput, RecordOutcomeResult
+from selfheal.domain.payloads import RecordOutcomeInput, RecordOutcomeResult
+from selfheal.healings.start import start_healing
 from selfheal.models.catalog import load_catalog
 from selfheal.models.knowledge_base import KnowledgeBase
 from selfheal.worker import build_activities, build_worker
+from selfheal.workflows.contract import FIND_SOLUTIONS, RECORD_OUTCOME, implemented_by, implements
 from tests.integration.demo_stack import TARGET, DemoStack, demo_stack, free_port, wait_until
 from tests.integration.standins import Scenario
 from tests.support import runbooks_for
@@ -189,7 +190,7 @@ async def test_record_retried_after_commit_counts_once(
     real = KnowledgeBaseActivities(kb_sessions, default_registry())
     calls: list[int] = []
 
-    @activity.defn(name=ActivityName.RECORD_OUTCOME)
+    @implements(RECORD_OUTCOME)
     async def record_then_lose_completion(input: RecordOutcomeInput) -> RecordOutcomeResult:
         result = await real.record_outcome(input)
         calls.append(activity.info().attempt)
@@ -201,8 +202,7 @@ async def test_record_retried_after_commit_counts_once(
     activities = [
         a
         for a in scenario.activities()
-        if a.__temporal_activity_definition.name  # type: ignore[attr-defined]
-        not in (ActivityName.FIND_SOLUTIONS, ActivityName.RECORD_OUTCOME)
+        if implemented_by(a) not in (FIND_SOLUTIONS, RECORD_OUTCOME)
     ]
     activities += [real.find_solutions, record_then_lose_completion]
     before = solution_counts(kb_sessions)

@@ -32,19 +32,20 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RetryConfig, RPCError, RPCStatusCode
 
+from selfheal.api.app import IntakeDeps, create_app
+from selfheal.core.catalog import ServiceCatalog, TargetSpec, load_services
 from selfheal.core.database import to_libpq_url
 from selfheal.core.settings import IntakeSettings
-from selfheal.detection.app import IntakeDeps, create_app
 from selfheal.detection.detector_config import DetectorConfig
 from selfheal.detection.metrics_router import MetricsRouter
-from selfheal.detection.services import load_services
 from selfheal.devstack.supervisor.serving import serve_in_thread
 from selfheal.domain import HealingOutcome, HealingStatus, healing_workflow_id
 from selfheal.domain.fault import fingerprint_of
 from tests.integration.standins import Scenario
 from tests.integration.test_workflow_logic import running, status_when
+from tests.support import TcpProxy, add_service, door_for
 
 pytestmark = pytest.mark.integration
 
@@ -78,12 +79,29 @@ def detector_config() -> DetectorConfig:
     )
 
 
-def make_deps(client: Client, task_queue: str, **overrides: Any) -> IntakeDeps:
+# Every service a test names (``service()``) is declared here: the door refuses any other.
+CATALOG = ServiceCatalog()
+# what the heartbeat detector of ``detector_config`` raises its faults on
+add_service(CATALOG, "beats")
+
+
+def make_deps(
+    client: Client, task_queue: str, catalog: ServiceCatalog | None = None, **overrides: Any
+) -> IntakeDeps:
     settings = IntakeSettings(tokens=TOKENS, max_body_bytes=64_000, error_traces_max=5)
-    deps = IntakeDeps(client=client, settings=settings, task_queue=task_queue)
+    deps = IntakeDeps(door=door_for(client, task_queue, catalog or CATALOG), settings=settings)
     for key, value in overrides.items():
         setattr(deps, key, value)
     return deps
+
+
+def beat_component() -> str:
+    """A heartbeat component, declared as a target of the ``beats`` service."""
+    component = f"beat-{uuid.uuid4().hex[:6]}"
+    beats = CATALOG.get("beats")
+    assert beats is not None
+    beats.targets.append(TargetSpec(name=component, kind="process"))
+    return component
 
 
 def http(deps: IntakeDeps) -> httpx.AsyncClient:
@@ -108,7 +126,8 @@ async def api(
 
 
 def service() -> str:
-    return f"svc-{uuid.uuid4().hex[:8]}"
+    """A service of this test alone, with the targets the tests' faults name."""
+    return add_service(CATALOG, f"svc-{uuid.uuid4().hex[:8]}", "api-1", "api", "x")
 
 
 def alert(
@@ -310,20 +329,25 @@ async def test_auth_size_and_payload_refusals_start_nothing(
     assert (await api.get("/v1/healings")).status_code == 401
 
 
-async def test_temporal_unreachable_is_503_and_not_ready(task_queue: str) -> None:
-    from tests.support import free_port
-
-    down = await Client.connect(
-        f"127.0.0.1:{free_port()}", lazy=True, data_converter=pydantic_data_converter
+async def test_temporal_unreachable_is_503_and_not_ready(client: Client, task_queue: str) -> None:
+    # Temporal goes away under a connected intake: every call answers 503, Retry-After.
+    proxy = await TcpProxy(client.service_client.config.target_host).start()
+    through = await Client.connect(
+        proxy.address,
+        data_converter=pydantic_data_converter,
+        retry_config=RetryConfig(max_retries=0),
     )
-    async with http(make_deps(down, task_queue)) as api:
-        response = await api.post("/v1/faults", json={"service": "s", "type": "t"}, headers=INGEST)
-        assert response.status_code == 503
+    await proxy.close()
+    svc = service()
+    async with http(make_deps(through, task_queue)) as api:
+        fault = {"service": svc, "type": "t"}
+        response = await api.post("/v1/faults", json=fault, headers=INGEST)
+        assert response.status_code == 503, response.text
         assert response.headers["retry-after"]
-        storm = await api.post("/v1/alertmanager", json=webhook(alert("s")), headers=INGEST)
+        storm = await api.post("/v1/alertmanager", json=webhook(alert(svc)), headers=INGEST)
         assert storm.status_code == 503
         resolved = await api.post(
-            "/v1/alertmanager", json=webhook(alert("s", "resolved")), headers=INGEST
+            "/v1/alertmanager", json=webhook(alert(svc, "resolved")), headers=INGEST
         )
         assert resolved.status_code == 503
         assert (await api.get("/v1/healings", headers=INGEST)).status_code == 503
@@ -342,7 +366,8 @@ async def test_temporal_refusing_is_502_naming_why(client: Client, task_queue: s
         data_converter=pydantic_data_converter,
     )
     async with http(make_deps(elsewhere, task_queue)) as api:
-        response = await api.post("/v1/faults", json={"service": "s", "type": "t"}, headers=INGEST)
+        fault = {"service": service(), "type": "t"}
+        response = await api.post("/v1/faults", json=fault, headers=INGEST)
     assert response.status_code == 502
     assert "no-such-namespace" in response.json()["error"]
 
@@ -404,7 +429,7 @@ async def test_storm_through_the_catalog_counts_every_alert(
     svc = service()
     path = tmp_path / "services.yaml"
     path.write_text(f"services:\n  - name: {svc}\n    targets: [{{name: api-1, kind: process}}]\n")
-    async with http(make_deps(client, task_queue, catalog=load_services(path))) as api:
+    async with http(make_deps(client, task_queue, load_services(path))) as api:
         payload = webhook(*[alert(svc) for _ in range(50)])
         responses = await asyncio.gather(
             *(api.post("/v1/alertmanager", json=payload, headers=INGEST) for _ in range(20))
@@ -491,7 +516,7 @@ async def test_heartbeats_raise_a_fault_when_a_component_goes_silent(
 ) -> None:
     clock = Clock()
     router = MetricsRouter(detector_config(), clock=clock)
-    component = f"beat-{uuid.uuid4().hex[:6]}"
+    component = beat_component()
     async with http(make_deps(client, task_queue, router=router)) as api:
         for _ in range(10):
             response = await api.post(f"/v1/heartbeats/{component}", headers=INGEST)
@@ -513,7 +538,7 @@ async def test_the_app_sweeps_heartbeats_in_the_background(
 ) -> None:
     clock = Clock()
     router = MetricsRouter(detector_config(), clock=clock)
-    component = f"beat-{uuid.uuid4().hex[:6]}"
+    component = beat_component()
     for _ in range(10):
         router.heartbeat(component)
         clock.now += 1.0
@@ -539,7 +564,7 @@ async def test_catalog_refuses_unknown_services_and_foreign_targets(
         f"  - name: {frontend}\n    depends_on: [{svc}]\n"
         "    targets:\n      - {name: web, kind: process}\n"
     )
-    deps = make_deps(client, task_queue, catalog=load_services(path))
+    deps = make_deps(client, task_queue, load_services(path))
     async with http(deps) as api:
         stranger = {"service": "nobody", "type": "t"}
         refused = await api.post("/v1/faults", json=stranger, headers=INGEST)

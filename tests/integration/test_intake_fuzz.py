@@ -20,10 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from temporalio.client import Client
 
+from selfheal.api.app import IntakeDeps, create_app
+from selfheal.core.catalog import ServiceCatalog
 from selfheal.core.settings import IntakeSettings
-from selfheal.detection.app import IntakeDeps, create_app
 from selfheal.detection.detector_config import DetectorConfig
 from selfheal.detection.metrics_router import MetricsRouter
+from tests.support import add_service, door_for
 
 pytestmark = pytest.mark.integration
 
@@ -86,10 +88,11 @@ async def api(client: Client) -> AsyncIterator[httpx.AsyncClient]:
             }
         )
     )  # fmt: skip
+    catalog = ServiceCatalog()
+    add_service(catalog, "fuzzed", "fuzzed-target")
     deps = IntakeDeps(
-        client=client,
+        door=door_for(client, QUEUE, catalog),
         settings=IntakeSettings(tokens={"fuzz-token": ["ingest", "approve"]}, max_body_bytes=4096),
-        task_queue=QUEUE,
         router=router,
     )
     transport = httpx.ASGITransport(app=create_app(deps))

@@ -639,7 +639,7 @@ def test_cli_bad_yaml_is_one_line_naming_file_and_field(cli: CliRunner, tmp_path
 
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
-        f"error: {runbooks}/solutions/demo.yaml: solutions[0] (broken).steps.0.action: "
+        f"error: {runbooks}/solutions/demo.yaml:5: solutions[0] (broken): steps.0.action: "
         "Field required"
     ]
     assert "Traceback" not in result.output
@@ -653,7 +653,10 @@ def test_cli_refuses_an_action_no_driver_registers(cli: CliRunner, tmp_path: Pat
     result = cli.invoke(app, ["kb", "import", str(runbooks)])
 
     assert result.exit_code == 2
-    assert "solutions[0] (x).steps.0.action: unknown action 'no.such.action'" in result.stderr
+    assert (
+        f"{runbooks}/solutions/demo.yaml:2: solutions[0] (x): steps.0.action: "
+        "unknown action 'no.such.action'"
+    ) in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 

@@ -14,8 +14,8 @@ from temporalio.client import Client
 from selfheal.core.settings import Settings, TelemetrySettings, TemporalSettings
 from selfheal.core.telemetry import setup_tracing
 from selfheal.core.temporal import connect
-from selfheal.detection.intake import start_healing
 from selfheal.domain import Fault, HealingOutcome, HealingStatus
+from selfheal.healings.start import start_healing
 from selfheal.worker import build_worker
 from tests.integration.standins import Scenario
 

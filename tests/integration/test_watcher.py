@@ -13,11 +13,14 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 from temporalio.client import Client
 
-from selfheal.detection.watcher import HealthWatcher, WatchTarget
+from selfheal.core.catalog import ServiceCatalog, TargetSpec
+from selfheal.detection.health import WatchTarget
 from selfheal.devstack.supervisor import serve_in_thread
+from selfheal.devstack.watcher import HealthWatcher
 from selfheal.domain import HealingStatus, MetricCheck
 from tests.integration.standins import Scenario
 from tests.integration.test_workflow_logic import running, status_when
+from tests.support import add_service, door_for
 
 pytestmark = pytest.mark.integration
 
@@ -56,16 +59,19 @@ async def watching(
 ) -> AsyncIterator[tuple[HealthWatcher, Scenario]]:
     # A slow step keeps the healing running while the target recovers.
     scenario = Scenario(step_delay_s=3.0)
+    name = f"shop-{task_queue[-8:]}"
+    metric = MetricCheck(url=f"{target.url}/metrics", name="error_ratio", max=0.1)
+    health_url = f"{target.url}/healthz"
+    catalog = ServiceCatalog()
+    add_service(
+        catalog,
+        "shop",
+        TargetSpec(name=name, kind="http", health_url=health_url, metric=metric),
+    )
     watcher = HealthWatcher(
-        client,
-        WatchTarget(
-            service="shop",
-            health_url=f"{target.url}/healthz",
-            target=f"shop-{task_queue[-8:]}",
-            metric=MetricCheck(url=f"{target.url}/metrics", name="error_ratio", max=0.1),
-        ),
+        door_for(client, task_queue, catalog),
+        WatchTarget(service="shop", health_url=health_url, target=name, metric=metric),
         interval_s=0.05,
-        task_queue=task_queue,
     )
     stop = asyncio.Event()
     async with running(client, task_queue, scenario):

@@ -16,7 +16,6 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from selfheal.detection.intake import report_resolved, start_healing
 from selfheal.domain import (
     Approval,
     ApprovalDecision,
@@ -29,6 +28,7 @@ from selfheal.domain import (
     StepStatus,
 )
 from selfheal.domain.payloads import GuardrailDecision
+from selfheal.healings.start import report_resolved, start_healing
 from selfheal.worker import workflow_runner
 from selfheal.workflows.healing import HealingWorkflow
 from tests.integration.standins import Scenario, plan

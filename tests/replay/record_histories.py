@@ -19,9 +19,9 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
-from selfheal.detection.intake import report_resolved, start_healing
 from selfheal.domain import ApprovalDecision, Fault, HealingStatus
 from selfheal.domain.payloads import GuardrailDecision
+from selfheal.healings.start import report_resolved, start_healing
 from selfheal.worker import workflow_runner
 from selfheal.workflows.healing import HealingWorkflow
 from tests.integration.standins import Scenario, plan
@@ -29,30 +29,40 @@ from tests.support import start_dev_server
 
 HERE = Path(__file__).parent / "histories"
 
-Driver = Callable[[Client, WorkflowHandle[object, HealingStatus], Fault], Awaitable[None]]
+Driver = Callable[[Client, WorkflowHandle[HealingWorkflow, HealingStatus], Fault], Awaitable[None]]
 
 
-async def wait_for_approval(handle: WorkflowHandle[object, HealingStatus]) -> None:
-    while not (await handle.query("status", result_type=HealingStatus)).awaiting_approval:
+async def wait_for_approval(handle: WorkflowHandle[HealingWorkflow, HealingStatus]) -> None:
+    while not (await handle.query(HealingWorkflow.status)).awaiting_approval:
         await asyncio.sleep(0.1)
 
 
-async def approve(client: Client, handle: WorkflowHandle[object, HealingStatus], f: Fault) -> None:
+async def approve(
+    client: Client, handle: WorkflowHandle[HealingWorkflow, HealingStatus], f: Fault
+) -> None:
     await wait_for_approval(handle)
-    await handle.execute_update("approve", ApprovalDecision(by="alice", reason="replay"))
+    await handle.execute_update(
+        HealingWorkflow.approve, ApprovalDecision(by="alice", reason="replay")
+    )
 
 
-async def reject(client: Client, handle: WorkflowHandle[object, HealingStatus], f: Fault) -> None:
+async def reject(
+    client: Client, handle: WorkflowHandle[HealingWorkflow, HealingStatus], f: Fault
+) -> None:
     await wait_for_approval(handle)
-    await handle.execute_update("reject", ApprovalDecision(by="bob", reason="replay"))
+    await handle.execute_update(HealingWorkflow.reject, ApprovalDecision(by="bob", reason="replay"))
 
 
-async def resolve(client: Client, handle: WorkflowHandle[object, HealingStatus], f: Fault) -> None:
+async def resolve(
+    client: Client, handle: WorkflowHandle[HealingWorkflow, HealingStatus], f: Fault
+) -> None:
     await wait_for_approval(handle)
     await report_resolved(client, f)
 
 
-async def nothing(client: Client, handle: WorkflowHandle[object, HealingStatus], f: Fault) -> None:
+async def nothing(
+    client: Client, handle: WorkflowHandle[HealingWorkflow, HealingStatus], f: Fault
+) -> None:
     return None
 
 
@@ -116,7 +126,7 @@ async def record(
         workflow_runner=workflow_runner(),
     ):
         started = await start_healing(client, fault, task_queue=queue, **kw)
-        handle = client.get_workflow_handle(started.workflow_id, result_type=HealingStatus)
+        handle = client.get_workflow_handle_for(HealingWorkflow.run, started.workflow_id)
         await drive(client, handle, fault)
         await handle.result()
         history = await handle.fetch_history()

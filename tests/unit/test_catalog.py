@@ -85,14 +85,18 @@ def test_a_missing_field_names_file_solution_and_field(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError) as caught:
         load_catalog(tmp_path)
-    assert str(caught.value) == f"{path}: solutions[2] (flush-cache).steps.0.action: Field required"
+    assert str(caught.value) == (
+        f"{path}:7: solutions[2] (flush-cache): steps.0.action: Field required"
+    )
 
 
 def test_a_wrong_value_names_the_field_and_what_is_expected(tmp_path: Path) -> None:
     write(
         tmp_path, "s.yaml", "solutions:\n- {name: a, pattern: p, risk: huge, steps: [{action: x}]}"
     )
-    with pytest.raises(ConfigError, match=r"solutions\[0\] \(a\)\.risk: Input should be 'low'"):
+    with pytest.raises(
+        ConfigError, match=r"s\.yaml:2: solutions\[0\] \(a\): risk: Input should be 'low'"
+    ):
         load_catalog(tmp_path)
 
 
@@ -101,7 +105,8 @@ def test_an_unknown_field_is_refused(tmp_path: Path) -> None:
         tmp_path, "s.yaml", "solutions:\n- {name: a, pattern: p, steps: [{action: x, parms: {}}]}"
     )
     with pytest.raises(
-        ConfigError, match=r"\(a\)\.steps\.0\.parms: Extra inputs are not permitted"
+        ConfigError,
+        match=r":2: solutions\[0\] \(a\): steps\.0\.parms: Extra inputs are not permitted",
     ):
         load_catalog(tmp_path)
 
@@ -110,29 +115,36 @@ def test_a_solution_without_a_name_is_named_by_its_index(tmp_path: Path) -> None
     path = write(tmp_path, "s.yaml", "solutions:\n- {pattern: p, steps: [{action: x}]}")
     with pytest.raises(ConfigError) as caught:
         load_catalog(tmp_path)
-    assert str(caught.value) == f"{path}: solutions[0].name: Field required"
+    assert str(caught.value) == f"{path}:2: solutions[0]: name: Field required"
 
 
 def test_invalid_yaml_names_the_file_and_line(tmp_path: Path) -> None:
     path = write(tmp_path, "solutions/broken.yaml", "solutions:\n  - name: [unclosed\n")
-    with pytest.raises(ConfigError, match=rf"^{path}: invalid YAML at line 3, column 1: "):
+    with pytest.raises(ConfigError, match=rf"^{path}:3: not valid YAML: "):
         load_catalog(tmp_path)
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("rules: []\n", "expected a top-level 'solutions:' list"),
-        ("solutions: {name: a}\n", "solutions: expected a list of solutions"),
-        ("solutions: [just-a-name]\n", "solutions[0]: expected a mapping"),
-        ("solutions: []\nsolution: []\n", "unexpected top-level key 'solution'"),
+        ("rules: []\n", "1: expected a top-level 'solutions:' list"),
+        ("", "1: expected a top-level 'solutions:' list"),
+        ("- a\n", "1: expected a top-level 'solutions:' list"),
+        ("solutions: {name: a}\n", "1: solutions: Input should be a valid list"),
+        ("solutions: [just-a-name]\n", "1: solutions[0]: Input should be a valid dictionary"),
+        ("solutions: []\nsolution: []\n", "2: solution: Extra inputs are not permitted"),
+        (
+            "solutions:\n- {name: a, pattern: p, steps: [{action: x}]}\n"
+            "- {name: a, pattern: q, steps: [{action: x}]}\n",
+            "3: solutions[1] (a): name: duplicate of ",
+        ),
     ],
 )
 def test_a_malformed_catalog_file_is_refused(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, "solutions/x.yaml", text)
-    with pytest.raises(ConfigError, match=rf"^{path}: ") as caught:
+    with pytest.raises(ConfigError, match=rf"^{path}:") as caught:
         load_catalog(tmp_path)
-    assert message in str(caught.value)
+    assert str(caught.value).startswith(f"{path}:{message}"), caught.value
 
 
 def test_a_name_repeated_across_files_is_refused(tmp_path: Path) -> None:
@@ -145,7 +157,7 @@ def test_a_name_repeated_across_files_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_catalog(tmp_path)
     assert str(caught.value) == (
-        f"{second}: solutions[0] (same).name: duplicate of {first}: solutions[0] (same)"
+        f"{second}:2: solutions[0] (same): name: duplicate of {first}:2: solutions[0] (same)"
     )
 
 
@@ -161,7 +173,7 @@ def test_with_a_registry_an_unknown_action_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_catalog(tmp_path, registry=sample_registry())
     assert str(caught.value).startswith(
-        f"{path}: solutions[0] (a).steps.0.action: unknown action 'test.nope'"
+        f"{path}:2: solutions[0] (a): steps.0.action: unknown action 'test.nope'"
     )
 
 
@@ -178,7 +190,9 @@ def test_with_a_registry_an_unknown_compensation_is_refused(tmp_path: Path) -> N
                 compensate: {action: test.undo}
         """,
     )
-    with pytest.raises(ConfigError, match=r"\(a\)\.steps\.0\.compensate\.action: unknown action"):
+    with pytest.raises(
+        ConfigError, match=r":6: solutions\[0\] \(a\): steps\.0\.compensate\.action: unknown action"
+    ):
         load_catalog(tmp_path, registry=sample_registry())
 
 
@@ -186,7 +200,8 @@ def test_with_a_registry_a_step_must_declare_its_undo(tmp_path: Path) -> None:
     text = "solutions:\n- {name: a, pattern: p, steps: [{action: test.wait}, {action: test.call}]}"
     write(tmp_path, "s.yaml", text)
     with pytest.raises(
-        ConfigError, match=r"\(a\)\.steps\.1: step 'test\.call'.*'compensable: false'"
+        ConfigError,
+        match=r":2: solutions\[0\] \(a\): steps\.1: step 'test\.call'.*'compensable: false'",
     ):
         load_catalog(tmp_path, registry=sample_registry())
 
@@ -210,3 +225,9 @@ def test_content_hash_follows_content_not_spelling() -> None:
 
     assert content_hash(spec) == content_hash(spelled_out)
     assert content_hash(spec) != content_hash(changed)
+
+
+def test_an_empty_solutions_list_holds_nothing(tmp_path: Path) -> None:
+    write(tmp_path, "solutions/placeholder.yaml", "solutions:\n")
+    write(tmp_path, "solutions/none.yaml", "solutions: []\n")
+    assert load_catalog(tmp_path) == []

@@ -7,9 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from selfheal.cli.dev import DEMO_PROBE_INTERVAL_S, DEMO_WINDOW_S, DEV_SHUTDOWN_S, dev_settings
 from selfheal.cli.render import Prelude, timeline
 from selfheal.core.settings import Settings
+from selfheal.devstack.stack import (
+    DEMO_PROBE_INTERVAL_S,
+    DEMO_WINDOW_S,
+    DEV_SHUTDOWN_S,
+    dev_settings,
+)
 from selfheal.domain import (
     Approval,
     Diagnosis,

@@ -26,8 +26,8 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-from selfheal.detection.auth import AuthError, TokenAuthority
-from selfheal.detection.coalesce import Coalescer
+from selfheal.api.auth import AuthError, TokenAuthority
+from selfheal.api.traces import ErrorTraceStore
 from selfheal.detection.parsers import (
     ErrorSpan,
     IntervalMeans,
@@ -37,8 +37,8 @@ from selfheal.detection.parsers import (
     parse_otlp_error_spans,
     parse_otlp_metrics,
 )
-from selfheal.detection.traces import ErrorTraceStore
 from selfheal.domain import Fault
+from selfheal.healings.coalesce import Coalescer
 
 
 def alert(status: str = "firing", **labels: str) -> dict[str, Any]:
@@ -350,14 +350,14 @@ async def test_coalescer_counts_every_report_with_few_calls() -> None:
         await gate.wait()
         return fault.workflow_id
 
-    coalescer: Coalescer[str] = Coalescer(send)
+    coalescer: Coalescer[Fault, str] = Coalescer(send)
     one = Fault(service="s", type="t")
     two = Fault(service="s", type="u")
-    first = [asyncio.create_task(coalescer.fire(one)) for _ in range(50)]
+    first = [asyncio.create_task(coalescer.fire(one.workflow_id, one)) for _ in range(50)]
     await asyncio.sleep(0)
     await asyncio.sleep(0)
-    later = [asyncio.create_task(coalescer.fire(one)) for _ in range(30)]
-    other = asyncio.create_task(coalescer.fire(two, count=5))
+    later = [asyncio.create_task(coalescer.fire(one.workflow_id, one)) for _ in range(30)]
+    other = asyncio.create_task(coalescer.fire(two.workflow_id, two, count=5))
     gate.set()
     results = await asyncio.gather(*first, *later, other)
     # the 30 later reports waited for the first call: one batch of their own, not 30 calls
@@ -372,9 +372,9 @@ async def test_coalescer_fails_every_caller_of_a_failed_batch() -> None:
     async def send(fault: Fault, count: int) -> str:
         raise RuntimeError("down")
 
-    coalescer: Coalescer[str] = Coalescer(send)
+    coalescer: Coalescer[Fault, str] = Coalescer(send)
     fault = Fault(service="s", type="t")
     results = await asyncio.gather(
-        *(coalescer.fire(fault) for _ in range(3)), return_exceptions=True
+        *(coalescer.fire(fault.workflow_id, fault) for _ in range(3)), return_exceptions=True
     )
     assert all(isinstance(r, RuntimeError) for r in results)

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from selfheal.detection.services import load_services, resolve_fault, scoped_fingerprint
+from selfheal.core.catalog import ServiceCatalog, load_services, resolve_fault, scoped_fingerprint
 from selfheal.domain import ConfigError, Fault, IntakeError
 from selfheal.domain.fault import fingerprint_of
-from selfheal.domain.services import ServiceCatalog
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,7 +72,7 @@ class TestLoad:
                     kind: postgress
             """,
         )
-        assert message.startswith("5: services[0] (db).targets.0.kind: "), message
+        assert message.startswith("5: services[0] (db): targets.0.kind: "), message
         assert "'postgres'" in message
 
     def test_unknown_fields_are_refused_with_their_line(self, tmp_path: Path) -> None:
@@ -86,7 +85,7 @@ class TestLoad:
                 cooldown: 60
             """,
         )
-        assert message.startswith("4: services[0] (db).cooldown: "), message
+        assert message.startswith("4: services[0] (db): cooldown: "), message
         assert "not permitted" in message
 
     def test_unknown_dependency(self, tmp_path: Path) -> None:
@@ -102,7 +101,7 @@ class TestLoad:
             """,
         )
         assert message == (
-            "6: services[1] (checkout).depends_on.1: unknown service 'dbx' (known: db, checkout)"
+            "6: services[1] (checkout): depends_on.1: unknown service 'dbx' (known: db, checkout)"
         )
 
     def test_dependency_cycle_is_named(self, tmp_path: Path) -> None:
@@ -118,15 +117,15 @@ class TestLoad:
                 depends_on: [a]
             """,
         )
-        assert message == "3: services[0] (a).depends_on: dependency cycle: a -> b -> c -> a"
+        assert message == "3: services[0] (a): depends_on: dependency cycle: a -> b -> c -> a"
 
     def test_a_service_depending_on_itself_is_a_cycle(self, tmp_path: Path) -> None:
         message = load_error(tmp_path, "services:\n  - name: a\n    depends_on: [a]\n")
-        assert message == "3: services[0] (a).depends_on: dependency cycle: a -> a"
+        assert message == "3: services[0] (a): depends_on: dependency cycle: a -> a"
 
     def test_duplicate_service(self, tmp_path: Path) -> None:
         message = load_error(tmp_path, "services:\n  - name: a\n  - name: a\n")
-        assert message == "3: services[1] (a).name: service 'a' is declared twice"
+        assert message == "3: services[1] (a): name: service 'a' is declared twice"
 
     def test_default_target_must_be_a_target(self, tmp_path: Path) -> None:
         message = load_error(
@@ -139,12 +138,12 @@ class TestLoad:
             """,
         )
         assert message == (
-            "4: services[0] (a).default_target: 'api' is not a target of 'a' (targets: web)"
+            "4: services[0] (a): default_target: 'api' is not a target of 'a' (targets: web)"
         )
 
     def test_service_names_must_be_plain(self, tmp_path: Path) -> None:
         message = load_error(tmp_path, "services:\n  - name: \"a' OR 'x\"\n")
-        assert message.startswith("2: services[0] (a' OR 'x).name: expected 1-63 letters"), message
+        assert message.startswith("2: services[0] (a' OR 'x): name: expected 1-63 letters"), message
 
     def test_duplicate_keys_are_refused(self, tmp_path: Path) -> None:
         message = load_error(tmp_path, "services:\n  - name: a\n    name: b\n")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from selfheal.detection.watcher import Action, Check, WatchState, WatchTarget, build_fault, decide
+from selfheal.detection.health import Action, Check, WatchState, WatchTarget, build_fault, decide
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

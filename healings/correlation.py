@@ -1,7 +1,7 @@
 """Route a fault to its healing: its own, or the one already healing a service it depends on.
 
-``route_fault`` resolves the fault through the service catalog (refusing unknown services and
-targets), then:
+``route_fault`` takes a fault already resolved through the service catalog (the door's
+``admit``), then:
 
 1. If the fault's own healing is running, the report attaches to it (a repeat is counted there).
 2. Else, if a healing of a service this one depends on (directly or not) is running and started
@@ -27,16 +27,14 @@ from typing import Literal
 
 from pydantic import BaseModel
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
-from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
-from selfheal.detection.intake import FAULT_UPDATE_SIGNAL, start_healing
-from selfheal.detection.services import NAME, NAME_RULE, resolve_fault
+from selfheal.core.catalog import NAME, NAME_RULE, ServiceCatalog
 from selfheal.domain import ConfigError, Fault, FaultUpdate
-from selfheal.domain.services import ServiceCatalog
-from selfheal.workflows.contract import TASK_QUEUE, WORKFLOW_TYPE
+from selfheal.healings.start import start_healing
+from selfheal.workflows.contract import FAULT_SERVICE, TASK_QUEUE, WORKFLOW_TYPE
+from selfheal.workflows.healing import HealingWorkflow
 
-FAULT_SERVICE = SearchAttributeKey.for_keyword("FaultService")
 _CANDIDATES = 20  # running healings of dependencies within one window: a handful at most
 
 
@@ -62,16 +60,16 @@ async def route_fault(
     *,
     task_queue: str = TASK_QUEUE,
     dry_run: bool = False,
+    require_approval: bool = False,
     now: datetime | None = None,
     count: int = 1,
     rpc_timeout: timedelta | None = None,
 ) -> RouteResult:
-    """Start, attach to, or join the healing of ``fault``; durable when this returns.
+    """Start, attach to, or join the healing of ``fault`` (resolved); durable when this returns.
 
-    Raises ``IntakeError`` (before anything is started) for a fault the catalog refuses, and
-    Temporal's ``RPCError`` when Temporal cannot be reached.
+    Raises Temporal's ``RPCError`` when Temporal refuses or cannot be reached.
     """
-    resolved = resolve_fault(fault, catalog)
+    resolved = fault
     own_run = await _running_run_id(client, resolved.workflow_id)
     if own_run is None:
         joined = await _join_dependency(client, resolved, catalog, now or datetime.now(UTC))
@@ -82,6 +80,7 @@ async def route_fault(
         resolved,
         task_queue=task_queue,
         dry_run=dry_run,
+        require_approval=require_approval,
         count=count,
         rpc_timeout=rpc_timeout,
     )
@@ -130,10 +129,12 @@ async def _join_dependency(
 
     for execution in sorted(found, key=rank):
         # Bound to the listed run: a healing that ended since the listing must not be revived.
-        handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+        handle = client.get_workflow_handle_for(
+            HealingWorkflow.run, execution.id, run_id=execution.run_id
+        )
         try:
             await handle.signal(
-                FAULT_UPDATE_SIGNAL,
+                HealingWorkflow.fault_update,
                 FaultUpdate(kind="symptom", fault=fault, at=fault.detected_at),
             )
         except RPCError as exc:

@@ -1,27 +1,27 @@
 """Fold concurrent reports of one fault into one Temporal call, counting every report.
 
 In an alert storm thousands of identical reports arrive together. Each caller joins the pending
-batch of its workflow id; one task per workflow id sends the batch (a ``fired`` update carrying
-the batch's count) and every caller of that batch is answered once that call has returned, so
-an acknowledgement still means "durably counted". Reports arriving while a batch is being sent
-form the next batch. A failed call fails every caller of its batch, and none of them is counted.
+batch of its key (the workflow id and the report's flags); one task per key sends the batch (a
+``fired`` update carrying the batch's count) and every caller of that batch is answered once
+that call has returned, so an acknowledgement still means "durably counted". Reports arriving
+while a batch is being sent form the next batch. A failed call fails every caller of its batch,
+and none of them is counted.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from selfheal.domain import Fault
-
+P = TypeVar("P")
 R = TypeVar("R")
 
 
 @dataclass
-class _Batch(Generic[R]):
-    fault: Fault
+class _Batch(Generic[P, R]):
+    payload: P
     future: asyncio.Future[R]
     count: int = 0
 
@@ -32,18 +32,19 @@ class Joined(Generic[R]):
     coalesced: bool = False  # this report rode on a call made for another report
 
 
-class Coalescer(Generic[R]):
-    def __init__(self, send: Callable[[Fault, int], Awaitable[R]]) -> None:
-        self._send = send
-        self._pending: dict[str, _Batch[R]] = {}
-        self._senders: dict[str, asyncio.Task[None]] = {}
+class Coalescer(Generic[P, R]):
+    """``send(payload, count)`` once per batch; the first report's payload speaks for its key."""
 
-    async def fire(self, fault: Fault, count: int = 1) -> Joined[R]:
-        key = fault.workflow_id
+    def __init__(self, send: Callable[[P, int], Awaitable[R]]) -> None:
+        self._send = send
+        self._pending: dict[Hashable, _Batch[P, R]] = {}
+        self._senders: dict[Hashable, asyncio.Task[None]] = {}
+
+    async def fire(self, key: Hashable, payload: P, count: int = 1) -> Joined[R]:
         batch = self._pending.get(key)
         coalesced = batch is not None
         if batch is None:
-            batch = _Batch(fault, asyncio.get_running_loop().create_future())
+            batch = _Batch(payload, asyncio.get_running_loop().create_future())
             self._pending[key] = batch
             if key not in self._senders:
                 self._senders[key] = asyncio.create_task(self._drain(key))
@@ -51,11 +52,11 @@ class Coalescer(Generic[R]):
         # shielded: a caller that goes away must not cancel the call its batch shares
         return Joined(await asyncio.shield(batch.future), coalesced)
 
-    async def _drain(self, key: str) -> None:
+    async def _drain(self, key: Hashable) -> None:
         try:
             while (batch := self._pending.pop(key, None)) is not None:
                 try:
-                    result = await self._send(batch.fault, batch.count)
+                    result = await self._send(batch.payload, batch.count)
                 except Exception as exc:
                     batch.future.set_exception(exc)
                 else:

@@ -1,4 +1,6 @@
-"""From a Fault to its healing: start it, or attach to the one already running.
+"""Temporal's half of the door: start a healing or signal the running one, tell it its fault is
+over. Nothing here resolves a fault through the catalog: call these through ``Healings`` (the
+door), except in tests of the workflow itself.
 
 Every report is delivered as a ``fault_update`` signal of kind ``fired`` through
 signal-with-start, so the healing counts each report and a second report of a running fault
@@ -13,7 +15,6 @@ from datetime import timedelta
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
-    SearchAttributeKey,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
@@ -21,9 +22,14 @@ from temporalio.common import (
 )
 
 from selfheal.domain import Fault, FaultUpdate, HealingInput, HealingStatus
-from selfheal.workflows.contract import TASK_QUEUE, WORKFLOW_TYPE
-
-FAULT_UPDATE_SIGNAL = "fault_update"
+from selfheal.workflows.contract import (
+    FAULT_SERVICE,
+    FAULT_TYPE,
+    PHASE,
+    SIGNAL_FAULT_UPDATE,
+    TASK_QUEUE,
+)
+from selfheal.workflows.healing import HealingWorkflow
 
 
 @dataclass(frozen=True)
@@ -36,9 +42,9 @@ class Started:
 def initial_search_attributes(fault: Fault) -> TypedSearchAttributes:
     return TypedSearchAttributes(
         [
-            SearchAttributePair(SearchAttributeKey.for_keyword("HealingPhase"), "diagnosing"),
-            SearchAttributePair(SearchAttributeKey.for_keyword("FaultService"), fault.service),
-            SearchAttributePair(SearchAttributeKey.for_keyword("FaultType"), fault.type),
+            SearchAttributePair(PHASE, "diagnosing"),
+            SearchAttributePair(FAULT_SERVICE, fault.service),
+            SearchAttributePair(FAULT_TYPE, fault.type),
         ]
     )
 
@@ -56,15 +62,14 @@ async def start_healing(
     """Start the healing of ``fault`` or signal the running one; durable when this returns.
 
     ``count`` reports of the fault travel in this one call (an intake folds repeats)."""
-    handle: WorkflowHandle[object, HealingStatus] = await client.start_workflow(
-        WORKFLOW_TYPE,
+    handle: WorkflowHandle[HealingWorkflow, HealingStatus] = await client.start_workflow(
+        HealingWorkflow.run,
         HealingInput(fault=fault, dry_run=dry_run, require_approval=require_approval),
         id=fault.workflow_id,
         task_queue=task_queue,
-        result_type=HealingStatus,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        start_signal=FAULT_UPDATE_SIGNAL,
+        start_signal=SIGNAL_FAULT_UPDATE,
         start_signal_args=[
             FaultUpdate(kind="fired", count=count, fault=fault, at=fault.detected_at)
         ],
@@ -74,7 +79,7 @@ async def start_healing(
     return Started(workflow_id=handle.id, run_id=handle.result_run_id, started=_was_started(handle))
 
 
-def _was_started(handle: WorkflowHandle[object, HealingStatus]) -> bool:
+def _was_started(handle: WorkflowHandle[HealingWorkflow, HealingStatus]) -> bool:
     # The server's answer to signal-with-start says whether it started a run or signalled the
     # running one; the SDK keeps it on the handle without a public accessor.
     response = getattr(handle, "_start_workflow_response", None)
@@ -83,5 +88,7 @@ def _was_started(handle: WorkflowHandle[object, HealingStatus]) -> bool:
 
 async def report_resolved(client: Client, fault: Fault, note: str = "") -> None:
     """Tell the running healing of ``fault`` that its source says it is over."""
-    handle = client.get_workflow_handle(fault.workflow_id)
-    await handle.signal(FAULT_UPDATE_SIGNAL, FaultUpdate(kind="resolved", fault=fault, note=note))
+    handle = client.get_workflow_handle_for(HealingWorkflow.run, fault.workflow_id)
+    await handle.signal(
+        HealingWorkflow.fault_update, FaultUpdate(kind="resolved", fault=fault, note=note)
+    )

@@ -1,12 +1,12 @@
-"""Temporal's view of healings, shared by the HTTP intake and the CLI: the list filter, a row per
-listed healing, one healing's status, and the message of a refused update."""
+"""Temporal's view of healings: the list filter, a row per listed healing, one healing's status,
+and why an update was refused. Used by the door (``Healings``) only."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import BaseModel
 from temporalio.client import (
     Client,
     WorkflowExecution,
@@ -16,16 +16,24 @@ from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ApplicationError
 
-from selfheal.domain import HealingPhase, HealingStatus
-from selfheal.domain.errors import IntakeError
-from selfheal.workflows.contract import WORKFLOW_TYPE
+from selfheal.domain import HealingPhase, HealingStatus, IntakeError
+from selfheal.domain.errors import HealingNotFound, TemporalUnavailable
+from selfheal.workflows.contract import (
+    FAULT_SERVICE,
+    FAULT_TYPE,
+    OUTCOME,
+    PHASE,
+    RISK_LEVEL,
+    ROOT_CAUSE,
+    WORKFLOW_TYPE,
+)
+from selfheal.workflows.healing import HealingWorkflow
 
 __all__ = [
     "WORKER_ANSWER_TIMEOUT",
-    "HealingLookupError",
+    "FilterError",
     "HealingRow",
     "describe_healing",
     "fetch_status",
@@ -38,19 +46,15 @@ __all__ = [
 WORKER_ANSWER_TIMEOUT = timedelta(seconds=15)
 
 
-class HealingLookupError(IntakeError):
-    """A healing that cannot be listed, found or asked. ``not_found``: no such healing;
-    ``field``: the filter argument that is wrong (the message starts with ``<field>: ``);
-    neither: the healing exists but did not answer."""
+class FilterError(IntakeError):
+    """A list filter argument that is wrong; ``field`` names it (the message starts with it)."""
 
-    def __init__(self, message: str, *, not_found: bool = False, field: str | None = None) -> None:
+    def __init__(self, message: str, *, field: str) -> None:
         super().__init__(message)
-        self.not_found = not_found
         self.field = field
 
 
-@dataclass(frozen=True)
-class HealingRow:
+class HealingRow(BaseModel):
     """One healing as the visibility store sees it."""
 
     workflow_id: str
@@ -65,13 +69,6 @@ class HealingRow:
     closed_at: datetime | None
 
 
-_KEYS = {
-    name: SearchAttributeKey.for_keyword(name)
-    for name in ("HealingPhase", "FaultService", "FaultType", "RootCause", "RiskLevel")
-}
-_OUTCOME_KEY = SearchAttributeKey.for_keyword("HealingOutcome")
-
-
 def visibility_query(phase: str | None) -> str:
     """The list filter; ``phase`` is checked against the known phases (no query injection)."""
     query = f"WorkflowType='{WORKFLOW_TYPE}'"
@@ -79,27 +76,23 @@ def visibility_query(phase: str | None) -> str:
         return query
     known = [p.value for p in HealingPhase]
     if phase not in known:
-        raise HealingLookupError(
+        raise FilterError(
             f"phase: expected one of {', '.join(known)}; got {phase!r}", field="phase"
         )
-    return f"{query} AND HealingPhase='{phase}'"
+    return f"{query} AND {PHASE.name}='{phase}'"
 
 
 def healing_row(execution: WorkflowExecution) -> HealingRow:
     attributes = execution.typed_search_attributes
-
-    def get(name: str) -> str:
-        return attributes.get(_KEYS[name]) or ""
-
     return HealingRow(
         workflow_id=execution.id,
         status=execution.status.name if execution.status else "UNKNOWN",
-        phase=get("HealingPhase"),
-        service=get("FaultService"),
-        fault_type=get("FaultType"),
-        root_cause=get("RootCause"),
-        risk=get("RiskLevel"),
-        outcome=attributes.get(_OUTCOME_KEY) or "",
+        phase=attributes.get(PHASE) or "",
+        service=attributes.get(FAULT_SERVICE) or "",
+        fault_type=attributes.get(FAULT_TYPE) or "",
+        root_cause=attributes.get(ROOT_CAUSE) or "",
+        risk=attributes.get(RISK_LEVEL) or "",
+        outcome=attributes.get(OUTCOME) or "",
         started_at=execution.start_time,
         closed_at=execution.close_time,
     )
@@ -109,28 +102,22 @@ async def describe_healing(handle: WorkflowHandle[Any, Any]) -> WorkflowExecutio
     """The execution behind ``handle``, refused unless it is a healing."""
     description = await handle.describe()
     if description.workflow_type != WORKFLOW_TYPE:
-        raise HealingLookupError(
-            f"no healing with id {handle.id} (it is a {description.workflow_type})",
-            not_found=True,
+        raise HealingNotFound(
+            f"no healing with id {handle.id} (it is a {description.workflow_type})"
         )
     return description
 
 
 async def fetch_status(client: Client, workflow_id: str) -> HealingStatus:
     """A running healing answers the ``status`` query; a finished one has it as its result."""
-    handle: WorkflowHandle[Any, HealingStatus] = client.get_workflow_handle(
-        workflow_id, result_type=HealingStatus
-    )
+    handle = client.get_workflow_handle_for(HealingWorkflow.run, workflow_id)
     description = await describe_healing(handle)
     if description.status == WorkflowExecutionStatus.COMPLETED:
         return await handle.result(follow_runs=False, rpc_timeout=WORKER_ANSWER_TIMEOUT)
     try:
-        status: HealingStatus = await handle.query(
-            "status", result_type=HealingStatus, rpc_timeout=WORKER_ANSWER_TIMEOUT
-        )
+        return await handle.query(HealingWorkflow.status, rpc_timeout=WORKER_ANSWER_TIMEOUT)
     except WorkflowQueryFailedError as exc:
-        raise HealingLookupError(f"the status query of {workflow_id} failed: {exc}") from None
-    return status
+        raise TemporalUnavailable(f"the status query of {workflow_id} failed: {exc}") from None
 
 
 def update_failure_message(exc: WorkflowUpdateFailedError) -> str:

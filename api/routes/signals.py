@@ -1,0 +1,164 @@
+"""Signals in: Alertmanager, faults, heartbeats, OTLP metrics and traces. Each becomes Faults for
+the door (``Intake.deliver``); a 2xx only once every fault's healing is durably started or
+signalled."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from google.protobuf import json_format
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from pydantic import BaseModel, Field
+
+from selfheal.api.deps import IngestBody, IntakeDep
+from selfheal.api.errors import HttpProblem
+from selfheal.api.intake import Delivery, Intake, Refusal, SignalResult
+from selfheal.api.openapi import request_body
+from selfheal.detection.metrics_router import MetricsRouter
+from selfheal.detection.parsers import (
+    Encoding,
+    parse_alertmanager,
+    parse_fault,
+    parse_otlp_error_spans,
+    parse_otlp_metrics,
+)
+from selfheal.domain import Fault
+
+router = APIRouter(tags=["signals"])
+
+_COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+PROTOBUF = "application/x-protobuf"
+
+
+class AlertmanagerResult(BaseModel):
+    accepted: int = Field(description="firing alerts durably delivered to their healings")
+    started: list[str] = Field(default_factory=list)
+    joined: list[str] = Field(default_factory=list)
+    refused: list[Refusal] = Field(default_factory=list)
+    resolved: int = 0
+
+
+def otlp_encoding(request: Request) -> Encoding:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media == PROTOBUF:
+        return "protobuf"
+    if media == "application/json":
+        return "json"
+    raise HttpProblem(415, f"Content-Type must be {PROTOBUF} or application/json, got {media!r}")
+
+
+def otlp_response(
+    message: ExportMetricsServiceResponse | ExportTraceServiceResponse, encoding: Encoding
+) -> Response:
+    """The OTLP success message, in the request's encoding (as the specification asks)."""
+    if encoding == "protobuf":
+        return Response(message.SerializeToString(), media_type=PROTOBUF)
+    return JSONResponse(json_format.MessageToDict(message))
+
+
+def detectors(intake: Intake) -> MetricsRouter:
+    if intake.deps.router is None:
+        raise HttpProblem(503, "no detectors are configured on this intake")
+    return intake.deps.router
+
+
+@router.post(
+    "/v1/alertmanager",
+    response_model=AlertmanagerResult,
+    openapi_extra=request_body(None, "Alertmanager webhook payload, version 4", "application/json"),
+)
+async def alertmanager(intake: IntakeDep, body: IngestBody) -> AlertmanagerResult:
+    """Every firing alert starts or joins its healing; a resolved one tells its healing."""
+    received_at = time.monotonic()
+    signals = parse_alertmanager(body)
+    firing = [s.fault for s in signals if s.firing]
+    delivered = await intake.deliver(firing, "alertmanager", received_at)
+    for signal in signals:
+        if not signal.firing:
+            await intake.resolve(signal.fault, "alertmanager")
+    return AlertmanagerResult(
+        accepted=len(delivered.faults),
+        started=[d.workflow_id for d in delivered.faults if d.started],
+        joined=[d.workflow_id for d in delivered.faults if not d.started],
+        refused=delivered.refused,
+        resolved=len(signals) - len(firing),
+    )
+
+
+@router.post(
+    "/v1/faults",
+    response_model=Delivery,
+    openapi_extra=request_body(Fault, "a Fault in selfheal's JSON", "application/json"),
+)
+async def faults(
+    intake: IntakeDep, body: IngestBody, dry_run: bool = False, require_approval: bool = False
+) -> Delivery:
+    """Start the healing of a fault, or count one more report of its running healing.
+    ``dry_run``: plan and gate, change nothing; ``require_approval``: a human must approve."""
+    received_at = time.monotonic()
+    fault = parse_fault(body)
+    if dry_run:
+        fault = fault.model_copy(update={"dry_run": True})
+    result = await intake.deliver([fault], "faults", received_at, require_approval=require_approval)
+    if result.refused:
+        raise HttpProblem(422, result.refused[0].reason, "fault")
+    return result.faults[0]
+
+
+@router.post("/v1/heartbeats/{component}", response_model=SignalResult)
+async def heartbeats(component: str, intake: IntakeDep, _: IngestBody) -> SignalResult:
+    """A heartbeat of ``component`` (body ignored); overdue components raise faults."""
+    if not _COMPONENT.match(component):
+        raise HttpProblem(422, "expected 1-128 letters, digits, '.', '_', ':' or '-'", "component")
+    if not detectors(intake).heartbeat(component):
+        raise HttpProblem(
+            404,
+            f"no heartbeats.components entry of detectors.yaml watches {component!r}",
+            "component",
+        )
+    return await intake.sweep_heartbeats()
+
+
+@router.post(
+    "/v1/otlp/v1/metrics",
+    response_class=Response,
+    openapi_extra=request_body(
+        None, "OTLP ExportMetricsServiceRequest", PROTOBUF, "application/json"
+    ),
+)
+async def otlp_metrics(request: Request, intake: IntakeDep, body: IngestBody) -> Response:
+    """OTLP/HTTP metrics; each point goes through the detectors."""
+    received_at = time.monotonic()
+    encoding = otlp_encoding(request)
+    points = parse_otlp_metrics(body, encoding, intake.means)
+    router_ = detectors(intake)
+    intake.metrics.points.inc(len(points))
+    raised: list[Fault] = []
+    for p in points:
+        raised.extend(router_.observe(p.name, p.labels, p.ts, p.value))
+    if raised:
+        await intake.deliver(raised, "otlp_metrics", received_at)
+    return otlp_response(ExportMetricsServiceResponse(), encoding)
+
+
+@router.post(
+    "/v1/otlp/v1/traces",
+    response_class=Response,
+    openapi_extra=request_body(
+        None, "OTLP ExportTraceServiceRequest", PROTOBUF, "application/json"
+    ),
+)
+async def otlp_traces(request: Request, intake: IntakeDep, body: IngestBody) -> Response:
+    """OTLP/HTTP traces; spans with status ERROR are kept for diagnosis."""
+    encoding = otlp_encoding(request)
+    total, errors = parse_otlp_error_spans(body, encoding)
+    intake.traces.add(errors)
+    intake.metrics.spans.labels("error").inc(len(errors))
+    intake.metrics.spans.labels("other").inc(total - len(errors))
+    return otlp_response(ExportTraceServiceResponse(), encoding)

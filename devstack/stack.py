@@ -1,0 +1,406 @@
+"""The dev stack (``selfheal dev``) as a library: everything on one machine, nothing installed
+beforehand, for the command, the end-to-end tests and the benches.
+
+``start_stack`` starts, in order: the Temporal dev server, Postgres (embedded unless
+SELFHEAL_DATABASE__URL), migrations, the knowledge-base import, selfheal's supervisor running the
+demo target, the worker (an asyncio task of this process), the door, the health watcher and the
+intake; each is registered on an ``AsyncExitStack`` so that closing it stops them in reverse
+order. The embedded Postgres is stopped too if this run started it; one that was already running
+(a ``selfheal kb`` command leaves it up) keeps running.
+
+The demo target keeps its cache in Redis (settings ``redis.url``) when Redis answers, under a
+key prefix of its own per data directory, so that the ``redis.delete_keys`` solution heals a
+poisoned cache for real; otherwise in a file, and that solution stays disabled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import httpx
+import uvicorn
+from sqlalchemy.orm import Session, sessionmaker
+
+from selfheal.core.catalog import CACHE_PREFIX_LABEL, ServiceCatalog, load_services
+from selfheal.core.settings import Settings, TemporalSettings
+from selfheal.core.temporal import connect
+from selfheal.detection.health import WatchTarget
+from selfheal.devstack.processes import DevDatabase, DevStackError, TemporalDevServer, port_in_use
+from selfheal.devstack.watcher import HealthWatcher
+from selfheal.domain import ConfigError
+from selfheal.healings import Healings
+
+T = TypeVar("T")
+P = ParamSpec("P")
+Say = Callable[[str], None]
+"""Where the stack tells what it is doing, one line at a time."""
+
+TARGET_SERVICE = "demo"
+TARGET_PROCESS = "demo-target"
+WATCH_INTERVAL_S = 1.0
+# The demo's validation window: long enough to see a relapse, short enough to wait for.
+DEMO_WINDOW_S = 5.0
+DEMO_PROBE_INTERVAL_S = 1.0
+# The intake's token when SELFHEAL_INTAKE__TOKENS is unset: dev listens on loopback only.
+DEV_TOKEN = "selfheal-dev-token"
+DEV_SHUTDOWN_S = 5.0
+# Enabled in the knowledge base only while the demo target's cache is in Redis.
+REDIS_CACHE_SOLUTION = "delete-poisoned-redis-keys"
+REDIS_PING_TIMEOUT_S = 1.0
+
+
+class Interrupted(Exception):
+    """Ctrl-C (or SIGTERM) while a step of ``selfheal dev`` was under way."""
+
+
+def dev_settings(base: Settings, data_dir: Path | None, *, demo: bool) -> Settings:
+    """The settings every part of the dev stack shares: addresses of the processes it starts,
+    and for a demo a short validation window unless SELFHEAL_HEALING__* chose one."""
+    dev = base.dev.model_copy(update={"data_dir": (data_dir or base.dev.data_dir).resolve()})
+    update: dict[str, Any] = {
+        "dev": dev,
+        "temporal": TemporalSettings(
+            address=f"127.0.0.1:{dev.temporal_port}", task_queue=base.temporal.task_queue
+        ),
+        "supervisor": base.supervisor.model_copy(
+            update={"url": f"http://127.0.0.1:{dev.supervisor_port}"}
+        ),
+        "runbooks_dir": base.runbooks_dir.resolve(),
+    }
+    chosen = base.worker.model_fields_set
+    worker: dict[str, float] = {}
+    if "metrics_port" not in chosen:
+        # The SDK's metrics endpoint binds all interfaces: only when asked for.
+        worker["metrics_port"] = 0
+    if "graceful_shutdown_s" not in chosen:
+        # Ctrl-C should be quick; an interrupted step is retried when dev runs again.
+        worker["graceful_shutdown_s"] = DEV_SHUTDOWN_S
+    update["worker"] = base.worker.model_copy(update=worker)
+    if demo:
+        chosen = base.healing.model_fields_set
+        healing: dict[str, float] = {}
+        if "stabilization_window_s" not in chosen:
+            healing["stabilization_window_s"] = DEMO_WINDOW_S
+        if "probe_interval_s" not in chosen:
+            healing["probe_interval_s"] = DEMO_PROBE_INTERVAL_S
+        update["healing"] = base.healing.model_copy(update=healing)
+    return base.model_copy(update=update)
+
+
+# --------------------------------------------------------------------------------- the stack
+
+
+class Guard:
+    """Awaits one step of ``selfheal dev`` unless Ctrl-C comes first or a background task
+    (worker, watcher) dies, so that no wait outlives the reason for waiting."""
+
+    def __init__(self, stop: asyncio.Event, say: Say = print) -> None:
+        self.stop = stop
+        self.say = say
+        self.background: dict[str, asyncio.Task[None]] = {}
+        self._reported: set[str] = set()
+
+    async def run(self, awaitable: Awaitable[T]) -> T:
+        main = asyncio.ensure_future(awaitable)
+        stopper = asyncio.ensure_future(self.stop.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {main, stopper, *self.background.values()}, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stopper.cancel()
+        if main in done:
+            return main.result()
+        main.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await main
+        if self.stop.is_set():
+            raise Interrupted
+        for name, task in self.background.items():
+            if task in done:
+                self._reported.add(name)
+                error = " ".join(str(task.exception() or "it returned").split())
+                raise DevStackError(f"the {name} stopped: {error}")
+        raise AssertionError("unreachable")
+
+    async def finish(self, name: str, timeout_s: float) -> None:
+        """Wait for a background task that ``stop`` ends; cancel it if it overstays."""
+        try:
+            await asyncio.wait_for(self.background[name], timeout_s)
+        except (TimeoutError, asyncio.CancelledError):
+            pass
+        except Exception as exc:
+            if name not in self._reported:
+                self.say(f"the {name} failed while stopping: {exc}")
+
+    async def blocking(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self.run(asyncio.to_thread(func, *args, **kwargs))
+
+
+@dataclass(frozen=True)
+class DemoCache:
+    """Where the demo target keeps its cache: Redis keys under ``prefix``, or a file."""
+
+    redis_url: str | None
+    prefix: str
+    where: str
+
+
+def demo_cache(settings: Settings) -> DemoCache:
+    """Redis at ``settings.redis.url`` when it answers PING, else the target's file cache."""
+    from selfheal.activities.actions.redis import display_url
+
+    url = settings.redis.url
+    # Two dev stacks sharing one Redis must not see (or flush) each other's cache.
+    digest = hashlib.sha256(str(settings.dev.data_dir).encode()).hexdigest()[:12]
+    prefix = f"selfheal-dev:{digest}:cache:"
+    problem = _redis_problem(url)
+    if problem is None:
+        return DemoCache(url, prefix, f"Redis at {display_url(url)}, keys {prefix}*")
+    return DemoCache(
+        None,
+        prefix,
+        f"a file: Redis at {display_url(url)} does not answer ({problem}); "
+        "SELFHEAL_REDIS__URL names another",
+    )
+
+
+def _redis_problem(url: str) -> str | None:
+    """Why Redis at ``url`` does not answer PING; None when it does."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(
+            url, socket_timeout=REDIS_PING_TIMEOUT_S, socket_connect_timeout=REDIS_PING_TIMEOUT_S
+        )
+    except ValueError as exc:
+        return f"invalid URL: {exc}"
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        return " ".join(f"{type(exc).__name__}: {exc}".split())
+    finally:
+        client.close()
+    return None
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    temporal: TemporalDevServer
+    database_url: str
+    door: Healings
+    watcher: HealthWatcher
+    target_url: str
+    imported: str
+    intake_url: str
+    cache: DemoCache
+
+
+def _migrate_and_import(settings: Settings, url: str, *, redis_cache: bool) -> str:
+    from selfheal.activities.actions import default_registry
+    from selfheal.core.database import make_engine, make_session_factory
+    from selfheal.models import KnowledgeBase, load_catalog
+    from selfheal.models.migrate import upgrade
+
+    upgrade(url)
+    specs = [
+        spec.model_copy(update={"enabled": True})
+        if spec.name == REDIS_CACHE_SOLUTION and redis_cache
+        else spec
+        for spec in load_catalog(settings.runbooks_dir, registry=default_registry())
+    ]
+    engine = make_engine(url)
+    try:
+        report = KnowledgeBase(make_session_factory(engine)).import_solutions(specs)
+    finally:
+        engine.dispose()
+    return (
+        f"{len(specs)} solutions from {settings.runbooks_dir}: {len(report.created)} created, "
+        f"{len(report.updated)} updated, {len(report.unchanged)} unchanged"
+    )
+
+
+async def until_health(url: str, accept: Callable[[int], bool]) -> None:
+    """Poll ``url``/healthz until it answers with a status ``accept`` takes."""
+    async with httpx.AsyncClient() as http:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if accept((await http.get(f"{url}/healthz", timeout=1.0)).status_code):
+                    return
+            await asyncio.sleep(0.1)
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    # uvicorn announces readiness as a plain flag (Server.started), not an event
+    while not condition():  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+
+
+async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncExitStack) -> Stack:
+    from selfheal.core.database import make_engine, make_session_factory
+    from selfheal.devstack.demo.target import target_command
+    from selfheal.devstack.supervisor import Supervisor, create_app, serve_in_thread
+    from selfheal.worker import run_worker
+
+    dev = settings.dev
+    if not settings.runbooks_dir.is_dir():
+        raise ConfigError(
+            f"runbooks directory {settings.runbooks_dir} not found: unset SELFHEAL_RUNBOOKS_DIR "
+            "to use the demo's, or point it at a directory of runbooks"
+        )
+    for port, variable in (
+        (dev.target_port, "DEV__TARGET_PORT"),
+        (dev.supervisor_port, "DEV__SUPERVISOR_PORT"),
+        (settings.intake.port, "INTAKE__PORT"),
+    ):
+        if port_in_use("127.0.0.1", port):
+            raise DevStackError(
+                f"port {port} on 127.0.0.1 is already in use; choose another with "
+                f"SELFHEAL_{variable}"
+            )
+    dev.data_dir.mkdir(parents=True, exist_ok=True)
+    cache = await guard.blocking(demo_cache, settings)
+    guard.say(f"the demo target keeps its cache in {cache.where}")
+
+    temporal = TemporalDevServer(dev.data_dir, port=dev.temporal_port, ui_port=dev.temporal_ui_port)
+    exits.callback(temporal.stop)
+    guard.say(f"starting the Temporal dev server on {temporal.address} ...")
+    await guard.run(temporal.start())
+
+    database = DevDatabase(settings)
+    exits.callback(database.stop)
+    guard.say("starting Postgres, migrating, importing the runbooks ...")
+    url = await guard.blocking(database.start)
+    settings = settings.model_copy(
+        update={"database": settings.database.model_copy(update={"url": url})}
+    )
+    imported = await guard.blocking(
+        _migrate_and_import, settings, url, redis_cache=cache.redis_url is not None
+    )
+    engine = make_engine(url, pool_size=1)
+    exits.callback(engine.dispose)
+
+    target_url = f"http://127.0.0.1:{dev.target_port}"
+    supervisor = Supervisor(dev.data_dir / "supervisor")
+    supervisor.add(
+        TARGET_PROCESS,
+        target_command(
+            dev.target_port,
+            dev.data_dir / "target",
+            redis_url=cache.redis_url,
+            redis_prefix=cache.prefix,
+        ),
+        health_url=f"{target_url}/healthz",
+    )
+    exits.callback(supervisor.stop_all)
+    supervisor.start_all()
+    try:
+        api = serve_in_thread(create_app(supervisor), "127.0.0.1", dev.supervisor_port)
+    except OSError as exc:
+        raise DevStackError(
+            f"the supervisor API cannot listen on {dev.supervisor_port}: {exc}"
+        ) from None
+    exits.callback(api.stop)
+    try:
+        answers = until_health(target_url, lambda _: True)
+        await guard.run(asyncio.wait_for(answers, 20))
+    except TimeoutError:
+        raise DevStackError(
+            f"the demo target did not answer on {target_url} within 20s "
+            f"(log: {dev.data_dir / 'supervisor' / 'logs' / (TARGET_PROCESS + '.log')})"
+        ) from None
+
+    guard.background["worker"] = asyncio.create_task(run_worker(settings, stop=guard.stop))
+    exits.push_async_callback(guard.finish, "worker", settings.worker.graceful_shutdown_s + 10)
+
+    client = await guard.run(connect(settings.temporal, tracing=False))
+    door = Healings(
+        client, dev_catalog(settings, target_url, cache), task_queue=settings.temporal.task_queue
+    )
+    watcher = HealthWatcher(
+        door,
+        WatchTarget(
+            service=TARGET_SERVICE, health_url=f"{target_url}/healthz", target=TARGET_PROCESS
+        ),
+        interval_s=WATCH_INTERVAL_S,
+        timeout_s=settings.probe.timeout_s,
+    )
+    guard.background["watcher"] = asyncio.create_task(watcher.run(guard.stop))
+    exits.push_async_callback(guard.finish, "watcher", 10)
+
+    intake = _intake_server(settings, door, make_session_factory(engine))
+    guard.background["intake"] = asyncio.create_task(intake.serve())
+    await guard.run(_until(lambda: intake.started))
+
+    async def stop_intake() -> None:
+        intake.should_exit = True
+        await guard.finish("intake", 10)
+
+    exits.push_async_callback(stop_intake)
+    intake_url = f"http://{settings.intake.host}:{settings.intake.port}"
+    return Stack(settings, temporal, url, door, watcher, target_url, imported, intake_url, cache)
+
+
+def dev_catalog(settings: Settings, target_url: str, cache: DemoCache) -> ServiceCatalog:
+    """The runbooks' service catalog, with the demo target where this run serves it: its health
+    URL and control endpoint follow the port, and its cache prefix (the keys a plan may delete)
+    is this data directory's when the cache is in Redis."""
+    catalog = load_services(settings.runbooks_dir / "services.yaml")
+    for service in catalog.services:
+        for target in service.targets:
+            if target.name == TARGET_PROCESS:
+                target.health_url = f"{target_url}/healthz"
+                target.base_url = target_url
+                if cache.redis_url is not None:
+                    target.labels[CACHE_PREFIX_LABEL] = cache.prefix
+    return catalog
+
+
+def _intake_server(
+    settings: Settings, door: Healings, session_factory: sessionmaker[Session]
+) -> uvicorn.Server:
+    """``selfheal serve`` in this process, on this event loop, sharing the watcher's door, with
+    a dev token if none is set."""
+    from selfheal.api.app import IntakeDeps, create_app
+    from selfheal.detection.detector_config import load_detector_config
+    from selfheal.detection.metrics_router import MetricsRouter
+    from selfheal.models.guardrails import DatabaseKillSwitch
+
+    tokens = settings.intake.tokens or {DEV_TOKEN: ["ingest", "approve", "name:dev"]}
+    app = create_app(
+        IntakeDeps(
+            door=door,
+            settings=settings.intake.model_copy(update={"tokens": tokens}),
+            router=MetricsRouter(load_detector_config(settings.runbooks_dir / "detectors.yaml")),
+            kill_switch=DatabaseKillSwitch(session_factory),
+        )
+    )
+    config = uvicorn.Config(
+        app,
+        host=settings.intake.host,
+        port=settings.intake.port,
+        log_level="warning",
+        log_config=None,  # our logging (core.logging), not uvicorn's handlers
+        access_log=False,
+    )
+    return _EmbeddedServer(config)
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """Signals belong to ``selfheal dev``, which stops this server through ``should_exit``."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def operator_env(address: str) -> str:
+    """What to put before a ``selfheal`` command so that it finds this dev server."""
+    return "" if address == TemporalSettings().address else f"SELFHEAL_TEMPORAL__ADDRESS={address} "
