@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 from typing import IO
 
-from temporalio.client import Client
-
 from selfheal.core.database import resolve_database_url
-from selfheal.core.settings import Settings
+from selfheal.core.settings import Settings, TemporalSettings
+from selfheal.core.temporal import connect
 from selfheal.domain import ConfigError
+from selfheal.domain.errors import TemporalUnavailable
 from selfheal.workflows.contract import SEARCH_ATTRIBUTES
 
 
@@ -177,9 +177,9 @@ class TemporalDevServer:
                     f"(log: {self._process.log_path})"
                 )
             try:
-                await Client.connect(self.address)
+                await connect(TemporalSettings(address=self.address), tracing=False)
                 return
-            except RuntimeError:
+            except TemporalUnavailable:
                 if time.monotonic() > deadline:
                     self.stop()
                     raise DevStackError(

@@ -23,6 +23,7 @@ from collections.abc import Hashable
 from datetime import timedelta
 from typing import Literal
 
+import structlog
 from pydantic import BaseModel, Field
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 
@@ -52,6 +53,8 @@ from selfheal.healings.queries import (
 from selfheal.healings.start import report_resolved
 from selfheal.workflows.contract import TASK_QUEUE
 from selfheal.workflows.healing import HealingWorkflow
+
+log = structlog.get_logger(__name__)
 
 Verdict = Literal["approve", "reject"]
 
@@ -146,6 +149,15 @@ class Healings:
         with temporal_errors(self.client):
             joined: Joined[RouteResult] = await self._coalescer.fire(key, routing, count)
         routed = joined.result
+        if not joined.coalesced:  # once per Temporal call, not once per report of a storm
+            log.info(
+                "fault reported",
+                workflow_id=routed.workflow_id,
+                fingerprint=admitted.fingerprint,
+                kind=routed.kind,
+                source=admitted.source,
+                reports=count,
+            )
         return Report(
             kind=routed.kind,
             workflow_id=routed.workflow_id,
