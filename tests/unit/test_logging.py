@@ -39,9 +39,11 @@ def logging_state_restored() -> Iterator[None]:
     }
     saved_structlog = structlog.get_config()
     # A uvicorn server built earlier in this process may have given uvicorn handlers of its own.
+    # (and a level: uvicorn.Config(log_level=...) sets uvicorn.error's even with log_config=None)
     for name in TOUCHED:
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True
+        logging.getLogger(name).setLevel(logging.NOTSET)
     try:
         yield
     finally:
