@@ -3,7 +3,7 @@
 Histories of older versions stay, because replaying them is what catches non-determinism;
 after a workflow change, record a new generation beside them:
 
-    .venv/bin/python -m tests.replay.record_histories --suffix v3
+    .venv/bin/python -m tests.replay.record_histories --suffix v5
 """
 
 from __future__ import annotations
