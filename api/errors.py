@@ -113,7 +113,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(KnowledgeBaseError)
     async def _database(request: Request, exc: KnowledgeBaseError) -> JSONResponse:
-        return problem(503, str(exc))
+        return problem(503, str(exc), **{"Retry-After": RETRY_AFTER_S})
 
     @app.exception_handler(StarletteHTTPException)
     async def _starlette(request: Request, exc: StarletteHTTPException) -> JSONResponse:

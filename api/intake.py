@@ -113,28 +113,33 @@ class Intake:
         require_approval: bool = False,
     ) -> SignalResult:
         """Report every fault through the door; returns once all are durable. A fault the
-        catalog refuses is listed under ``refused``; the others go on."""
+        catalog refuses is listed under ``refused`` (the door refuses it before any Temporal
+        call); the others go on."""
         result = SignalResult()
         self.metrics.received.labels(endpoint).inc(len(faults))
-        accepted: list[Fault] = []
-        for fault in faults:
-            try:
-                accepted.append(self.door.admit(fault))
-            except IntakeError as exc:
-                log.warning("fault refused", fingerprint=fault.fingerprint, reason=str(exc))
-                result.refused.append(
-                    Refusal(fingerprint=fault.fingerprint, service=fault.service, reason=str(exc))
-                )
-                self.metrics.faults.labels(endpoint, "refused").inc()
         outcomes = await asyncio.gather(
-            *(self.door.report(f, require_approval=require_approval) for f in accepted),
+            *(self.door.report(f, require_approval=require_approval) for f in faults),
             return_exceptions=True,
         )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-            self._count(outcome, endpoint, received_at)
-            result.faults.append(Delivery(workflow_id=outcome.workflow_id, started=outcome.started))
+        failure: BaseException | None = None
+        for fault, outcome in zip(faults, outcomes, strict=True):
+            if isinstance(outcome, IntakeError):
+                log.warning("fault refused", fingerprint=fault.fingerprint, reason=str(outcome))
+                result.refused.append(
+                    Refusal(
+                        fingerprint=fault.fingerprint, service=fault.service, reason=str(outcome)
+                    )
+                )
+                self.metrics.faults.labels(endpoint, "refused").inc()
+            elif isinstance(outcome, BaseException):
+                failure = failure or outcome
+            else:
+                self._count(outcome, endpoint, received_at)
+                result.faults.append(
+                    Delivery(workflow_id=outcome.workflow_id, started=outcome.started)
+                )
+        if failure is not None:
+            raise failure
         return result
 
     def _count(self, report: Report, endpoint: str, received_at: float) -> None:

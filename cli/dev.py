@@ -68,10 +68,13 @@ def _print_started(stack: Stack) -> None:
 
 def _print_try(stack: Stack) -> None:
     address = stack.temporal.address
-    env = operator_env(address)
+    env = operator_env(stack.settings)
+    submit_env = operator_env(stack.settings, catalog=True)
     lines = [
         "Try, in another terminal:",
         f"  curl -X POST {stack.target_url}/inject/crash      (scenarios: {', '.join(SCENARIOS)})",
+        f"  echo '{{service: demo, type: health_check_failed}}' "
+        f"| {submit_env}selfheal fault submit -",
         f"  {env}selfheal list",
         f"  {env}selfheal show heal-<fingerprint>",
         f"  {env}selfheal approve heal-<fingerprint> --by you --reason 'looks right'",

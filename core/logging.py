@@ -136,7 +136,13 @@ def _renderers(fmt: LogFormat) -> list[Processor]:
         # ConsoleRenderer formats exceptions itself (format_exc_info would make it warn).
         stderr = sys.stderr
         colors = stderr is not None and stderr.isatty()
-        return [structlog.dev.ConsoleRenderer(colors=colors)]
+        # A plain traceback: the default (rich) one prints every frame's locals, and a local can
+        # hold a secret (a request's Authorization header, a database URL).
+        return [
+            structlog.dev.ConsoleRenderer(
+                colors=colors, exception_formatter=structlog.dev.plain_traceback
+            )
+        ]
     return [
         structlog.processors.format_exc_info,
         _lead_fields,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from temporalio.client import Client, Interceptor
 from temporalio.contrib.opentelemetry import TracingInterceptor
@@ -22,16 +23,18 @@ from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from selfheal.core.settings import TemporalSettings
 from selfheal.domain.errors import (
+    ConfigError,
     HealingNotFound,
     SelfhealError,
     TemporalRefused,
     TemporalUnavailable,
 )
 
-# No answer: the server is down or unreachable, or (for a query or an update) no worker answered.
-UNANSWERED = frozenset(
-    {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.RESOURCE_EXHAUSTED}
-)
+# The server is down, unreachable or overloaded.
+SERVER_DOWN = frozenset({RPCStatusCode.UNAVAILABLE, RPCStatusCode.RESOURCE_EXHAUSTED})
+# The call's time ran out (the SDK reports its own client-side timeout as CANCELLED): for a query
+# or an update, most often because no worker polls the task queue.
+TIMED_OUT = frozenset({RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED})
 HINT = "start one with 'selfheal dev' or set SELFHEAL_TEMPORAL__ADDRESS"
 
 
@@ -39,15 +42,20 @@ def tls_config(settings: TemporalSettings) -> TLSConfig | bool:
     if not settings.tls:
         return False
 
-    def read(path: object) -> bytes | None:
-        from pathlib import Path
-
-        return Path(str(path)).read_bytes() if path else None
+    def read(path: Path | None, variable: str) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"SELFHEAL_TEMPORAL__{variable}: {path}: {exc.strerror or exc}"
+            ) from None
 
     return TLSConfig(
-        server_root_ca_cert=read(settings.tls_ca_path),
-        client_cert=read(settings.tls_cert_path),
-        client_private_key=read(settings.tls_key_path),
+        server_root_ca_cert=read(settings.tls_ca_path, "TLS_CA_PATH"),
+        client_cert=read(settings.tls_cert_path, "TLS_CERT_PATH"),
+        client_private_key=read(settings.tls_key_path, "TLS_KEY_PATH"),
     )
 
 
@@ -88,9 +96,11 @@ def translate_rpc_error(
             return TemporalRefused(f"namespace {namespace!r} not found on {address}: {message}")
         if workflow_id is not None:
             return HealingNotFound(f"no healing with id {workflow_id}")
-    if exc.status in UNANSWERED:
+    if exc.status in SERVER_DOWN:
+        return TemporalUnavailable(f"Temporal at {address} does not answer ({message}); {HINT}")
+    if exc.status in TIMED_OUT:
         return TemporalUnavailable(
-            f"Temporal at {address} or a worker did not answer ({message}); "
+            f"Temporal at {address} or a worker did not answer in time ({message}); "
             "is 'selfheal worker' running?"
         )
     return TemporalRefused(f"Temporal refused: {message}")

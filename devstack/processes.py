@@ -188,6 +188,14 @@ class TemporalDevServer:
                     ) from None
                 await asyncio.sleep(0.2)
 
+    def exit_code(self) -> int | None:
+        """None while the server runs (or was never started)."""
+        return self._process.exit_code()
+
+    @property
+    def log_path(self) -> Path:
+        return self._process.log_path
+
     def stop(self) -> None:
         self._process.stop()
 

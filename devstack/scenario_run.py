@@ -157,7 +157,7 @@ async def run_scenario(
                 detection.workflow_id,
                 auto_approve=auto_approve,
                 started=started,
-                env=operator_env(stack.temporal.address),
+                env=operator_env(stack.settings),
                 say=say,
             ),
             f"waiting for healing {detection.workflow_id} to end",

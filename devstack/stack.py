@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import shutil
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import httpx
 import uvicorn
+import yaml
 from sqlalchemy.orm import Session, sessionmaker
 
 from selfheal.core.catalog import CACHE_PREFIX_LABEL, ServiceCatalog, load_services
@@ -268,11 +270,20 @@ async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncE
     dev.data_dir.mkdir(parents=True, exist_ok=True)
     cache = await guard.blocking(demo_cache, settings)
     guard.say(f"the demo target keeps its cache in {cache.where}")
+    target_url = f"http://127.0.0.1:{dev.target_port}"
+    # Every process of this stack, and operator commands given SELFHEAL_RUNBOOKS_DIR, resolve
+    # faults through one catalog: the runbooks' own, with the demo target where it runs now.
+    runbooks = await guard.blocking(write_runbooks, settings, target_url, cache)
+    settings = settings.model_copy(update={"runbooks_dir": runbooks})
 
     temporal = TemporalDevServer(dev.data_dir, port=dev.temporal_port, ui_port=dev.temporal_ui_port)
     exits.callback(temporal.stop)
     guard.say(f"starting the Temporal dev server on {temporal.address} ...")
     await guard.run(temporal.start())
+    guard.background["Temporal dev server"] = asyncio.create_task(
+        watch_temporal(temporal, guard.stop)
+    )
+    exits.push_async_callback(guard.finish, "Temporal dev server", 2)
 
     database = DevDatabase(settings)
     exits.callback(database.stop)
@@ -287,7 +298,6 @@ async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncE
     engine = make_engine(url, pool_size=1)
     exits.callback(engine.dispose)
 
-    target_url = f"http://127.0.0.1:{dev.target_port}"
     supervisor = Supervisor(dev.data_dir / "supervisor")
     supervisor.add(
         TARGET_PROCESS,
@@ -322,7 +332,9 @@ async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncE
 
     client = await guard.run(connect(settings.temporal, tracing=False))
     door = Healings(
-        client, dev_catalog(settings, target_url, cache), task_queue=settings.temporal.task_queue
+        client,
+        load_services(settings.runbooks_dir / "services.yaml"),
+        task_queue=settings.temporal.task_queue,
     )
     watcher = HealthWatcher(
         door,
@@ -346,6 +358,34 @@ async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncE
     exits.push_async_callback(stop_intake)
     intake_url = f"http://{settings.intake.host}:{settings.intake.port}"
     return Stack(settings, temporal, url, door, watcher, target_url, imported, intake_url, cache)
+
+
+async def watch_temporal(temporal: TemporalDevServer, stop: asyncio.Event) -> None:
+    """Returns when ``stop`` is set; raises as soon as the server exits on its own, so that
+    ``Guard`` ends the stack instead of every part retrying a dead server."""
+    while not stop.is_set():
+        code = temporal.exit_code()
+        if code is not None:
+            raise DevStackError(f"it exited with code {code} (log: {temporal.log_path})")
+        await asyncio.sleep(0.5)
+
+
+def write_runbooks(settings: Settings, target_url: str, cache: DemoCache) -> Path:
+    """A copy of the runbooks under the data directory, whose ``services.yaml`` is
+    ``dev_catalog``'s; the directory every part of the stack reads from."""
+    source = settings.runbooks_dir
+    copy = (settings.dev.data_dir / "runbooks").resolve()
+    catalog = dev_catalog(settings, target_url, cache)
+    if copy != source.resolve():
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(source, copy)
+    document = catalog.model_dump(mode="json", exclude_defaults=True)
+    (copy / "services.yaml").write_text(
+        f"# Written by selfheal dev from {source / 'services.yaml'}: the demo target at\n"
+        f"# {target_url}. Rewritten at every start; edit the original.\n"
+        + yaml.safe_dump(document, sort_keys=False)
+    )
+    return copy
 
 
 def dev_catalog(settings: Settings, target_url: str, cache: DemoCache) -> ServiceCatalog:
@@ -401,6 +441,11 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-def operator_env(address: str) -> str:
-    """What to put before a ``selfheal`` command so that it finds this dev server."""
-    return "" if address == TemporalSettings().address else f"SELFHEAL_TEMPORAL__ADDRESS={address} "
+def operator_env(settings: Settings, *, catalog: bool = False) -> str:
+    """What to put before a ``selfheal`` command so that it finds this dev server (and, for
+    ``fault submit``, resolves faults through this stack's catalog)."""
+    address = settings.temporal.address
+    env = "" if address == TemporalSettings().address else f"SELFHEAL_TEMPORAL__ADDRESS={address} "
+    if catalog:
+        env += f"SELFHEAL_RUNBOOKS_DIR={settings.runbooks_dir} "
+    return env

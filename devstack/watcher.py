@@ -102,7 +102,7 @@ class HealthWatcher:
             self.detections.append(
                 Detection(report.fault, report.workflow_id, new_state.first_failure_at, check.at)
             )
-            log.info("fault reported", workflow_id=report.workflow_id, summary=fault.summary)
+            log.info("outage detected", workflow_id=report.workflow_id, summary=fault.summary)
         elif action is Action.REPORT_RESOLVED:
             current = self.current
             if current is not None:

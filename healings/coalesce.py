@@ -57,8 +57,11 @@ class Coalescer(Generic[P, R]):
             while (batch := self._pending.pop(key, None)) is not None:
                 try:
                     result = await self._send(batch.payload, batch.count)
-                except Exception as exc:
+                except BaseException as exc:
+                    # Cancelled too (the process stops): its callers must not wait for ever.
                     batch.future.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
                 else:
                     batch.future.set_result(result)
         finally:

@@ -69,15 +69,14 @@ async def route_fault(
 
     Raises Temporal's ``RPCError`` when Temporal refuses or cannot be reached.
     """
-    resolved = fault
-    own_run = await _running_run_id(client, resolved.workflow_id)
+    own_run = await _running_run_id(client, fault.workflow_id)
     if own_run is None:
-        joined = await _join_dependency(client, resolved, catalog, now or datetime.now(UTC))
+        joined = await _join_dependency(client, fault, catalog, now or datetime.now(UTC))
         if joined is not None:
             return joined
     started = await start_healing(
         client,
-        resolved,
+        fault,
         task_queue=task_queue,
         dry_run=dry_run,
         require_approval=require_approval,
@@ -90,14 +89,14 @@ async def route_fault(
             workflow_id=started.workflow_id,
             run_id=started.run_id,
             reason="the healing of this fault is running: the report is counted there",
-            fault=resolved,
+            fault=fault,
         )
     return RouteResult(
         kind="started",
         workflow_id=started.workflow_id,
         run_id=started.run_id,
-        reason=_why_own(resolved, catalog),
-        fault=resolved,
+        reason=_why_own(fault, catalog),
+        fault=fault,
     )
 
 

@@ -25,7 +25,12 @@ from typing import Literal
 
 import structlog
 from pydantic import BaseModel, Field
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 
 from selfheal.core.catalog import ServiceCatalog, load_services, resolve_fault
 from selfheal.core.settings import Settings
@@ -38,7 +43,7 @@ from selfheal.domain import (
     HealingStatus,
     IntakeError,
 )
-from selfheal.domain.errors import DecisionRefused, HealingNotFound
+from selfheal.domain.errors import DecisionRefused, HealingNotFound, TemporalUnavailable
 from selfheal.healings.coalesce import Coalescer, Joined
 from selfheal.healings.correlation import RouteResult, route_fault
 from selfheal.healings.queries import (
@@ -220,6 +225,12 @@ class Healings:
                 )
             except WorkflowUpdateFailedError as exc:
                 raise DecisionRefused(f"{verdict} refused: {update_failure_message(exc)}") from None
+            except WorkflowUpdateRPCTimeoutOrCancelledError:
+                raise TemporalUnavailable(
+                    f"no worker answered the {verdict} update of {workflow_id} within "
+                    f"{WORKER_ANSWER_TIMEOUT.total_seconds():g}s; is a worker polling task "
+                    f"queue {self.task_queue!r}?"
+                ) from None
 
     # ---------------------------------------------------------------------------------- reads
 

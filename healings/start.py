@@ -36,7 +36,6 @@ from selfheal.workflows.healing import HealingWorkflow
 class Started:
     workflow_id: str
     run_id: str | None
-    started: bool = True  # False: the report was counted on the running healing
 
 
 def initial_search_attributes(fault: Fault) -> TypedSearchAttributes:
@@ -76,14 +75,7 @@ async def start_healing(
         search_attributes=initial_search_attributes(fault),
         rpc_timeout=rpc_timeout,
     )
-    return Started(workflow_id=handle.id, run_id=handle.result_run_id, started=_was_started(handle))
-
-
-def _was_started(handle: WorkflowHandle[HealingWorkflow, HealingStatus]) -> bool:
-    # The server's answer to signal-with-start says whether it started a run or signalled the
-    # running one; the SDK keeps it on the handle without a public accessor.
-    response = getattr(handle, "_start_workflow_response", None)
-    return bool(getattr(response, "started", True))
+    return Started(workflow_id=handle.id, run_id=handle.result_run_id)
 
 
 async def report_resolved(client: Client, fault: Fault, note: str = "") -> None:

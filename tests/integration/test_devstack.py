@@ -4,6 +4,9 @@ it."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +19,7 @@ from temporalio.client import Client
 from selfheal.core.database import to_libpq_url
 from selfheal.core.settings import DatabaseSettings, DevSettings, Settings
 from selfheal.devstack.processes import DevDatabase, DevStackError, TemporalDevServer
+from selfheal.devstack.stack import watch_temporal
 from selfheal.workflows.contract import SEARCH_ATTRIBUTES
 from tests.support import free_ports, short_tmp_dir
 
@@ -48,6 +52,25 @@ async def test_dev_server_restarts_on_its_data_dir(data_dir: Path) -> None:
         with pytest.raises(RuntimeError):
             await Client.connect(server.address)
     assert (data_dir / "temporal.db").exists()
+
+
+async def test_the_stack_notices_its_temporal_server_dying(data_dir: Path) -> None:
+    port, ui_port = free_ports(2)
+    server = TemporalDevServer(data_dir, port=port, ui_port=ui_port)
+    await server.start()
+    stop = asyncio.Event()
+    try:
+        watching = asyncio.create_task(watch_temporal(server, stop))
+        await asyncio.sleep(0.7)
+        assert not watching.done()  # alive: nothing to say
+        os.killpg(server._process._process.pid, signal.SIGKILL)  # type: ignore[union-attr]
+        with pytest.raises(DevStackError, match=r"exited with code -9 \(log: .*temporal.log\)"):
+            await asyncio.wait_for(watching, 5)
+    finally:
+        server.stop()
+    quiet = asyncio.create_task(watch_temporal(server, stop))
+    stop.set()
+    assert await asyncio.wait_for(quiet, 2) is None  # a stopped stack: the watch just ends
 
 
 async def test_port_in_use_is_named(data_dir: Path) -> None:

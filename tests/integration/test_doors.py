@@ -376,3 +376,23 @@ async def test_a_target_outside_the_catalog_is_refused_at_every_door(
     door = {**WITH_FLAGS, **DETECTORS}[name]
     assert await door(world, "db-primary") is None
     assert [e async for e in world.client.list_workflows(f"TaskQueue='{world.task_queue}'")] == []
+
+
+async def test_no_worker_answering_is_temporal_unavailable_not_a_crash(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decision or a status query that no worker answers is "retry later" (503 over HTTP,
+    one line in the CLI), not a traceback, and not "Temporal refused" (502: do not retry)."""
+    from datetime import timedelta
+
+    from selfheal.domain.errors import TemporalUnavailable
+    from selfheal.healings import door, queries
+
+    monkeypatch.setattr(door, "WORKER_ANSWER_TIMEOUT", timedelta(seconds=1))
+    monkeypatch.setattr(queries, "WORKER_ANSWER_TIMEOUT", timedelta(seconds=1))
+    workflow_id = await door_report(world, None)  # no worker polls this task queue
+    assert workflow_id is not None
+    with pytest.raises(TemporalUnavailable, match="no worker answered the approve update"):
+        await world.door.decide(workflow_id, "approve", by="alice")
+    with pytest.raises(TemporalUnavailable, match="did not answer in time"):
+        await world.door.show(workflow_id)

@@ -173,7 +173,7 @@ async def test_without_a_reachable_database_the_switch_answers_503(
 async def test_a_report_over_http_cannot_name_the_cache_prefix(
     client: Client, task_queue: str, api: httpx.AsyncClient
 ) -> None:
-    """The dev watcher's label chooses which Redis keys a plan deletes: never a sender."""
+    """Only the catalog's label chooses which Redis keys a plan deletes: never a sender."""
     labels = {CACHE_PREFIX_LABEL: "victim:", "pod": "api-1"}
     fault = {"service": service(), "type": "t", "target": "x", "labels": labels}
     async with running(client, task_queue, Scenario(confidence=0.3)):

@@ -67,8 +67,8 @@ def test_catalog_fits_the_action_registry() -> None:
 
 
 def test_demo_steps_render_for_a_fault_of_the_dev_watcher() -> None:
-    """The dev watcher's faults carry the target's address in label base_url and, when its
-    cache is in Redis, the key prefix in label cache_prefix."""
+    """The dev stack's faults carry, from its catalog, the target's address in label base_url
+    and, when its cache is in Redis, the key prefix in label cache_prefix."""
     registry = default_registry()
     fault = Fault(
         service="demo",
