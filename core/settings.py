@@ -95,6 +95,11 @@ class IntakeSettings(BaseModel):
     tokens: dict[str, list[str]] = Field(default_factory=dict, repr=False)
     max_body_bytes: int = 1_048_576
     error_traces_max: int = 1000
+    flush_interval_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="at most one Temporal call per fingerprint per interval; repeats fold into it",
+    )
 
 
 class KubernetesSettings(BaseModel):

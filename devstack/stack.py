@@ -335,6 +335,7 @@ async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncE
         client,
         load_services(settings.runbooks_dir / "services.yaml"),
         task_queue=settings.temporal.task_queue,
+        flush_interval_s=settings.intake.flush_interval_s,
     )
     watcher = HealthWatcher(
         door,

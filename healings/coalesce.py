@@ -6,11 +6,15 @@ batch of its key (the workflow id and the report's flags); one task per key send
 that call has returned, so an acknowledgement still means "durably counted". Reports arriving
 while a batch is being sent form the next batch. A failed call fails every caller of its batch,
 and none of them is counted.
+
+With ``interval_s``, a key's calls are at least that far apart: the first report of a quiet key
+is sent at once, and a storm costs one call per interval (each report waits at most that long).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -35,10 +39,19 @@ class Joined(Generic[R]):
 class Coalescer(Generic[P, R]):
     """``send(payload, count)`` once per batch; the first report's payload speaks for its key."""
 
-    def __init__(self, send: Callable[[P, int], Awaitable[R]]) -> None:
+    def __init__(
+        self,
+        send: Callable[[P, int], Awaitable[R]],
+        *,
+        interval_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._send = send
+        self._interval_s = interval_s
+        self._clock = clock
         self._pending: dict[Hashable, _Batch[P, R]] = {}
         self._senders: dict[Hashable, asyncio.Task[None]] = {}
+        self._last_sent: dict[Hashable, float] = {}  # recent sends only (pruned)
 
     async def fire(self, key: Hashable, payload: P, count: int = 1) -> Joined[R]:
         batch = self._pending.get(key)
@@ -54,7 +67,13 @@ class Coalescer(Generic[P, R]):
 
     async def _drain(self, key: Hashable) -> None:
         try:
-            while (batch := self._pending.pop(key, None)) is not None:
+            while key in self._pending:
+                try:
+                    await self._wait_turn(key)
+                except BaseException as exc:  # cancelled while waiting: answer the batch
+                    self._pending.pop(key).future.set_exception(exc)
+                    raise
+                batch = self._pending.pop(key)
                 try:
                     result = await self._send(batch.payload, batch.count)
                 except BaseException as exc:
@@ -66,3 +85,18 @@ class Coalescer(Generic[P, R]):
                     batch.future.set_result(result)
         finally:
             del self._senders[key]
+
+    async def _wait_turn(self, key: Hashable) -> None:
+        """Until ``interval_s`` after this key's last send; reports keep joining meanwhile."""
+        last = self._last_sent.get(key)
+        if last is not None:
+            delay = last + self._interval_s - self._clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        now = self._clock()
+        if self._interval_s > 0:
+            self._last_sent[key] = now
+            if len(self._last_sent) > 10_000:  # distinct faults: forget the ones long quiet
+                horizon = now - self._interval_s
+                for old in [k for k, at in self._last_sent.items() if at < horizon]:
+                    del self._last_sent[old]

@@ -9,7 +9,8 @@ every approval or rejection (HTTP, CLI, ``selfheal dev --auto-approve``) through
    the service does not declare is refused with the reason, before anything is started); where
    to act (target, health URL, metric, ``base_url``, ``namespace``, internal labels such as
    ``cache_prefix``) comes from the catalog only, never from the report.
-2. Concurrent reports of one fault fold into one Temporal call carrying their count.
+2. Concurrent reports of one fault fold into one Temporal call carrying their count: at most
+   one call per fingerprint per ``flush_interval_s`` (a report waits at most that long).
 3. A fault whose own healing is not running joins the running healing of a service it depends
    on, within the catalog's correlation window; else it starts (or attaches to) its own.
 
@@ -99,12 +100,15 @@ class Healings:
         *,
         task_queue: str = TASK_QUEUE,
         rpc_timeout_s: float = 10.0,
+        flush_interval_s: float = 1.0,
     ) -> None:
         self.client = client
         self._catalog = catalog
         self.task_queue = task_queue
         self.rpc_timeout = timedelta(seconds=rpc_timeout_s)
-        self._coalescer: Coalescer[_Routing, RouteResult] = Coalescer(self._route)
+        self._coalescer: Coalescer[_Routing, RouteResult] = Coalescer(
+            self._route, interval_s=flush_interval_s
+        )
 
     @classmethod
     async def connect(cls, settings: Settings, *, with_catalog: bool = True) -> Healings:
@@ -113,7 +117,12 @@ class Healings:
         catalog that does not load, ``TemporalUnavailable`` when Temporal does not answer."""
         catalog = load_services(settings.runbooks_dir / "services.yaml") if with_catalog else None
         client = await connect(settings.temporal, tracing=False)
-        return cls(client, catalog, task_queue=settings.temporal.task_queue)
+        return cls(
+            client,
+            catalog,
+            task_queue=settings.temporal.task_queue,
+            flush_interval_s=settings.intake.flush_interval_s,
+        )
 
     @property
     def catalog(self) -> ServiceCatalog:
