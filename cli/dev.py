@@ -51,6 +51,7 @@ def _print_started(stack: Stack) -> None:
     table.add_row("Temporal", stack.temporal.address, f"UI {stack.temporal.ui_url}")
     table.add_row("Postgres", display_url(stack.database_url), "")
     table.add_row("knowledge base", stack.imported, "")
+    table.add_row("service catalog", str(settings.runbooks_dir / "services.yaml"), "")
     table.add_row("worker", f"task queue {settings.temporal.task_queue}", "in this process")
     table.add_row("supervisor", settings.supervisor.url, f"runs {TARGET_PROCESS}")
     table.add_row("demo target", stack.target_url, "/healthz /metrics POST /inject/<scenario>")

@@ -205,7 +205,7 @@ class Stack:
     cache: DemoCache
 
 
-def _migrate_and_import(settings: Settings, url: str, *, redis_cache: bool) -> str:
+def _migrate_and_import(settings: Settings, url: str, *, redis_cache: bool, source: Path) -> str:
     from selfheal.activities.actions import default_registry
     from selfheal.core.database import make_engine, make_session_factory
     from selfheal.models import KnowledgeBase, load_catalog
@@ -224,7 +224,7 @@ def _migrate_and_import(settings: Settings, url: str, *, redis_cache: bool) -> s
     finally:
         engine.dispose()
     return (
-        f"{len(specs)} solutions from {settings.runbooks_dir}: {len(report.created)} created, "
+        f"{len(specs)} solutions from {source}: {len(report.created)} created, "
         f"{len(report.updated)} updated, {len(report.unchanged)} unchanged"
     )
 
@@ -273,6 +273,7 @@ async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncE
     target_url = f"http://127.0.0.1:{dev.target_port}"
     # Every process of this stack, and operator commands given SELFHEAL_RUNBOOKS_DIR, resolve
     # faults through one catalog: the runbooks' own, with the demo target where it runs now.
+    source = settings.runbooks_dir
     runbooks = await guard.blocking(write_runbooks, settings, target_url, cache)
     settings = settings.model_copy(update={"runbooks_dir": runbooks})
 
@@ -293,7 +294,7 @@ async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncE
         update={"database": settings.database.model_copy(update={"url": url})}
     )
     imported = await guard.blocking(
-        _migrate_and_import, settings, url, redis_cache=cache.redis_url is not None
+        _migrate_and_import, settings, url, redis_cache=cache.redis_url is not None, source=source
     )
     engine = make_engine(url, pool_size=1)
     exits.callback(engine.dispose)
