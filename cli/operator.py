@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
-import yaml
-from pydantic import ValidationError
 
-from selfheal.cli.errors import UserError, describe_validation_error, user_errors
+from selfheal.cli.errors import UserError, user_errors
 from selfheal.cli.render import healings_table, make_console, timeline_table
 from selfheal.core.settings import get_settings
+from selfheal.core.yaml_source import parse_yaml
 from selfheal.domain import Approval, Fault, SelfhealError
 from selfheal.healings import FilterError, Healings, Verdict
 from selfheal.healings.queries import visibility_query
@@ -43,23 +42,12 @@ def register(app: typer.Typer) -> None:
 
 
 def load_fault(source: str, text: str) -> Fault:
-    """Parse a Fault from JSON or YAML ``text`` read from ``source`` (a path or '-')."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise UserError(f"{source}: not valid JSON or YAML{where}: {problem}") from None
-    if not isinstance(data, dict):
-        raise UserError(
-            f"{source}: expected a mapping of Fault fields (service, type, ...), "
-            f"got {type(data).__name__}"
-        )
-    try:
-        return Fault.model_validate(data)
-    except ValidationError as exc:
-        raise UserError(describe_validation_error(exc, source=source)) from None
+    """Parse a Fault from JSON or YAML ``text`` read from ``source`` (a path or '-'), through the
+    one YAML loader: a key given twice is refused with its line, every problem reads
+    ``source:LINE: field: problem`` (``ConfigError``: one line, exit code 2)."""
+    return parse_yaml(text, source).validate(
+        Fault, expected="a mapping of Fault fields (service, type, ...)"
+    )
 
 
 def _read_source(source: str) -> str:

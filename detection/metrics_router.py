@@ -3,6 +3,12 @@
 Pure logic, no I/O: the intake feeds it and starts or signals the healings. A fault's fingerprint
 is its service, type and target, so every anomalous point of one ongoing problem names the same
 healing; repeats are the intake's to count, never a second healing.
+
+Labels come from the outside (OTLP attributes) and are cut to what a Fault holds (``fit_labels``:
+long values clipped, ending in '…'). A service or target taken from a label and longer than a
+Fault's bound is clipped the same way: no catalog name ends in '…', so the door refuses that
+fault with its reason (``unknown service '…'``), logged and counted as refused by the intake,
+never an error of the exporter's request.
 """
 
 from __future__ import annotations
@@ -17,6 +23,16 @@ from datetime import UTC, datetime
 from selfheal.detection.detector_config import DetectorConfig, MetricRule
 from selfheal.detection.detectors import DETECTORS, Detector, PhiAccrual, SeriesBank
 from selfheal.domain import Fault
+from selfheal.domain.fault import (
+    LABEL_VALUE_MAX,
+    LABELS_MAX,
+    SERVICE_MAX,
+    SUMMARY_MAX,
+    TARGET_MAX,
+    TYPE_MAX,
+    clip,
+    fit_labels,
+)
 
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -35,6 +51,21 @@ def _factory(rule: MetricRule) -> Callable[[], Detector]:
 
 def _at(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
+
+
+def _fault(
+    *, service: str, fault_type: str, target: str | None, summary: str, **fields: object
+) -> Fault:
+    """A detector's Fault, its strings cut to the Fault's bounds (see the module's docstring)."""
+    return Fault.model_validate(
+        {
+            "service": clip(service, SERVICE_MAX),
+            "type": clip(fault_type, TYPE_MAX),
+            "target": None if target is None else clip(target, TARGET_MAX),
+            "summary": clip(summary, SUMMARY_MAX),
+            **fields,
+        }
+    )
 
 
 class MetricsRouter:
@@ -71,15 +102,18 @@ class MetricsRouter:
             service = rule.fault.service_for(plain)
             if service is None:
                 continue
+            own = {"metric": name, "detector_rule": rule.name}
+            labels = fit_labels(plain, room=LABELS_MAX - len(own))
+            labels.update({k: clip(v, LABEL_VALUE_MAX) for k, v in own.items()})
             faults.append(
-                Fault(
+                _fault(
                     service=service,
-                    type=rule.fault.type,
+                    fault_type=rule.fault.type,
                     target=rule.fault.target_for(plain),
                     severity=rule.fault.severity,
                     summary=f"{name} = {value:g} is anomalous ({rule.detector} score "
                     f"{score:.2f} ≥ {rule.threshold:g}, rule {rule.name})",
-                    labels={**plain, "metric": name, "detector_rule": rule.name},
+                    labels=labels,
                     values={"value": value, "anomaly_score": score},
                     source="otlp",
                     detected_at=_at(timestamp),
@@ -109,14 +143,14 @@ class MetricsRouter:
             if entry is None or suspicion < config.params.threshold:
                 continue
             faults.append(
-                Fault(
+                _fault(
                     service=entry.service,
-                    type=config.fault.type,
+                    fault_type=config.fault.type,
                     target=entry.target or component,
                     severity=config.fault.severity,
                     summary=f"no heartbeat from {component}: phi {suspicion:.1f} ≥ "
                     f"{config.params.threshold:g}",
-                    labels={"component": component},
+                    labels=fit_labels({"component": component}),
                     values={"phi": min(suspicion, 1e300)},
                     source="heartbeat",
                     detected_at=_at(at),

@@ -1,13 +1,15 @@
 """Payloads from the outside world into selfheal's terms, without I/O.
 
-- Alertmanager webhook (version 4): each alert becomes an ``AlertSignal`` (a Fault and whether
-  it fires or resolved).
+- Alertmanager webhook (version 4, and only 4): each alert becomes an ``AlertSignal`` (a Fault,
+  whether it fires or resolved, and the ``PayloadWarning``s of what was taken on a guess: an
+  unknown severity, a flag label spelled neither true nor false, a summary clipped).
 - selfheal's own Fault JSON.
 - OTLP/HTTP metrics and traces, protobuf or JSON: decoded with the generated classes of
   ``opentelemetry-proto`` into flat ``MetricPoint``s and ``ErrorSpan``s.
 
 Every refusal is a ``PayloadError`` naming the field (``alerts[2].labels.alertname``) and what
-was expected, so that the HTTP layer can answer 400/422 without guessing.
+was expected, so that the HTTP layer can answer 400/422 without guessing. A Fault's strings are
+bounded (``domain/fault.py``): an alert over a bound is refused naming the label it came from.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from selfheal.core.catalog import scoped_fingerprint
 from selfheal.domain import Fault
 from selfheal.domain.errors import IntakeError
+from selfheal.domain.fault import SUMMARY_MAX, clip
 
 Encoding = Literal["protobuf", "json"]
 
@@ -45,7 +48,10 @@ DRY_RUN_LABEL = "selfheal_dry_run"
 REQUIRE_APPROVAL_LABEL = "selfheal_require_approval"
 SERVICE_NAME = "service.name"  # the OpenTelemetry resource attribute
 TARGET_LABELS = ("target", "deployment", "pod")
-_SEVERITIES = {"info", "warning", "critical"}
+_SEVERITIES = ("info", "warning", "critical")
+DEFAULT_SEVERITY = "warning"
+TRUE_SPELLINGS = ("true", "yes", "1", "on")
+FALSE_SPELLINGS = ("false", "no", "0", "off", "")
 _FINGERPRINT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
@@ -60,13 +66,29 @@ class PayloadError(IntakeError):
         self.status = status
 
 
-def describe_errors(exc: ValidationError, prefix: str = "") -> PayloadError:
-    """The first error of a pydantic validation, as a PayloadError naming its field."""
+class PayloadWarning(BaseModel):
+    """Something of a payload that selfheal took on a guess rather than refuse: the sender is
+    told (and the intake logs it), the signal goes on."""
+
+    field: str = Field(description="where, e.g. alerts[0].labels.severity")
+    message: str
+
+
+def describe_errors(
+    exc: ValidationError, prefix: str = "", renames: dict[str, str] | None = None
+) -> PayloadError:
+    """The first error of a pydantic validation, as a PayloadError naming its field.
+
+    ``renames`` maps a model's top-level field to where its value came from in the payload
+    (``type`` -> ``labels.alertname``), so that the error names what the sender wrote."""
     first = exc.errors()[0]
+    loc = list(first["loc"])
+    if renames and loc and isinstance(loc[0], str) and loc[0] in renames:
+        loc = [*renames[loc[0]].split("."), *loc[1:]]
     path = prefix
-    for part in first["loc"]:
+    for part in loc:
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return PayloadError(path or "body", first["msg"])
+    return PayloadError(path or "body", str(first["msg"]).removeprefix("Value error, "))
 
 
 def _refuse_constant(name: str) -> Any:
@@ -102,11 +124,12 @@ class AlertmanagerAlert(BaseModel):
 
 
 class AlertmanagerWebhook(BaseModel):
-    """Version 4 of the webhook; fields added by later Alertmanagers are ignored."""
+    """Version 4 of the webhook (any other version is refused: its fields may mean something
+    else); fields added by later Alertmanagers are ignored."""
 
     model_config = ConfigDict(extra="ignore")
 
-    version: str = "4"
+    version: Literal["4"]
     groupKey: str = ""
     status: Literal["firing", "resolved"] = "firing"
     receiver: str = ""
@@ -117,39 +140,97 @@ class AlertmanagerWebhook(BaseModel):
 class AlertSignal:
     fault: Fault
     firing: bool
+    warnings: tuple[PayloadWarning, ...] = ()
 
 
-def alert_to_fault(alert: AlertmanagerAlert, where: str) -> Fault:
+def label_flag(
+    labels: dict[str, str], name: str, where: str, meaning: str
+) -> tuple[bool, PayloadWarning | None]:
+    """A true/false label, failing safe: ``true``/``yes``/``1``/``on`` (any case) are true,
+    ``false``/``no``/``0``/``off``, empty or absent false, and anything else true, with a
+    warning saying so (a flag that asks for more caution is never dropped for its spelling)."""
+    raw = labels.get(name)
+    spelled = (raw or "").strip().lower()
+    if spelled in TRUE_SPELLINGS:
+        return True, None
+    if raw is None or spelled in FALSE_SPELLINGS:
+        return False, None
+    return True, PayloadWarning(
+        field=f"{where}.labels.{name}",
+        message=f"{clip(raw, 40)!r} is neither {'/'.join(TRUE_SPELLINGS)} nor "
+        f"{'/'.join(FALSE_SPELLINGS[:-1])}: taken as true ({meaning}), the safe side",
+    )
+
+
+def alert_severity(labels: dict[str, str], where: str) -> tuple[str, PayloadWarning | None]:
+    """The alert's ``severity`` label (any case); absent or empty is ``warning``. An unknown one
+    is ``warning`` too, with a warning: the alert is kept whatever its severity says."""
+    raw = labels.get("severity")
+    if raw is None or not raw.strip():
+        return DEFAULT_SEVERITY, None
+    spelled = raw.strip().lower()
+    if spelled in _SEVERITIES:
+        return spelled, None
+    return DEFAULT_SEVERITY, PayloadWarning(
+        field=f"{where}.labels.severity",
+        message=f"unknown severity {clip(raw, 40)!r}: taken as {DEFAULT_SEVERITY} "
+        f"(expected {', '.join(_SEVERITIES[:-1])} or {_SEVERITIES[-1]})",
+    )
+
+
+def alert_to_fault(alert: AlertmanagerAlert, where: str) -> AlertSignal:
     labels = alert.labels
     alertname = labels.get("alertname", "")
     if not alertname:
         raise PayloadError(f"{where}.labels.alertname", "required: it names the fault type")
-    service = labels.get("service") or labels.get("job") or ""
+    service_label = "service" if labels.get("service") else "job"
+    service = labels.get(service_label) or ""
     if not service:
         raise PayloadError(f"{where}.labels.service", "required (or label job): the service")
-    target = next((labels[k] for k in TARGET_LABELS if labels.get(k)), None)
-    severity = labels.get("severity", "warning")
+    target_label = next((k for k in TARGET_LABELS if labels.get(k)), None)
+    target = labels[target_label] if target_label else None
+    severity, severity_warning = alert_severity(labels, where)
+    dry_run, dry_run_warning = label_flag(labels, DRY_RUN_LABEL, where, "a dry run")
+    require_approval, approval_warning = label_flag(
+        labels, REQUIRE_APPROVAL_LABEL, where, "a human approves"
+    )
+    warnings = [w for w in (severity_warning, dry_run_warning, approval_warning) if w]
+    summary_key = "summary" if alert.annotations.get("summary") else "description"
+    summary = alert.annotations.get(summary_key, "")
+    if len(summary) > SUMMARY_MAX:
+        # prose, not identity: an alert is never refused for a long description
+        warnings.append(
+            PayloadWarning(
+                field=f"{where}.annotations.{summary_key}",
+                message=f"{len(summary)} characters, clipped to {SUMMARY_MAX} for the summary",
+            )
+        )
+        summary = clip(summary, SUMMARY_MAX)
     # Alertmanager's fingerprint hashes the alert's labels; bound to the target it names one
     # healing per target (resolve_fault binds it to the catalog's target the same way).
     fingerprint = ""
     if _FINGERPRINT.match(alert.fingerprint):
         fingerprint = scoped_fingerprint(alert.fingerprint, target) if target else alert.fingerprint
+    renames = {"type": "labels.alertname", "service": f"labels.{service_label}"}
+    if target_label:
+        renames["target"] = f"labels.{target_label}"
     try:
-        return Fault(
+        fault = Fault(
             fingerprint=fingerprint,
             service=service,
             type=alertname,
             target=target,
-            severity=severity if severity in _SEVERITIES else "warning",
-            summary=alert.annotations.get("summary") or alert.annotations.get("description", ""),
+            severity=severity,
+            summary=summary,
             labels=dict(labels),
             source="alertmanager",
             detected_at=alert.startsAt or datetime.now(UTC),
-            dry_run=labels.get(DRY_RUN_LABEL, "").lower() == "true",
-            require_approval=labels.get(REQUIRE_APPROVAL_LABEL, "").lower() == "true",
+            dry_run=dry_run,
+            require_approval=require_approval,
         )
     except ValidationError as exc:
-        raise describe_errors(exc, prefix=where) from None
+        raise describe_errors(exc, prefix=where, renames=renames) from None
+    return AlertSignal(fault, alert.status == "firing", tuple(warnings))
 
 
 def parse_alertmanager(body: bytes) -> list[AlertSignal]:
@@ -158,10 +239,7 @@ def parse_alertmanager(body: bytes) -> list[AlertSignal]:
         webhook = AlertmanagerWebhook.model_validate(data)
     except ValidationError as exc:
         raise describe_errors(exc) from None
-    return [
-        AlertSignal(alert_to_fault(alert, f"alerts[{i}]"), alert.status == "firing")
-        for i, alert in enumerate(webhook.alerts)
-    ]
+    return [alert_to_fault(alert, f"alerts[{i}]") for i, alert in enumerate(webhook.alerts)]
 
 
 def parse_fault(body: bytes) -> Fault:

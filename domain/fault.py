@@ -2,17 +2,95 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 _FINGERPRINT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _PLACEHOLDER = re.compile(r"\$\{fault\.([A-Za-z0-9_.]+)\}")
 
+# Bounds of a Fault's strings, checked at every door (a report over them is refused naming the
+# field). ``service`` and ``type`` become Temporal search attributes (at most 2048 bytes each);
+# the whole fault travels twice in a workflow's first event, well under Temporal's payload limit.
+SERVICE_MAX = 128
+TYPE_MAX = 128
+TARGET_MAX = 253  # a Kubernetes object name
+FINGERPRINT_MAX = 128
+SUMMARY_MAX = 4096
+SOURCE_MAX = 64
+LABELS_MAX = 128
+LABEL_KEY_MAX = 128
+LABEL_VALUE_MAX = 1024
+VALUES_MAX = 64
+URL_MAX = 2048
+METRIC_NAME_MAX = 512
+
+_HTTP_URL: TypeAdapter[HttpUrl] = TypeAdapter(HttpUrl)
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, ending in '…' when it was cut."""
+    return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
+
+
+def _http_url(value: str) -> str:
+    """An absolute http:// or https:// URL with a host (kept as written)."""
+    try:
+        _HTTP_URL.validate_python(value)
+    except ValidationError:
+        raise ValueError(f"expected an http:// or https:// URL, got {clip(value, 80)!r}") from None
+    return value
+
+
+HttpUrlStr = Annotated[
+    str,
+    Field(
+        max_length=URL_MAX,
+        json_schema_extra={"format": "uri", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"},
+    ),
+    AfterValidator(_http_url),
+]
+"""A URL selfheal may fetch: http(s) only, at most ``URL_MAX`` characters; a plain ``str``."""
+
+LabelValue = Annotated[str, Field(max_length=LABEL_VALUE_MAX)]
+
+
+def _names_bounded(names: Mapping[str, object], what: str) -> None:
+    for name in names:
+        if len(name) > LABEL_KEY_MAX:
+            raise ValueError(
+                f"{what} name {clip(name, 40)!r} has {len(name)} characters; "
+                f"at most {LABEL_KEY_MAX}"
+            )
+
+
+def fit_labels(labels: Mapping[str, str], room: int = LABELS_MAX) -> dict[str, str]:
+    """Labels cut to what a Fault holds, for a detector whose labels come from the outside:
+    values over ``LABEL_VALUE_MAX`` are clipped (ending in '…'), names over ``LABEL_KEY_MAX``
+    dropped, and only the first ``room`` labels kept."""
+    fitted: dict[str, str] = {}
+    for key, value in labels.items():
+        if len(fitted) >= room:
+            break
+        if len(key) <= LABEL_KEY_MAX:
+            fitted[key] = clip(value, LABEL_VALUE_MAX)
+    return fitted
 
 
 class MetricCheck(BaseModel):
@@ -20,30 +98,71 @@ class MetricCheck(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str
-    name: str = Field(description='metric name, optionally with a label selector: m{a="b"}')
+    url: HttpUrlStr = Field(
+        description=f"http(s) URL of the endpoint, at most {URL_MAX} characters"
+    )
+    name: str = Field(
+        max_length=METRIC_NAME_MAX,
+        description='metric name, optionally with a label selector: m{a="b"} '
+        f"(at most {METRIC_NAME_MAX} characters)",
+    )
     max: float
 
 
 class Fault(BaseModel):
-    """Something in production is wrong. One fault, one healing: ``heal-<fingerprint>``."""
+    """Something in production is wrong. One fault, one healing: ``heal-<fingerprint>``.
+
+    Every string is bounded (see each field); a report over a bound is refused naming the field.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     fingerprint: str = Field(
         default="",
-        description="stable identity of the fault; derived from service, type and target if empty",
+        max_length=FINGERPRINT_MAX,
+        description="stable identity of the fault; derived from service, type and target if "
+        f"empty (1-{FINGERPRINT_MAX} letters, digits, '.', '_', ':' or '-')",
     )
-    service: str = Field(min_length=1)
-    type: str = Field(min_length=1, description="what is observed, e.g. health_check_failed")
-    target: str | None = Field(default=None, description="what to act on, e.g. a process name")
+    service: str = Field(
+        min_length=1,
+        max_length=SERVICE_MAX,
+        description=f"a service of the catalog (services.yaml); 1-{SERVICE_MAX} characters",
+    )
+    type: str = Field(
+        min_length=1,
+        max_length=TYPE_MAX,
+        description=f"what is observed, e.g. health_check_failed (1-{TYPE_MAX} characters)",
+    )
+    target: str | None = Field(
+        default=None,
+        max_length=TARGET_MAX,
+        description=f"what to act on, e.g. a process name (at most {TARGET_MAX} characters)",
+    )
     severity: Literal["info", "warning", "critical"] = "warning"
-    summary: str = ""
-    labels: dict[str, str] = Field(default_factory=dict)
-    values: dict[str, float] = Field(default_factory=dict, description="the fault's own metrics")
-    health_url: str | None = Field(default=None, description="HTTP probe of the target's health")
+    summary: str = Field(
+        default="", max_length=SUMMARY_MAX, description=f"at most {SUMMARY_MAX} characters"
+    )
+    labels: dict[str, LabelValue] = Field(
+        default_factory=dict,
+        max_length=LABELS_MAX,
+        description=f"at most {LABELS_MAX} labels; names at most {LABEL_KEY_MAX} characters, "
+        f"values at most {LABEL_VALUE_MAX}",
+    )
+    values: dict[str, float] = Field(
+        default_factory=dict,
+        max_length=VALUES_MAX,
+        description=f"the fault's own metrics (at most {VALUES_MAX}; names at most "
+        f"{LABEL_KEY_MAX} characters)",
+    )
+    health_url: HttpUrlStr | None = Field(
+        default=None,
+        description=f"HTTP probe of the target's health (http or https, at most {URL_MAX} "
+        "characters)",
+    )
     metric: MetricCheck | None = None
-    source: str = "manual"
+    source: str = Field(
+        default="manual", max_length=SOURCE_MAX, description=f"at most {SOURCE_MAX} characters"
+    )
     detected_at: datetime = Field(default_factory=_now)
     dry_run: bool = Field(default=False, description="plan and gate, change nothing")
     require_approval: bool = Field(
@@ -56,6 +175,18 @@ class Fault(BaseModel):
         if value and not _FINGERPRINT.match(value):
             raise ValueError("must be 1-128 characters of letters, digits, '.', '_', ':' or '-'")
         return value
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names_bounded(cls, labels: dict[str, str]) -> dict[str, str]:
+        _names_bounded(labels, "label")
+        return labels
+
+    @field_validator("values")
+    @classmethod
+    def _value_names_bounded(cls, values: dict[str, float]) -> dict[str, float]:
+        _names_bounded(values, "value")
+        return values
 
     @model_validator(mode="after")
     def _default_fingerprint(self) -> Fault:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import time
 
+import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from google.protobuf import json_format
@@ -23,6 +24,7 @@ from selfheal.api.openapi import request_body
 from selfheal.detection.metrics_router import MetricsRouter
 from selfheal.detection.parsers import (
     Encoding,
+    PayloadWarning,
     parse_alertmanager,
     parse_fault,
     parse_otlp_error_spans,
@@ -30,10 +32,13 @@ from selfheal.detection.parsers import (
 )
 from selfheal.domain import Fault
 
+log = structlog.get_logger(__name__)
+
 router = APIRouter(tags=["signals"])
 
 _COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
 
 
 class AlertmanagerResult(BaseModel):
@@ -42,15 +47,31 @@ class AlertmanagerResult(BaseModel):
     joined: list[str] = Field(default_factory=list)
     refused: list[Refusal] = Field(default_factory=list)
     resolved: int = 0
+    warnings: list[PayloadWarning] = Field(
+        default_factory=list,
+        description="what was taken on a guess (an unknown severity, a flag label spelled "
+        "neither true nor false, a clipped summary); those alerts went on all the same",
+    )
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def require_json(request: Request) -> None:
+    """415 unless the body is declared ``application/json``."""
+    media = media_type(request)
+    if media != JSON:
+        raise HttpProblem(415, f"Content-Type must be {JSON}, got {media!r}")
 
 
 def otlp_encoding(request: Request) -> Encoding:
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media = media_type(request)
     if media == PROTOBUF:
         return "protobuf"
-    if media == "application/json":
+    if media == JSON:
         return "json"
-    raise HttpProblem(415, f"Content-Type must be {PROTOBUF} or application/json, got {media!r}")
+    raise HttpProblem(415, f"Content-Type must be {PROTOBUF} or {JSON}, got {media!r}")
 
 
 def otlp_response(
@@ -71,12 +92,17 @@ def detectors(intake: Intake) -> MetricsRouter:
 @router.post(
     "/v1/alertmanager",
     response_model=AlertmanagerResult,
-    openapi_extra=request_body(None, "Alertmanager webhook payload, version 4", "application/json"),
+    openapi_extra=request_body(None, "Alertmanager webhook payload, version 4", JSON),
 )
-async def alertmanager(intake: IntakeDep, body: IngestBody) -> AlertmanagerResult:
-    """Every firing alert starts or joins its healing; a resolved one tells its healing."""
+async def alertmanager(request: Request, intake: IntakeDep, body: IngestBody) -> AlertmanagerResult:
+    """Every firing alert starts or joins its healing; a resolved one tells its healing.
+    What was taken on a guess is listed under ``warnings`` (and logged)."""
     received_at = time.monotonic()
+    require_json(request)
     signals = parse_alertmanager(body)
+    warnings = [w for s in signals for w in s.warnings]
+    for warning in warnings:
+        log.warning("alert taken on a guess", field=warning.field, warning=warning.message)
     firing = [s.fault for s in signals if s.firing]
     delivered = await intake.deliver(firing, "alertmanager", received_at)
     for signal in signals:
@@ -88,20 +114,26 @@ async def alertmanager(intake: IntakeDep, body: IngestBody) -> AlertmanagerResul
         joined=[d.workflow_id for d in delivered.faults if not d.started],
         refused=delivered.refused,
         resolved=len(signals) - len(firing),
+        warnings=warnings,
     )
 
 
 @router.post(
     "/v1/faults",
     response_model=Delivery,
-    openapi_extra=request_body(Fault, "a Fault in selfheal's JSON", "application/json"),
+    openapi_extra=request_body(Fault, "a Fault in selfheal's JSON", JSON),
 )
 async def faults(
-    intake: IntakeDep, body: IngestBody, dry_run: bool = False, require_approval: bool = False
+    request: Request,
+    intake: IntakeDep,
+    body: IngestBody,
+    dry_run: bool = False,
+    require_approval: bool = False,
 ) -> Delivery:
     """Start the healing of a fault, or count one more report of its running healing.
     ``dry_run``: plan and gate, change nothing; ``require_approval``: a human must approve."""
     received_at = time.monotonic()
+    require_json(request)
     fault = parse_fault(body)
     if dry_run:
         fault = fault.model_copy(update={"dry_run": True})

@@ -35,6 +35,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RetryConfig, RPCError, RPCStatusCode
 
 from selfheal.api.app import IntakeDeps, create_app
+from selfheal.api.routes import signals
 from selfheal.core.catalog import ServiceCatalog, TargetSpec, load_services
 from selfheal.core.database import to_libpq_url
 from selfheal.core.settings import IntakeSettings
@@ -50,6 +51,7 @@ from tests.support import TcpProxy, add_service, door_for
 pytestmark = pytest.mark.integration
 
 INGEST = {"Authorization": "Bearer ingest-token"}
+JSON_INGEST = {**INGEST, "Content-Type": "application/json"}
 APPROVER = {"Authorization": "Bearer approve-token"}
 TOKENS = {"ingest-token": ["ingest"], "approve-token": ["approve", "name:alice"]}
 
@@ -304,12 +306,18 @@ async def test_auth_size_and_payload_refusals_start_nothing(
         (INGEST, b"x" * 70_000, 413, None),
         ({**INGEST, "Content-Encoding": "gzip"}, gzip.compress(b" " * 200_000), 413, None),
         ({**INGEST, "Content-Encoding": "gzip"}, b"not gzip", 400, None),
-        (INGEST, b"{oops", 400, "body"),
-        (INGEST, json.dumps({**webhook(alert(svc)), "alerts": [{"status": "x"}]}).encode(),
+        (JSON_INGEST, b"{oops", 400, "body"),
+        (JSON_INGEST, json.dumps({**webhook(alert(svc)), "alerts": [{"status": "x"}]}).encode(),
          422, "alerts[0].status"),
         # one bad alert among good ones: none of them starts
-        (INGEST, json.dumps(webhook(alert(svc), {**alert(svc), "labels": {"service": svc}}))
+        (JSON_INGEST, json.dumps(webhook(alert(svc), {**alert(svc), "labels": {"service": svc}}))
          .encode(), 422, "alerts[1].labels.alertname"),
+        # the body must be declared JSON
+        (INGEST, good, 415, None),
+        ({**INGEST, "Content-Type": "text/plain"}, good, 415, None),
+        # only version 4 of the webhook
+        (JSON_INGEST, json.dumps({**webhook(alert(svc)), "version": "3"}).encode(),
+         422, "version"),
     ]  # fmt: skip
     for headers, body, status, field in cases:
         response = await api.post("/v1/alertmanager", content=body, headers=headers)
@@ -327,6 +335,94 @@ async def test_auth_size_and_payload_refusals_start_nothing(
     assert not await exists(client, f"heal-{alert(svc)['fingerprint']}-api-1")
     assert (await api.post("/v1/healings/x/approve", json={})).status_code == 401
     assert (await api.get("/v1/healings")).status_code == 401
+
+
+async def test_over_long_fields_are_422_naming_the_field_and_start_nothing(
+    client: Client, api: httpx.AsyncClient
+) -> None:
+    # issue 8: a 5,000-character type reached Temporal, which refused its search attribute (502)
+    svc = service()
+    long_type = {"service": svc, "type": "t" * 5000, "target": "api"}
+    response = await api.post("/v1/faults", json=long_type, headers=INGEST)
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "type"
+    assert "at most 128 characters" in response.json()["error"]
+    assert len(response.text) < 300  # the value is not echoed back
+    for fields, field in [
+        ({"labels": {"team": "x" * 1025}}, "labels.team"),
+        ({"summary": "s" * 4097}, "summary"),
+        ({"health_url": "notaurl"}, "health_url"),
+        ({"metric": {"url": "notaurl", "name": "m", "max": 1}}, "metric.url"),
+    ]:
+        fault = {"service": svc, "type": "t", "target": "api", **fields}
+        response = await api.post("/v1/faults", json=fault, headers=INGEST)
+        assert response.status_code == 422, response.text
+        assert response.json()["field"] == field
+
+    long_alert = alert(svc)
+    long_alert["labels"] = {**long_alert["labels"], "alertname": "A" * 5000}
+    response = await api.post("/v1/alertmanager", json=webhook(long_alert), headers=INGEST)
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "alerts[0].labels.alertname"
+    assert await workflows_of(client, svc) == []
+
+
+async def test_json_endpoints_refuse_another_content_type(
+    client: Client, api: httpx.AsyncClient
+) -> None:
+    svc = service()
+    fault = json.dumps({"service": svc, "type": "t", "target": "api"})
+    hook = json.dumps(webhook(alert(svc)))
+    for path, body in (("/v1/faults", fault), ("/v1/alertmanager", hook)):
+        for media in (None, "text/plain", "application/x-www-form-urlencoded"):
+            headers = INGEST if media is None else {**INGEST, "Content-Type": media}
+            response = await api.post(path, content=body, headers=headers)
+            assert response.status_code == 415, (path, media, response.text)
+            assert "application/json" in response.json()["error"]
+    assert await workflows_of(client, svc) == []
+    # a charset parameter is fine
+    headers = {**INGEST, "Content-Type": "Application/JSON; charset=utf-8"}
+    response = await api.post("/v1/faults", content=fault, headers=headers)
+    assert response.status_code == 200, response.text
+
+
+async def test_unknown_severity_and_odd_flags_keep_the_alert_and_say_so(
+    client: Client, api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logged: list[dict[str, Any]] = []
+
+    class Log:
+        def warning(self, event: str, **fields: Any) -> None:
+            logged.append({"event": event, **fields})
+
+    monkeypatch.setattr(signals, "log", Log())
+    svc = service()
+    odd = alert(svc)
+    odd["labels"] = {
+        **odd["labels"],
+        "severity": "page",
+        "selfheal_dry_run": "yes",  # a usual spelling of true: no warning
+        "selfheal_require_approval": "maybe",  # unrecognised: true, and said so
+    }
+    response = await api.post("/v1/alertmanager", json=webhook(odd), headers=INGEST)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["accepted"] == 1 and len(body["started"]) == 1
+    assert [w["field"] for w in body["warnings"]] == [
+        "alerts[0].labels.severity",
+        "alerts[0].labels.selfheal_require_approval",
+    ]
+    assert "taken as warning" in body["warnings"][0]["message"]
+    assert "taken as true" in body["warnings"][1]["message"]
+    status = await status_when(client.get_workflow_handle(body["started"][0]), awaiting)
+    assert status.dry_run and status.fault.dry_run
+    assert status.fault.require_approval and status.fault.severity == "warning"
+    assert [(e["event"], e["field"]) for e in logged] == [
+        ("alert taken on a guess", w["field"]) for w in body["warnings"]
+    ]
+
+    plain = await api.post("/v1/alertmanager", json=webhook(alert(service())), headers=INGEST)
+    assert plain.json()["warnings"] == []
 
 
 async def test_temporal_unreachable_is_503_and_not_ready(client: Client, task_queue: str) -> None:
@@ -509,6 +605,34 @@ async def test_otlp_metrics_protobuf_gzip_and_json_feed_the_detectors(
             headers={**INGEST, "Content-Type": "application/x-protobuf"},
         )
         assert garbage.status_code == 400
+
+
+async def test_otlp_labels_over_a_faults_bounds_never_fail_the_export(
+    client: Client, task_queue: str, scenario: Scenario
+) -> None:
+    # an over-long attribute is clipped; an over-long service name is refused by the catalog
+    router = MetricsRouter(detector_config())
+    async with http(make_deps(client, task_queue, router=router)) as api:
+        svc, stranger = service(), "s" * 5000
+        for name in (svc, stranger):
+            request = gauge_request(name, [1.0] * 20 + [50.0])
+            point = request.resource_metrics[0].scope_metrics[0].metrics[0].gauge.data_points
+            for p in point:
+                p.attributes.append(KeyValue(key="query", value=AnyValue(string_value="q" * 2000)))
+            response = await api.post(
+                "/v1/otlp/v1/metrics",
+                content=request.SerializeToString(),
+                headers={**INGEST, "Content-Type": "application/x-protobuf"},
+            )
+            assert response.status_code == 200, response.text
+        [workflow_id] = await listed(client, svc)
+        status = await status_when(client.get_workflow_handle(workflow_id), awaiting)
+        assert status.fault.labels["query"] == "q" * 1023 + "…"
+        text = (await api.get("/metrics")).text
+        assert (
+            metric(text, "selfheal_intake_faults_total", endpoint="otlp_metrics", result="refused")
+            >= 1
+        )
 
 
 async def test_heartbeats_raise_a_fault_when_a_component_goes_silent(

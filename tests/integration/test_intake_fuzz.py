@@ -30,6 +30,7 @@ from tests.support import add_service, door_for
 pytestmark = pytest.mark.integration
 
 TOKEN = {"Authorization": "Bearer fuzz-token"}
+JSON = {**TOKEN, "Content-Type": "application/json"}
 QUEUE = f"fuzz-{uuid.uuid4()}"
 FUZZ = settings(
     max_examples=60,
@@ -116,7 +117,7 @@ async def refused_start_nothing(client: Client, response: httpx.Response, before
 @given(body=st.one_of(json_values.map(json.dumps), broken_webhooks().map(json.dumps)))
 async def test_alertmanager_fuzz(client: Client, api: httpx.AsyncClient, body: str) -> None:
     before = await healings(client)
-    response = await api.post("/v1/alertmanager", content=body, headers=TOKEN)
+    response = await api.post("/v1/alertmanager", content=body, headers=JSON)
     await refused_start_nothing(client, response, before)
     assert response.status_code in (200, 400, 413, 422)
 
@@ -130,7 +131,7 @@ async def test_alertmanager_fuzz(client: Client, api: httpx.AsyncClient, body: s
 async def test_faults_fuzz(client: Client, api: httpx.AsyncClient, body: dict[str, Any]) -> None:
     before = await healings(client)
     # json.dumps writes NaN and Infinity as Python does: the intake must refuse them
-    response = await api.post("/v1/faults", content=json.dumps(body), headers=TOKEN)
+    response = await api.post("/v1/faults", content=json.dumps(body), headers=JSON)
     await refused_start_nothing(client, response, before)
 
 

@@ -50,10 +50,21 @@ def assert_one_line_error(result: Result, *fragments: str) -> None:
         ("service: shop\ntype: x\nvalues: {latency: fast}\n", ["values.latency"]),
         ("service: shop\ntype: x\nfingerprint: 'has spaces'\n", ["fingerprint"]),
         ("service: shop\ntype: x\nmetric: {url: http://m}\n", ["metric.name", "metric.max"]),
-        ("service: [unclosed\n", ["not valid JSON or YAML at line"]),
+        ("service: [unclosed\n", [":2: not valid YAML"]),
         ("- service: shop\n", ["expected a mapping of Fault fields", "got list"]),
+        # the one YAML loader: a key given twice would silently heal the second service
+        ("service: demo\ntype: x\nservice: other\n", [":3:", "key 'service' appears twice"]),
+        # URLs selfheal would fetch are http(s) URLs
+        ("service: shop\ntype: x\nhealth_url: notaurl\n", [":3: health_url", "http"]),
+        ("service: shop\ntype: x\nmetric: {url: file:///etc/passwd, name: m, max: 1}\n",
+         ["metric.url", "http"]),
+        # bounded strings: Temporal's search attributes never see an over-long one
+        (f"service: shop\ntype: {'x' * 5000}\n", [":2: type", "at most 128 characters"]),
+        (f"service: {'s' * 129}\ntype: x\n", [":1: service", "at most 128 characters"]),
+        (f"service: shop\ntype: x\nlabels: {{team: {'t' * 1025}}}\n",
+         ["labels.team", "at most 1024 characters"]),
     ],
-)
+)  # fmt: skip
 def test_malformed_fault_file_names_the_field(
     tmp_path: Path, content: str, fragments: list[str]
 ) -> None:
@@ -64,7 +75,19 @@ def test_malformed_fault_file_names_the_field(
 
 def test_malformed_json_on_stdin_names_the_field() -> None:
     result = run("fault", "submit", "-", stdin='{"service": "shop", "type": ""}')
-    assert_one_line_error(result, "-: type", "at least 1 character")
+    assert_one_line_error(result, "-:1: type", "at least 1 character")
+
+
+def test_duplicate_key_in_json_on_stdin_is_refused_with_its_line() -> None:
+    text = '{\n  "service": "demo",\n  "type": "x",\n  "service": "other"\n}'
+    result = run("fault", "submit", "-", stdin=text)
+    assert_one_line_error(result, "-:4:", "key 'service' appears twice")
+
+
+def test_over_long_field_is_one_short_line() -> None:
+    result = run("fault", "submit", "-", stdin=f'{{"service": "shop", "type": "{"x" * 5000}"}}')
+    assert_one_line_error(result, "-:1: type", "at most 128 characters")
+    assert len(result.stderr) < 200, result.stderr  # the value is not echoed back
 
 
 def test_missing_fault_file(tmp_path: Path) -> None:

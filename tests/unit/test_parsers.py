@@ -32,6 +32,7 @@ from selfheal.detection.parsers import (
     ErrorSpan,
     IntervalMeans,
     PayloadError,
+    PayloadWarning,
     parse_alertmanager,
     parse_fault,
     parse_otlp_error_spans,
@@ -121,6 +122,20 @@ def test_resolved_alert_names_the_same_healing_as_its_firing_one() -> None:
         (webhook({**alert(), "labels": {"alertname": "A"}}), "alerts[0].labels.service", 422),
         (webhook({**alert(), "labels": {"alertname": "A", "service": "s", "n": 1}}),
          "alerts[0].labels.n", 422),
+        # only version 4: another version's fields may mean something else
+        (webhook(alert(), version="3"), "version", 422),
+        (webhook(alert(), version=4), "version", 422),
+        (json.dumps({"alerts": [alert()]}).encode(), "version", 422),
+        # over-long fields are refused naming the label they came from, never sent to Temporal
+        (webhook(alert(alertname="A" * 5000)), "alerts[0].labels.alertname", 422),
+        (webhook(alert(alertname="A" * 129)), "alerts[0].labels.alertname", 422),
+        (webhook(alert(service="s" * 129)), "alerts[0].labels.service", 422),
+        (webhook({**alert(), "labels": {"alertname": "A", "job": "j" * 129}}),
+         "alerts[0].labels.job", 422),
+        (webhook(alert(pod="p" * 254)), "alerts[0].labels.pod", 422),
+        (webhook(alert(team="t" * 1025)), "alerts[0].labels.team", 422),
+        (webhook(alert(**{"k" * 129: "v"})), "alerts[0].labels", 422),
+        (webhook(alert(), alert(**{f"l{i}": "v" for i in range(130)})), "alerts[1].labels", 422),
     ],
 )  # fmt: skip
 def test_malformed_alertmanager_payload_names_the_field(
@@ -132,6 +147,70 @@ def test_malformed_alertmanager_payload_names_the_field(
     assert caught.value.status == status
 
 
+def test_an_over_long_field_is_refused_without_echoing_it() -> None:
+    with pytest.raises(PayloadError) as caught:
+        parse_alertmanager(webhook(alert(**{"k" * 5000: "v"})))
+    assert caught.value.field == "alerts[0].labels"
+    assert "at most 128" in caught.value.message and len(caught.value.message) < 200
+    assert not caught.value.message.startswith("Value error")
+
+
+def test_unknown_severity_keeps_the_alert_and_says_so() -> None:
+    [signal] = parse_alertmanager(webhook(alert(severity="page")))
+    assert signal.firing and signal.fault.severity == "warning"
+    assert signal.warnings == (
+        PayloadWarning(
+            field="alerts[0].labels.severity",
+            message="unknown severity 'page': taken as warning (expected info, warning or "
+            "critical)",
+        ),
+    )
+    [upper] = parse_alertmanager(webhook(alert(severity="Critical")))
+    assert upper.fault.severity == "critical" and upper.warnings == ()
+    for labels in ({}, {"severity": ""}):
+        [absent] = parse_alertmanager(webhook(alert(**labels)))
+        assert absent.fault.severity == "warning" and absent.warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("spelling", "flag", "warned"),
+    [
+        *[(s, True, False) for s in ("true", "TRUE", "yes", "Yes", "1", "on", "On", " true ")],
+        *[(s, False, False) for s in ("false", "FALSE", "no", "0", "off", "Off", "")],
+        *[(s, True, True) for s in ("maybe", "2", "enabled", "y", "ture")],
+    ],
+)  # fmt: skip
+def test_flag_labels_accept_the_usual_spellings_and_fail_safe(
+    spelling: str, flag: bool, warned: bool
+) -> None:
+    labels = {"selfheal_dry_run": spelling, "selfheal_require_approval": spelling}
+    [signal] = parse_alertmanager(webhook(alert(**labels)))
+    assert signal.fault.dry_run is flag
+    assert signal.fault.require_approval is flag
+    fields = [w.field for w in signal.warnings]
+    expected = ["alerts[0].labels.selfheal_dry_run", "alerts[0].labels.selfheal_require_approval"]
+    assert fields == (expected if warned else [])
+    if warned:
+        assert "taken as true" in signal.warnings[0].message
+        assert repr(spelling) in signal.warnings[0].message
+
+
+def test_absent_flag_labels_are_false_without_warning() -> None:
+    [signal] = parse_alertmanager(webhook(alert()))
+    assert not signal.fault.dry_run and not signal.fault.require_approval
+    assert signal.warnings == ()
+
+
+def test_a_long_description_is_clipped_not_refused() -> None:
+    a = alert()
+    a["annotations"] = {"description": "d" * 10_000}
+    [signal] = parse_alertmanager(webhook(a))
+    assert len(signal.fault.summary) == 4096 and signal.fault.summary.endswith("…")
+    [warning] = signal.warnings
+    assert warning.field == "alerts[0].annotations.description"
+    assert "clipped to 4096" in warning.message
+
+
 def test_fault_json_errors_name_the_field() -> None:
     fault = parse_fault(b'{"service": "s", "type": "t", "target": "x"}')
     assert fault.fingerprint
@@ -141,6 +220,33 @@ def test_fault_json_errors_name_the_field() -> None:
     with pytest.raises(PayloadError) as caught:
         parse_fault(b'{"service": "s", "type": "t", "metric": {"url": "u"}}')
     assert caught.value.field.startswith("metric.")
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"type": "t" * 5000}, "type"),
+        ({"service": "s" * 129}, "service"),
+        ({"target": "x" * 254}, "target"),
+        ({"summary": "s" * 4097}, "summary"),
+        ({"source": "s" * 65}, "source"),
+        ({"fingerprint": "f" * 129}, "fingerprint"),
+        ({"labels": {"team": "t" * 1025}}, "labels.team"),
+        ({"labels": {"k" * 129: "v"}}, "labels"),
+        ({"values": {"v" * 129: 1.0}}, "values"),
+        ({"health_url": "notaurl"}, "health_url"),
+        ({"health_url": "ftp://host/x"}, "health_url"),
+        ({"metric": {"url": "http://", "name": "m", "max": 1}}, "metric.url"),
+        ({"metric": {"url": "http://m", "name": "m" * 513, "max": 1}}, "metric.name"),
+    ],
+)
+def test_fault_json_over_its_bounds_is_refused_naming_the_field(
+    fields: dict[str, Any], field: str
+) -> None:
+    body = json.dumps({"service": "s", "type": "t", **fields}).encode()
+    with pytest.raises(PayloadError) as caught:
+        parse_fault(body)
+    assert (caught.value.field, caught.value.status) == (field, 422)
 
 
 # ------------------------------------------------------------------------------------- OTLP
