@@ -10,11 +10,11 @@ from pathlib import Path
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
 from selfheal.activities.actions import default_registry
 from selfheal.cli.errors import UserError, user_errors
+from selfheal.cli.render import make_console
 from selfheal.core.database import make_engine, make_session_factory, resolve_database_url
 from selfheal.core.settings import get_settings
 from selfheal.domain import SelfhealError, Solution
@@ -25,7 +25,7 @@ from selfheal.models.migrate import current_revision, downgrade, upgrade
 kb_app = typer.Typer(help="The knowledge base of solutions.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 
-console = Console(highlight=False)
+console = make_console()
 
 RATE_FORMULA = "rate = (successes + prior successes + 1) / (attempts + prior attempts + 2)"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.table import Table
 from rich.text import Text
 
@@ -38,12 +38,31 @@ STEP_STYLE = {
 }
 
 
+# Outside a terminal there is no width to fit: as wide as any line will be.
+NATURAL_WIDTH = 10_000
+
+
+class CliConsole(Console):
+    """A console that fits a terminal's width, and outside a terminal (a pipe, a file, CI, a
+    test's CliRunner) has no width limit: a table takes its natural width, its headers and rows
+    whole, instead of wrapping at the 80 columns rich assumes. Decided at every print: the
+    CLI's consoles are made at import, and whoever runs a command may swap stdout later."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if self._width is None and not self.is_terminal:
+            return ConsoleDimensions(NATURAL_WIDTH, size.height)
+        return size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+
 def make_console() -> Console:
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        # Logs, pipes and CI: wide enough that a table row stays on one line.
-        console.width = 160
-    return console
+    """The console every command prints its tables and lines with."""
+    return CliConsole(highlight=False)
 
 
 @dataclass(frozen=True)

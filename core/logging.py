@@ -11,17 +11,22 @@ alembic, SQLAlchemy, httpx) routed through the same processors: one line per eve
   log_context.py) on the worker, workflow code from ``workflow.logger``'s ``temporal_workflow``.
 - In code: ``log = structlog.get_logger(__name__)``, then ``log.info("event", key=value)``;
   ``structlog.contextvars.bound_contextvars(key=value)`` adds fields to every line of a task.
+- A mistake of a client's that temporalio logs with a traceback (a signal whose input does not
+  decode: the SDK drops it, the workflow goes on) is one warning line, the exception's summary
+  in ``error`` (``quiet_client_mistakes``).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import structlog
 from opentelemetry import trace
+from pydantic import ValidationError
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from selfheal.domain.fault import healing_workflow_id
@@ -83,6 +88,70 @@ def add_temporal_context(_: WrappedLogger, __: str, event_dict: EventDict) -> Ev
     for key, value in fields.items():
         if value is not None:
             event_dict.setdefault(key, value)
+    return event_dict
+
+
+# temporalio's records about a client's mistake: (logger, message pattern, event). The SDK logs
+# each with the traceback of an exception that says nothing about selfheal's code.
+_CLIENT_MISTAKES = (
+    (
+        "temporalio.worker._workflow_instance",
+        re.compile(r"^Failed deserializing signal input for (?P<signal>\S+)"),
+        "signal dropped: its input does not decode",
+    ),
+)
+_MAX_ERROR_CHARS = 500
+
+
+def _summary(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'input'}: {error['msg']}"
+            for error in exc.errors(include_url=False, include_input=False)
+        )
+        return f"{exc.title}: {problems}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def one_line_error(exc: BaseException) -> str:
+    """An exception's summary on one line, its causes in parentheses: a validation error as
+    ``Model: field: problem`` (without the input, which may hold anything), any other as
+    ``Type: message``."""
+    chain: list[str] = []
+    current: BaseException | None = exc
+    while current is not None and len(chain) < 5:
+        chain.append(_summary(current))
+        cause = current.__cause__
+        if cause is None and not current.__suppress_context__:
+            cause = current.__context__
+        current = cause
+    text = chain[0] + (f" ({'; '.join(chain[1:])})" if len(chain) > 1 else "")
+    text = " ".join(text.split())
+    if len(text) > _MAX_ERROR_CHARS:
+        text = text[: _MAX_ERROR_CHARS - 3] + "..."
+    return text
+
+
+def quiet_client_mistakes(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """temporalio's known records of a client's mistake (``_CLIENT_MISTAKES``) as one warning
+    line: no traceback, the exception's one-line summary as ``error``, what it was about as
+    fields. Any other record goes through untouched."""
+    record = event_dict.get("_record")
+    event = event_dict.get("event")
+    if not isinstance(record, logging.LogRecord) or not isinstance(event, str):
+        return event_dict
+    for logger_name, pattern, summary in _CLIENT_MISTAKES:
+        match = pattern.match(event) if record.name == logger_name else None
+        if match is None:
+            continue
+        exc_info = event_dict.pop("exc_info", None)
+        exc = exc_info[1] if isinstance(exc_info, tuple) else None
+        event_dict["event"] = summary
+        event_dict["level"] = "warning"
+        event_dict.update(match.groupdict())
+        if isinstance(exc, BaseException):
+            event_dict["error"] = one_line_error(exc)
+        break
     return event_dict
 
 
@@ -155,7 +224,7 @@ def formatter(fmt: LogFormat) -> structlog.stdlib.ProcessorFormatter:
     if fmt not in ("json", "console"):
         raise ValueError(f"unknown log format {fmt!r}: expected json or console")
     return structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*_shared_processors(), add_temporal_context],
+        foreign_pre_chain=[*_shared_processors(), add_temporal_context, quiet_client_mistakes],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *_renderers(fmt)],
     )
 

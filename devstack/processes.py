@@ -2,6 +2,11 @@
 
 Each process runs in its own process group so that stopping it also stops anything it spawned,
 and a Ctrl-C in the terminal reaches ``selfheal dev`` only, which then stops them in order.
+It dies with ``selfheal dev``, however that ends (``kill -9`` included), and is recorded in
+``DATA_DIR/pids``: where it could outlive a killed run all the same, the next run on the data
+directory stops it before binding its ports (``stop_leftovers``; see
+``devstack/supervisor/children.py``). The embedded Postgres is made to outlive a command and is
+reused by the next one: it is neither tied nor recorded.
 """
 
 from __future__ import annotations
@@ -21,13 +26,30 @@ from typing import IO
 from selfheal.core.database import resolve_database_url
 from selfheal.core.settings import Settings, TemporalSettings
 from selfheal.core.temporal import connect
+from selfheal.devstack.supervisor import children
 from selfheal.domain import ConfigError
 from selfheal.domain.errors import TemporalUnavailable
 from selfheal.workflows.contract import SEARCH_ATTRIBUTES
 
+PID_DIR = "pids"
+
 
 class DevStackError(Exception):
     """A dev-stack process could not start; the message says which and why, on one line."""
+
+
+def stop_leftovers(data_dir: Path) -> list[str]:
+    """Stop what a killed ``selfheal dev`` on ``data_dir`` left running (its Temporal server,
+    the supervisor's demo target), recorded in ``data_dir/pids`` and ``data_dir/*/pids``, each
+    logged as a warning; return one line per process stopped. Processes of a run that is still
+    alive are left alone. The Temporal server and the supervisor do it for their own processes
+    when they start; a caller that checks ports before starting them calls this first."""
+    pid_dirs = [data_dir / PID_DIR, *sorted(data_dir.glob(f"*/{PID_DIR}"))]
+    return [
+        f"stopped {record.describe()}, left running by a killed selfheal dev"
+        for pid_dir in pid_dirs
+        for record in children.stop_leftovers(pid_dir)
+    ]
 
 
 def temporal_binary() -> Path:
@@ -65,25 +87,47 @@ def port_in_use(host: str, port: int) -> bool:
 
 
 class ManagedProcess:
-    """A child process in its own process group, logging to a file."""
+    """A child process in its own process group, logging to a file, that dies with this process
+    (``death_signal``) and is recorded in ``pid_dir`` while it runs."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log_path: Path,
+        *,
+        pid_dir: Path | None = None,
+        death_signal: signal.Signals = signal.SIGTERM,
+    ) -> None:
         self.name = name
         self.argv = argv
         self.log_path = log_path
+        self.pid_dir = pid_dir
+        self.death_signal = death_signal
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+
+    def stop_leftover(self) -> children.PidRecord | None:
+        """Stop the process a killed run left under this name, if any (``children``)."""
+        if self.pid_dir is None:
+            return None
+        return children.stop_leftover(self.pid_dir, self.name)
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
-        self._process = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        try:
+            self._process = children.spawn(
+                self.name,
+                self.argv,
+                pid_dir=self.pid_dir,
+                death_signal=self.death_signal,
+                stdout=self._log,
+            )
+        except BaseException:
+            self._log.close()
+            self._log = None
+            raise
 
     def exit_code(self) -> int | None:
         return self._process.poll() if self._process else None
@@ -109,6 +153,8 @@ class ManagedProcess:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        if self.pid_dir is not None:
+            children.forget(self.pid_dir, self.name, process.pid)
         self._process = None
         if self._log is not None:
             self._log.close()
@@ -124,7 +170,14 @@ class TemporalDevServer:
         self.port = port
         self.ui_port = ui_port
         self.ip = ip
-        self._process = ManagedProcess("temporal", self.argv(), data_dir / "temporal.log")
+        # SIGTERM when selfheal dev dies: the server closes its SQLite database and exits (~2s).
+        self._process = ManagedProcess(
+            "temporal",
+            self.argv(),
+            data_dir / "temporal.log",
+            pid_dir=data_dir / PID_DIR,
+            death_signal=signal.SIGTERM,
+        )
 
     @property
     def address(self) -> str:
@@ -159,7 +212,9 @@ class TemporalDevServer:
         return argv
 
     async def start(self, *, timeout_s: float = 60.0) -> None:
-        """Start the server and return once it accepts clients."""
+        """Start the server and return once it accepts clients. A server a killed run left on
+        this data directory is stopped first: it holds the ports and the database."""
+        await asyncio.to_thread(self._process.stop_leftover)
         for port in (self.port, self.ui_port):
             if port_in_use(self.ip, port):
                 raise DevStackError(

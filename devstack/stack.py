@@ -33,7 +33,13 @@ from selfheal.core.catalog import CACHE_PREFIX_LABEL, ServiceCatalog, load_servi
 from selfheal.core.settings import Settings, TemporalSettings
 from selfheal.core.temporal import connect
 from selfheal.detection.health import WatchTarget
-from selfheal.devstack.processes import DevDatabase, DevStackError, TemporalDevServer, port_in_use
+from selfheal.devstack.processes import (
+    DevDatabase,
+    DevStackError,
+    TemporalDevServer,
+    port_in_use,
+    stop_leftovers,
+)
 from selfheal.devstack.watcher import HealthWatcher
 from selfheal.domain import ConfigError
 from selfheal.healings import Healings
@@ -257,6 +263,9 @@ async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncE
             f"runbooks directory {settings.runbooks_dir} not found: unset SELFHEAL_RUNBOOKS_DIR "
             "to use the demo's, or point it at a directory of runbooks"
         )
+    # A run killed outright may have left processes holding these ports (where children do not
+    # die with their parent): stop them first, saying so.
+    await guard.blocking(stop_leftovers, dev.data_dir)
     for port, variable in (
         (dev.target_port, "DEV__TARGET_PORT"),
         (dev.supervisor_port, "DEV__SUPERVISOR_PORT"),

@@ -9,6 +9,10 @@ the earlier result back (``replayed: true``), so a retried activity never restar
 after a worker crash. Applied keys and restart counters are kept in ``state_dir`` so that a
 restarted supervisor still knows them. The key is recorded after the restart, so only a crash of
 the supervisor itself between the two could let a retry restart once more.
+
+Its processes die with it (``children.spawn``: SIGKILL when the supervisor's process ends, even
+by ``kill -9``) and are recorded in ``state_dir/pids``: a supervisor started on the same
+directory after a killed one first stops what the killed one left running.
 """
 
 from __future__ import annotations
@@ -27,8 +31,14 @@ from typing import IO
 import httpx
 from pydantic import BaseModel, Field
 
+from selfheal.devstack.supervisor import children
+
 STATE_FILE = "supervisor-state.json"
+PID_DIR = "pids"
 MAX_KEY_LENGTH = 256
+# Sent to every process when the supervisor's process ends, however it ends: nobody is left to
+# escalate from SIGTERM.
+DEATH_SIGNAL = signal.SIGKILL
 
 
 class SupervisorError(Exception):
@@ -126,6 +136,12 @@ class Supervisor:
     def state_file(self) -> Path:
         return self.state_dir / STATE_FILE
 
+    @property
+    def pid_dir(self) -> Path:
+        """``<name>.pid`` of every process running (``children``): found by the next
+        supervisor on this directory if this one is killed."""
+        return self.state_dir / PID_DIR
+
     def add(
         self,
         name: str,
@@ -216,16 +232,18 @@ class Supervisor:
         logs.mkdir(exist_ok=True)
         log = (logs / f"{proc.name}.log").open("ab")
         try:
+            # What a killed supervisor left under this name holds its port: stopped first.
+            children.stop_leftover(self.pid_dir, proc.name, grace_s=self.stop_timeout_s)
             # A session of its own makes the process a group leader: stop signals the whole
-            # group, so that no grandchild outlives it.
-            proc.popen = subprocess.Popen(
+            # group, so that no grandchild outlives it. Tied to this process: it dies with it.
+            proc.popen = children.spawn(
+                proc.name,
                 proc.command,
+                pid_dir=self.pid_dir,
+                death_signal=DEATH_SIGNAL,
+                stdout=log,
                 env={**os.environ, **proc.env},
                 cwd=proc.cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
             )
         except OSError as exc:
             log.close()
@@ -249,6 +267,7 @@ class Supervisor:
             _signal_group(popen.pid, signal.SIGKILL)
             popen.wait()
             proc.stopped = True
+            children.forget(self.pid_dir, proc.name, popen.pid)
         if proc.log is not None:
             proc.log.close()
             proc.log = None

@@ -15,7 +15,8 @@ import uvicorn
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import format_span_id, format_trace_id
 
-from selfheal.core.logging import configure_logging, healing_fields, parse_level
+from selfheal.core.logging import configure_logging, healing_fields, one_line_error, parse_level
+from selfheal.domain import FaultUpdate
 
 # Loggers whose state configure_logging, uvicorn or a test may change.
 TOUCHED = (
@@ -189,6 +190,87 @@ def test_exceptions_are_formatted_into_the_line(capsys: pytest.CaptureFixture[st
         assert lines[event]["level"] == "error"
         assert "Traceback" in lines[event]["exception"]
         assert "ZeroDivisionError" in lines[event]["exception"]
+
+
+def log_a_malformed_signal() -> None:
+    """What temporalio's workflow worker logs when a signal's input does not decode
+    (``_WorkflowInstanceImpl._process_signal_job``): the real decode error, its record."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    converter = pydantic_data_converter.payload_converter
+    details = {"run_id": "r-1", "workflow_id": "heal-f00d", "workflow_type": "HealingWorkflow"}
+    try:
+        try:
+            converter.from_payloads(converter.to_payloads([{"kind": 42}]), [FaultUpdate])
+        except Exception as exc:  # as _WorkflowInstanceImpl._convert_payloads wraps it
+            raise RuntimeError("Failed decoding arguments") from exc
+    except RuntimeError:
+        logging.getLogger("temporalio.worker._workflow_instance").exception(
+            "Failed deserializing signal input for fault_update on workflow HealingWorkflow with "
+            "ID heal-f00d and run ID r-1, dropping the signal",
+            extra={"temporal_workflow": details},
+        )
+    else:
+        raise AssertionError("the input decoded")
+
+
+def test_a_malformed_signal_is_one_warning_line(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO")
+    log_a_malformed_signal()
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1, err
+    line = json_lines(err)[0]
+    assert line["event"] == "signal dropped: its input does not decode"
+    assert line["level"] == "warning"
+    assert line["signal"] == "fault_update"
+    assert (line["workflow_id"], line["fingerprint"], line["run_id"]) == (
+        "heal-f00d",
+        "f00d",
+        "r-1",
+    )
+    assert line["error"] == (
+        "RuntimeError: Failed decoding arguments "
+        "(FaultUpdate: kind: Input should be 'fired', 'resolved' or 'symptom')"
+    )
+    assert "exception" not in line
+
+
+def test_a_malformed_signal_is_one_line_on_the_console_too(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("INFO", fmt="console")
+    log_a_malformed_signal()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    assert "signal dropped: its input does not decode" in lines[0]
+    assert "warn" in lines[0] and "signal=fault_update" in lines[0]
+    assert "Traceback" not in lines[0]
+
+
+def test_other_temporal_failures_keep_their_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO")
+    try:
+        1 / 0  # noqa: B018
+    except ZeroDivisionError:
+        logging.getLogger("temporalio.worker._workflow_instance").exception(
+            "Failed activation on workflow HealingWorkflow with ID heal-1 and run ID r-1"
+        )
+    line = json_lines(capsys.readouterr().err)[0]
+    assert line["level"] == "error"
+    assert "Traceback" in line["exception"] and "error" not in line
+
+
+def test_an_error_on_one_line() -> None:
+    assert one_line_error(RuntimeError("first\n  second")) == "RuntimeError: first second"
+    assert one_line_error(KeyError()) == "KeyError"
+    try:
+        try:
+            raise ValueError("inner")
+        except ValueError:
+            raise OSError("outer")  # noqa: B904 (an implicit cause is a cause too)
+    except OSError as exc:
+        assert one_line_error(exc) == "OSError: outer (ValueError: inner)"
+    assert len(one_line_error(ValueError("x" * 2000))) == 500
 
 
 def test_the_level_filters_both_kinds(capsys: pytest.CaptureFixture[str]) -> None:
