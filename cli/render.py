@@ -181,6 +181,17 @@ def timeline(status: HealingStatus, prelude: Prelude | None = None) -> list[Even
                 OUTCOME_STYLE.get(status.outcome, "bold red"),
             )
         )
+        if status.suppressed_until is not None or status.reports_after_outcome:
+            until = status.suppressed_until
+            window = f"; answers for its fingerprint until {until:%H:%M:%S}" if until else ""
+            events.append(
+                Event(
+                    None,
+                    "after the outcome",
+                    f"{status.reports_after_outcome} more report(s) counted, nothing started"
+                    + window,
+                )
+            )
     else:
         detail = "in progress"
         if status.waiting_on:

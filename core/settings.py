@@ -51,6 +51,13 @@ class HealingSettings(BaseModel):
     probe_interval_s: float = 5.0
     step_heartbeat_timeout_s: float = 15.0
     dry_run: bool = False
+    suppression_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="after its outcome a healing answers for its fingerprint this long "
+        "(repeats counted, nothing started); unset: the service's cooldown, at least 300 s; "
+        "0: off",
+    )
 
     def policy(self, *, notify: bool) -> HealingPolicy:
         return HealingPolicy(

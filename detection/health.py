@@ -36,6 +36,7 @@ class WatchState:
     first_failure_at: datetime | None = None
     last_failure: Check | None = None
     reported: bool = False
+    reported_at: datetime | None = None
 
 
 class Action(StrEnum):
@@ -45,9 +46,18 @@ class Action(StrEnum):
 
 
 def decide(
-    state: WatchState, check: Check, *, failure_threshold: int = 3, recovery_threshold: int = 1
+    state: WatchState,
+    check: Check,
+    *,
+    failure_threshold: int = 3,
+    recovery_threshold: int = 1,
+    repeat_after_s: float | None = None,
 ) -> tuple[WatchState, Action]:
-    """The next state and what to do about ``check``."""
+    """The next state and what to do about ``check``.
+
+    A persisting outage is reported again every ``repeat_after_s`` (None: once): the door
+    counts the repeat on the healing that answers for the fault, running or suppressing, and
+    starts a new healing only once that one has ended and its suppression window has passed."""
     if not check.ok:
         failures = state.consecutive_failures + 1
         new = replace(
@@ -58,7 +68,15 @@ def decide(
             last_failure=check,
         )
         if not state.reported and failures >= failure_threshold:
-            return replace(new, reported=True), Action.REPORT_FAULT
+            return replace(new, reported=True, reported_at=check.at), Action.REPORT_FAULT
+        due = (
+            state.reported
+            and repeat_after_s is not None
+            and state.reported_at is not None
+            and (check.at - state.reported_at).total_seconds() >= repeat_after_s
+        )
+        if due:
+            return replace(new, reported_at=check.at), Action.REPORT_FAULT
         return new, Action.NONE
     successes = state.consecutive_successes + 1
     if state.reported:

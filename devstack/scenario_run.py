@@ -12,13 +12,13 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 import httpx
-from temporalio.client import WorkflowFailureError
 
 from selfheal.detection.health import Detection
 from selfheal.devstack.demo.scenarios import Scenario
 from selfheal.devstack.stack import Guard, Say, Stack, operator_env, until_health
 from selfheal.devstack.watcher import HealthWatcher
 from selfheal.domain import HealingOutcome, HealingStatus, SelfhealError
+from selfheal.domain.errors import HealingError
 from selfheal.healings import Healings
 
 T = TypeVar("T")
@@ -162,6 +162,6 @@ async def run_scenario(
             ),
             f"waiting for healing {detection.workflow_id} to end",
         )
-    except WorkflowFailureError as exc:
-        raise DemoFailed(f"the healing workflow failed: {exc.cause}") from None
+    except HealingError as exc:
+        raise DemoFailed(str(exc)) from None
     return DemoRun(scenario, injected_at, detection, status, await health_status(stack.target_url))

@@ -40,6 +40,7 @@ class HealthWatcher:
         failure_threshold: int = 3,
         recovery_threshold: int = 1,
         timeout_s: float = 3.0,
+        repeat_after_s: float | None = 30.0,
     ) -> None:
         if failure_threshold < 1 or recovery_threshold < 1:
             raise ValueError("failure_threshold and recovery_threshold must be at least 1")
@@ -49,6 +50,7 @@ class HealthWatcher:
         self.failure_threshold = failure_threshold
         self.recovery_threshold = recovery_threshold
         self.timeout_s = timeout_s
+        self.repeat_after_s = repeat_after_s
         self.state = WatchState()
         self.detections: list[Detection] = []
 
@@ -83,6 +85,7 @@ class HealthWatcher:
             check,
             failure_threshold=self.failure_threshold,
             recovery_threshold=self.recovery_threshold,
+            repeat_after_s=self.repeat_after_s,
         )
         if action is Action.REPORT_FAULT:
             fault = build_fault(self.target, new_state, check.at)
@@ -99,10 +102,16 @@ class HealthWatcher:
                 self.state = new_state
                 return Action.NONE
             assert new_state.first_failure_at is not None
-            self.detections.append(
-                Detection(report.fault, report.workflow_id, new_state.first_failure_at, check.at)
-            )
-            log.info("outage detected", workflow_id=report.workflow_id, summary=fault.summary)
+            if self.current is not None and report.kind != "started":
+                # A repeat of a persisting outage, counted on the healing that answers for it.
+                log.info("outage persists", workflow_id=report.workflow_id, kind=report.kind)
+            else:
+                self.detections.append(
+                    Detection(
+                        report.fault, report.workflow_id, new_state.first_failure_at, check.at
+                    )
+                )
+                log.info("outage detected", workflow_id=report.workflow_id, summary=fault.summary)
         elif action is Action.REPORT_RESOLVED:
             current = self.current
             if current is not None:

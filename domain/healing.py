@@ -263,6 +263,12 @@ class HealingPolicy(BaseModel):
     )
     dry_run: bool = False
     notify: bool = False
+    suppression_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="after its outcome, how long a healing keeps answering for its fingerprint: "
+        "repeated reports are counted on it and start nothing (0: it ends at once)",
+    )
 
 
 class HealingInput(BaseModel):
@@ -281,6 +287,13 @@ class HealingStatus(BaseModel):
     secondary_faults: list[Fault] = Field(default_factory=list)
     occurrences: int = 1
     resolved_at: datetime | None = None
+    reports_after_outcome: int = Field(
+        default=0, description="reports of the fault counted after the outcome (suppressed)"
+    )
+    suppressed_until: datetime | None = Field(
+        default=None,
+        description="after its outcome the healing answers for its fingerprint until then",
+    )
     diagnosis: Diagnosis | None = None
     candidates: list[RecoveryPlan] = Field(default_factory=list)
     current_candidate: int | None = None

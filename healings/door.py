@@ -20,6 +20,7 @@ Temporal's failures come out as selfheal's errors (``core.temporal``): ``Tempora
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Hashable
 from datetime import timedelta
 from typing import Literal
@@ -44,7 +45,12 @@ from selfheal.domain import (
     HealingStatus,
     IntakeError,
 )
-from selfheal.domain.errors import DecisionRefused, HealingNotFound, TemporalUnavailable
+from selfheal.domain.errors import (
+    DecisionRefused,
+    HealingError,
+    HealingNotFound,
+    TemporalUnavailable,
+)
 from selfheal.healings.coalesce import Coalescer, Joined
 from selfheal.healings.correlation import RouteResult, route_fault
 from selfheal.healings.queries import (
@@ -254,11 +260,26 @@ class Healings:
         with temporal_errors(self.client, workflow_id=workflow_id):
             return await fetch_status(self.client, workflow_id)
 
-    async def outcome(self, workflow_id: str) -> HealingStatus:
-        """Wait for the healing to end; its final status."""
+    async def outcome(self, workflow_id: str, *, poll_s: float = 0.5) -> HealingStatus:
+        """Wait for the healing's outcome; its status then. (The workflow itself may go on
+        answering for its fingerprint a while: its result comes only after that.)"""
         handle = self.client.get_workflow_handle_for(HealingWorkflow.run, workflow_id)
-        with temporal_errors(self.client, workflow_id=workflow_id):
-            return await handle.result()
+        while True:
+            with temporal_errors(self.client, workflow_id=workflow_id):
+                description = await describe_healing(handle)
+                if description.status == WorkflowExecutionStatus.COMPLETED:
+                    return await handle.result(follow_runs=False)
+            if description.status != WorkflowExecutionStatus.RUNNING:
+                state = description.status.name.lower() if description.status else "closed"
+                raise HealingError(f"healing {workflow_id} ended without an outcome ({state})")
+            try:
+                status = await self.show(workflow_id)
+            except TemporalUnavailable:
+                pass  # not answerable yet (no workflow task ran) or a blip: ask again
+            else:
+                if status.outcome is not None:
+                    return status
+            await asyncio.sleep(poll_s)
 
     async def check_health(self, timeout_s: float = 2.0) -> None:
         """Raises when Temporal does not answer (for readiness checks)."""

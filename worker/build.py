@@ -87,16 +87,17 @@ def build_activities(
     notify = NotifyActivities(
         settings.notify.webhook_url, timeout_s=settings.notify.timeout_s, http=client
     )
+    catalog = load_services(settings.runbooks_dir / "services.yaml")
     guardrails = GuardrailActivities(
         session_factory,
-        load_services(settings.runbooks_dir / "services.yaml"),
+        catalog,
         settings.guardrails,
         registry,
         http=client,
         probe_timeout_s=settings.probe.timeout_s,
     )
     activities: list[Callable[..., Any]] = [
-        PolicyActivities(policy).load_policy,
+        PolicyActivities(policy, catalog, suppression_s=settings.healing.suppression_s).load_policy,
         guardrails.check_guardrails,
         guardrails.release_target,
         diagnosis.collect_evidence,

@@ -96,6 +96,8 @@ RECORD_RETRY = RetryPolicy(
 NON_RETRYABLE_STEP_ERRORS = ["InvalidParams", "ActionNotFound"]
 # Guardrails joined the workflow after its first release: histories from before replay without.
 GUARDRAILS_PATCH = "guardrails-v1"
+# After its outcome a healing answers for its fingerprint a while (issue: alert storms).
+SUPPRESSION_PATCH = "suppression-v1"
 # A refusal by these rules is about one candidate's steps: another candidate may fit.
 CANDIDATE_RULES = frozenset({"allowlist", "blast_radius"})
 
@@ -142,6 +144,7 @@ class HealingWorkflow:
         self._decision: Approval | None = None
         self._mutated = False  # True once any mutating step may have changed the target
         self._guarded = False  # guardrails are checked (every healing started since the patch)
+        self._firing = True  # the last report said firing (the start signal is one)
 
     # ----------------------------------------------------------------------------- handlers
 
@@ -153,9 +156,15 @@ class HealingWorkflow:
     def fault_update(self, update: FaultUpdate) -> None:
         if update.kind == "fired":
             self._status.occurrences += update.count
+            self._firing = True
+            if self._status.outcome is not None:
+                self._status.reports_after_outcome += update.count
         elif update.kind == "resolved":
             if self._status.resolved_at is None:
                 self._status.resolved_at = update.at
+            # The episode is over: after the outcome, a new firing may start a new healing
+            # (whose guardrails decide).
+            self._firing = False
         elif update.kind == "symptom" and update.fault is not None:
             # One entry per symptom: a storm of the same secondary fault must not grow the state.
             known = {f.fingerprint for f in self._status.secondary_faults}
@@ -250,7 +259,23 @@ class HealingWorkflow:
         await self._record(attempts)
         if policy.notify:
             await self._notify()
+        if policy.suppression_s > 0 and workflow.patched(SUPPRESSION_PATCH):
+            await self._suppress(policy.suppression_s)
         return self._status
+
+    async def _suppress(self, seconds: float) -> None:
+        """While the fault is still reported as firing after the outcome, keep answering for
+        its fingerprint: a storm's repeated reports are counted here (``reports_after_outcome``)
+        and start nothing, until the window ends or the fault resolves (a new episode may then
+        start a new healing). A fault already resolved ends the healing at once."""
+        if not self._firing:
+            return
+        window = timedelta(seconds=seconds)
+        self._status.suppressed_until = workflow.now() + window
+        try:
+            await workflow.wait_condition(lambda: not self._firing, timeout=window)
+        except TimeoutError:
+            pass
 
     async def _diagnose(self, input: HealingInput) -> Diagnosis:
         evidence = await COLLECT_EVIDENCE.execute(

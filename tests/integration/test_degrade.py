@@ -243,7 +243,7 @@ async def healing_worker(
     settings = Settings(
         runbooks_dir=runbooks,
         supervisor=SupervisorSettings(url=target.supervisor_url),
-        healing=HealingSettings(stabilization_window_s=1.5, probe_interval_s=0.5),
+        healing=HealingSettings(stabilization_window_s=1.5, probe_interval_s=0.5, suppression_s=0),
     )
     async with httpx.AsyncClient() as http:
         activities = build_activities(settings, session_factory=kb_sessions, http=http)

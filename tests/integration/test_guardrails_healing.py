@@ -460,7 +460,9 @@ async def test_a_dry_run_shows_the_step_it_would_run_and_touches_nothing(
         settings = Settings(
             runbooks_dir=runbooks_for(tmp_path / "runbooks", target.target_url),
             supervisor=SupervisorSettings(url=target.supervisor_url),
-            healing=HealingSettings(stabilization_window_s=1.5, probe_interval_s=0.5),
+            healing=HealingSettings(
+                stabilization_window_s=1.5, probe_interval_s=0.5, suppression_s=0
+            ),
         )
         fault = Fault(
             fingerprint=f"guard-dry-{uuid.uuid4().hex[:12]}",

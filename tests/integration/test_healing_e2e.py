@@ -76,7 +76,7 @@ def settings_for(target: DemoStack, runbooks: Path) -> Settings:
     return Settings(
         runbooks_dir=runbooks,
         supervisor=SupervisorSettings(url=target.supervisor_url),
-        healing=HealingSettings(stabilization_window_s=1.5, probe_interval_s=0.5),
+        healing=HealingSettings(stabilization_window_s=1.5, probe_interval_s=0.5, suppression_s=0),
     )
 
 
@@ -249,6 +249,7 @@ async def test_worker_killed_mid_step_then_another_finishes_without_reapplying(
             "SELFHEAL_HEALING__STABILIZATION_WINDOW_S": "1",
             "SELFHEAL_HEALING__PROBE_INTERVAL_S": "0.5",
             "SELFHEAL_HEALING__STEP_HEARTBEAT_TIMEOUT_S": "2",
+            "SELFHEAL_HEALING__SUPPRESSION_S": "0",
         }
         target.inject("crash")
         wait_until(lambda: target.health() is None, what="the target to crash")

@@ -11,13 +11,13 @@ import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 
 from selfheal.core.catalog import ServiceCatalog, TargetSpec
 from selfheal.detection.health import WatchTarget
 from selfheal.devstack.supervisor import serve_in_thread
 from selfheal.devstack.watcher import HealthWatcher
-from selfheal.domain import HealingStatus, MetricCheck
+from selfheal.domain import HealingOutcome, HealingPolicy, HealingStatus, MetricCheck
 from tests.integration.standins import Scenario
 from tests.integration.test_workflow_logic import running, status_when
 from tests.support import add_service, door_for
@@ -121,3 +121,47 @@ async def test_breached_metric_is_a_failure(
     assert fault.values["metric_value"] == 0.5
     assert "error_ratio = 0.5 (> 0.1)" in fault.summary
     assert fault.metric is not None and fault.metric.max == 0.1
+
+
+async def test_an_outage_outliving_its_healing_gets_a_new_one_after_the_window(
+    client: Client, task_queue: str, target: Target
+) -> None:
+    """The first healing ends without healing (its validation fails: the target stays down);
+    the watcher's repeats are counted on it through its suppression window, then the next one
+    starts a new healing."""
+    scenario = Scenario(
+        policy=HealingPolicy(stabilization_window_s=0, probe_interval_s=1, suppression_s=1.5),
+        unhealthy_after={"restart"},
+    )
+    name = f"shop-{task_queue[-8:]}"
+    health_url = f"{target.url}/healthz"
+    catalog = ServiceCatalog()
+    add_service(catalog, "shop", TargetSpec(name=name, kind="http", health_url=health_url))
+    door = door_for(client, task_queue, catalog)
+    watcher = HealthWatcher(
+        door,
+        WatchTarget(service="shop", health_url=health_url, target=name),
+        interval_s=0.05,
+        repeat_after_s=0.3,
+    )
+    stop = asyncio.Event()
+    target.healthy = False
+    async with running(client, task_queue, scenario):
+        task = asyncio.create_task(watcher.run(stop))
+        try:
+            async with asyncio.timeout(30):
+                while len(watcher.detections) < 2:
+                    await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await task
+    first, second = watcher.detections[:2]
+    assert first.workflow_id == second.workflow_id  # the same fault, healed anew
+    history = [e async for e in client.list_workflows(f"WorkflowId='{first.workflow_id}'")]
+    assert len(history) >= 2  # two runs: the first ended, the second started after its window
+    [earlier] = [e for e in history if e.status != WorkflowExecutionStatus.RUNNING][:1]
+    result = await client.get_workflow_handle(
+        first.workflow_id, run_id=earlier.run_id, result_type=HealingStatus
+    ).result()
+    assert result.outcome != HealingOutcome.HEALED
+    assert result.reports_after_outcome >= 1  # repeats during the window started nothing

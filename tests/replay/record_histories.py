@@ -3,7 +3,7 @@
 Histories of older versions stay, because replaying them is what catches non-determinism;
 after a workflow change, record a new generation beside them:
 
-    .venv/bin/python -m tests.replay.record_histories --suffix v5
+    .venv/bin/python -m tests.replay.record_histories --suffix v6 [--only CASE ...]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
-from selfheal.domain import ApprovalDecision, Fault, HealingStatus
+from selfheal.domain import ApprovalDecision, Fault, HealingPolicy, HealingStatus
 from selfheal.domain.payloads import GuardrailDecision
 from selfheal.healings.start import report_resolved, start_healing
 from selfheal.worker import workflow_runner
@@ -66,6 +66,32 @@ async def nothing(
     return None
 
 
+async def storm_after_outcome(
+    client: Client, handle: WorkflowHandle[HealingWorkflow, HealingStatus], f: Fault
+) -> None:
+    """Repeats after the outcome (counted, nothing started), then the fault resolves."""
+    while (await handle.query(HealingWorkflow.status)).suppressed_until is None:
+        await asyncio.sleep(0.1)
+    for _ in range(2):
+        await start_healing(client, f, task_queue=(await handle.describe()).task_queue)
+    await report_resolved(client, f)
+
+
+async def repeat_after_outcome(
+    client: Client, handle: WorkflowHandle[HealingWorkflow, HealingStatus], f: Fault
+) -> None:
+    """One repeat after the outcome, then the suppression window runs out."""
+    while (await handle.query(HealingWorkflow.status)).suppressed_until is None:
+        await asyncio.sleep(0.1)
+    await start_healing(client, f, task_queue=(await handle.describe()).task_queue)
+
+
+def suppressing(seconds: float) -> Scenario:
+    return Scenario(
+        policy=HealingPolicy(stabilization_window_s=0, probe_interval_s=1, suppression_s=seconds)
+    )
+
+
 def refuse(rule: str, retry_after_s: float | None = None) -> GuardrailDecision:
     return GuardrailDecision(
         allowed=False, rule=rule, reason=f"{rule} says no", retry_after_s=retry_after_s
@@ -101,6 +127,8 @@ CASES: dict[str, tuple[Scenario, Driver, dict[str, bool]]] = {
         nothing,
         {},
     ),
+    "suppressed_then_resolved": (suppressing(600), storm_after_outcome, {}),
+    "suppression_window_ends": (suppressing(1), repeat_after_outcome, {}),
     "guardrail_kill_switch_wait": (
         Scenario(
             guardrails={
@@ -134,14 +162,16 @@ async def record(
     print(f"recorded {name}")
 
 
-async def main(suffix: str) -> None:
+async def main(suffix: str, only: list[str]) -> None:
     HERE.mkdir(parents=True, exist_ok=True)
     env = await start_dev_server()
     try:
         client = await env.connect_client(data_converter=pydantic_data_converter)
         for name, (scenario, drive, kwargs) in CASES.items():
-            await record(client, name, scenario, drive, suffix, **kwargs)
-        await record(env.client, "approval_timeout", Scenario(confidence=0.3), nothing, suffix)
+            if not only or name in only:
+                await record(client, name, scenario, drive, suffix, **kwargs)
+        if not only or "approval_timeout" in only:
+            await record(env.client, "approval_timeout", Scenario(confidence=0.3), nothing, suffix)
     finally:
         await env.shutdown()
 
@@ -151,6 +181,8 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description="record HealingWorkflow histories")
     parser.add_argument("--suffix", required=True, help="generation, e.g. v3")
-    asyncio.run(main(parser.parse_args().suffix))
+    parser.add_argument("--only", nargs="*", default=[], help="record these cases only")
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.suffix, arguments.only))
     sys.stdout.flush()
     os._exit(0)  # temporalio may abort at interpreter exit (sdk-python#300)

@@ -160,3 +160,21 @@ def test_kb_list_piped_keeps_its_headers_whole(monkeypatch: pytest.MonkeyPatch) 
     header = next(line for line in output.splitlines() if line.lstrip().startswith("name"))
     assert header.split() == headers, output
     assert any(solution.name in line and "11/12" in line for line in output.splitlines()), output
+
+
+def test_show_says_how_many_reports_came_after_the_outcome() -> None:
+    from datetime import timedelta
+
+    from selfheal.domain import HealingOutcome
+
+    ended = status(
+        phase=HealingPhase.HEALED,
+        outcome=HealingOutcome.HEALED,
+        ended_at=T0,
+        reports_after_outcome=2_741,
+        suppressed_until=T0 + timedelta(minutes=10),
+    )
+    [after] = [e for e in timeline(ended) if e.what == "after the outcome"]
+    assert "2741 more report(s) counted, nothing started" in after.detail
+    assert "until 12:10:00" in after.detail
+    assert not [e for e in timeline(status()) if e.what == "after the outcome"]

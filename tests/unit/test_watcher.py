@@ -105,3 +105,12 @@ def test_fault_names_the_failures_and_keeps_its_identity_across_outages() -> Non
     assert fault.labels == {"base_url": "http://127.0.0.1:8780"}
     later, _ = actions("xxxx")
     assert build_fault(target, later, now + timedelta(hours=1)).workflow_id == fault.workflow_id
+
+
+def test_a_persisting_outage_is_reported_again_every_repeat_interval() -> None:
+    _, taken = actions("x" * 12 + "..", repeat_after_s=5)
+    reports = [i for i, action in enumerate(taken) if action is Action.REPORT_FAULT]
+    assert reports == [2, 7]  # the first after 3 failures, then every 5 s while it lasts
+    assert taken[12] is Action.REPORT_RESOLVED
+    _, once = actions("x" * 12)  # without a repeat interval: once per outage
+    assert once.count(Action.REPORT_FAULT) == 1
