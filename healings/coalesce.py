@@ -52,6 +52,14 @@ class Coalescer(Generic[P, R]):
         self._pending: dict[Hashable, _Batch[P, R]] = {}
         self._senders: dict[Hashable, asyncio.Task[None]] = {}
         self._last_sent: dict[Hashable, float] = {}  # recent sends only (pruned)
+        self._slow: dict[Hashable, float] = {}  # keys that may wait longer between calls
+
+    def slow_down(self, key: Hashable, interval_s: float | None) -> None:
+        """Space ``key``'s calls by ``interval_s`` from now on (None: the default again)."""
+        if interval_s is None:
+            self._slow.pop(key, None)
+        else:
+            self._slow[key] = interval_s
 
     async def fire(self, key: Hashable, payload: P, count: int = 1) -> Joined[R]:
         batch = self._pending.get(key)
@@ -89,14 +97,16 @@ class Coalescer(Generic[P, R]):
     async def _wait_turn(self, key: Hashable) -> None:
         """Until ``interval_s`` after this key's last send; reports keep joining meanwhile."""
         last = self._last_sent.get(key)
+        interval = self._slow.get(key, self._interval_s)
         if last is not None:
-            delay = last + self._interval_s - self._clock()
+            delay = last + interval - self._clock()
             if delay > 0:
                 await asyncio.sleep(delay)
         now = self._clock()
         if self._interval_s > 0:
             self._last_sent[key] = now
             if len(self._last_sent) > 10_000:  # distinct faults: forget the ones long quiet
-                horizon = now - self._interval_s
+                horizon = now - max(self._interval_s, *self._slow.values(), 0.0)
                 for old in [k for k, at in self._last_sent.items() if at < horizon]:
                     del self._last_sent[old]
+                    self._slow.pop(old, None)

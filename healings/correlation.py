@@ -32,7 +32,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from selfheal.core.catalog import NAME, NAME_RULE, ServiceCatalog
 from selfheal.domain import ConfigError, Fault, FaultUpdate
 from selfheal.healings.start import start_healing
-from selfheal.workflows.contract import FAULT_SERVICE, TASK_QUEUE, WORKFLOW_TYPE
+from selfheal.workflows.contract import FAULT_SERVICE, OUTCOME, TASK_QUEUE, WORKFLOW_TYPE
 from selfheal.workflows.healing import HealingWorkflow
 
 _CANDIDATES = 20  # running healings of dependencies within one window: a handful at most
@@ -51,6 +51,7 @@ class RouteResult(BaseModel):
     run_id: str | None = None
     reason: str
     fault: Fault
+    suppressing: bool = False  # attached to a healing that already has its outcome
 
 
 async def route_fault(
@@ -69,7 +70,7 @@ async def route_fault(
 
     Raises Temporal's ``RPCError`` when Temporal refuses or cannot be reached.
     """
-    own_run = await _running_run_id(client, fault.workflow_id)
+    own_run, has_outcome = await _running_run(client, fault.workflow_id)
     if own_run is None:
         joined = await _join_dependency(client, fault, catalog, now or datetime.now(UTC))
         if joined is not None:
@@ -88,8 +89,14 @@ async def route_fault(
             kind="attached",
             workflow_id=started.workflow_id,
             run_id=started.run_id,
-            reason="the healing of this fault is running: the report is counted there",
+            reason=(
+                "the healing of this fault has its outcome and answers for it a while: the "
+                "report is counted there, nothing starts"
+                if has_outcome
+                else "the healing of this fault is running: the report is counted there"
+            ),
             fault=fault,
+            suppressing=has_outcome,
         )
     return RouteResult(
         kind="started",
@@ -100,16 +107,18 @@ async def route_fault(
     )
 
 
-async def _running_run_id(client: Client, workflow_id: str) -> str | None:
+async def _running_run(client: Client, workflow_id: str) -> tuple[str | None, bool]:
+    """The running run of ``workflow_id`` (None: none runs), and whether it has its outcome
+    (it is in its suppression window)."""
     try:
         description = await client.get_workflow_handle(workflow_id).describe()
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
-            return None
+            return None, False
         raise
     if description.status != WorkflowExecutionStatus.RUNNING:
-        return None
-    return description.run_id
+        return None, False
+    return description.run_id, bool(description.typed_search_attributes.get(OUTCOME))
 
 
 async def _join_dependency(

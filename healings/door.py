@@ -94,6 +94,11 @@ class _Routing(BaseModel):
     dry_run: bool
     require_approval: bool
 
+    @property
+    def key(self) -> Hashable:
+        """Reports fold by this: the same healing, with the same flags."""
+        return (self.fault.workflow_id, self.dry_run, self.require_approval)
+
 
 class Healings:
     """The door (see the module's docstring). One per process: it folds that process's
@@ -112,6 +117,7 @@ class Healings:
         self._catalog = catalog
         self.task_queue = task_queue
         self.rpc_timeout = timedelta(seconds=rpc_timeout_s)
+        self._flush_interval_s = flush_interval_s
         self._coalescer: Coalescer[_Routing, RouteResult] = Coalescer(
             self._route, interval_s=flush_interval_s
         )
@@ -164,10 +170,9 @@ class Healings:
         admitted = admitted.model_copy(
             update={"dry_run": dry_run, "require_approval": require_approval}
         )
-        key: Hashable = (admitted.workflow_id, dry_run, require_approval)
         routing = _Routing(fault=admitted, dry_run=dry_run, require_approval=require_approval)
         with temporal_errors(self.client):
-            joined: Joined[RouteResult] = await self._coalescer.fire(key, routing, count)
+            joined: Joined[RouteResult] = await self._coalescer.fire(routing.key, routing, count)
         routed = joined.result
         if not joined.coalesced:  # once per Temporal call, not once per report of a storm
             log.info(
@@ -188,6 +193,14 @@ class Healings:
         )
 
     async def _route(self, routing: _Routing, count: int) -> RouteResult:
+        routed = await self._route_once(routing, count)
+        # A healing that has its outcome only counts repeats: fold them over twice the interval,
+        # which halves what a storm adds to its history (each call is a signal and a task).
+        slower = 2 * self._flush_interval_s if routed.suppressing else None
+        self._coalescer.slow_down(routing.key, slower)
+        return routed
+
+    async def _route_once(self, routing: _Routing, count: int) -> RouteResult:
         return await route_fault(
             self.client,
             routing.fault,

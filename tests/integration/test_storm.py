@@ -50,6 +50,8 @@ async def test_reports_after_the_outcome_are_counted_and_start_nothing(
         reports = await asyncio.gather(*(door.report(fault) for _ in range(25)))
         assert {(r.workflow_id, r.run_id) for r in reports} == {(first.workflow_id, first.run_id)}
         assert {r.kind for r in reports} == {"attached"}
+        assert "has its outcome" in reports[-1].reason  # and its repeats now fold over 2 intervals
+        assert door._coalescer._slow  # the door spaces that fingerprint's calls further
         after = await status_when(handle, lambda s: s.reports_after_outcome == 25)
         assert after.occurrences == 26 and after.outcome == HealingOutcome.HEALED
         assert scenario.journal.count("run:restart") == 1  # acted once for the whole storm

@@ -61,3 +61,21 @@ async def test_callers_waiting_for_their_turn_are_answered_when_cancelled() -> N
         task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(waiting, 1)
+
+
+async def test_a_slowed_key_waits_its_own_interval() -> None:
+    sent: list[float] = []
+
+    async def send(key: str, count: int) -> None:
+        sent.append(time.monotonic())
+
+    coalescer: Coalescer[str, None] = Coalescer(send, interval_s=0.05)
+    coalescer.slow_down("a", 0.3)  # e.g. a healing that only counts repeats now
+    for _ in range(3):
+        await coalescer.fire("a", "a")
+    assert [round(b - a, 1) >= 0.3 for a, b in itertools.pairwise(sent)] == [True, True]
+    coalescer.slow_down("a", None)
+    started = time.monotonic()
+    await coalescer.fire("a", "a")
+    await coalescer.fire("a", "a")
+    assert time.monotonic() - started < 0.3  # back to the default interval
