@@ -84,6 +84,25 @@ def cpu_seconds() -> tuple[float, float]:
     return own.user + own.system, children
 
 
+def busy_cpu_seconds() -> float:
+    """CPU seconds every core of the machine has spent busy since boot (all processes), from
+    /proc/stat; 0 where it is missing. Less this process's and its children's CPU over the same
+    span, it is what other work took from the bench (the machine is shared)."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return 0.0
+    # cpu user nice system idle iowait irq softirq steal ...: busy is all but idle and iowait
+    ticks = [int(x) for x in first[1:9]]
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def load_1min() -> float:
+    """The machine's 1-minute load average (run-queue length, all processes)."""
+    return round(os.getloadavg()[0], 2)
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

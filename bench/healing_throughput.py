@@ -2,10 +2,10 @@
 
 N concurrent healings of a one-step plan against N bare workflows that run one no-op activity,
 on the same dev server in the same run. Every activity is a no-op stand-in registered under its
-real name, so the numbers measure Temporal round trips, the workflow sandbox and payload
-conversion, not a target system. Healings start through the door (``selfheal.healings``: catalog
-resolution, signal-with-start, search attributes) and run on the worker
-``worker.build.build_worker`` builds; bare workflows run on a worker with the same tuning and
+real name (bench/standins.py), so the numbers measure Temporal round trips, the workflow sandbox
+and payload conversion, not a target system. Healings start through the door
+(``selfheal.healings``: catalog resolution, signal-with-start, search attributes) and run on the
+worker ``worker.build.build_worker`` builds; bare workflows run on a worker with the same tuning and
 sandbox.
 
     .venv/bin/python -m bench.healing_throughput [--n 200] [--concurrency N] [--rounds 3]
@@ -48,120 +48,14 @@ with workflow.unsafe.imports_passed_through():
         start_server,
         write_results,
     )
+    from bench.standins import HEALING_ACTIVITIES, QUICK_POLICY, NoOpActivities
     from selfheal.core.catalog import ServiceCatalog, ServiceSpec, TargetSpec
     from selfheal.core.settings import Settings
-    from selfheal.domain import (
-        Diagnosis,
-        Evidence,
-        Fault,
-        HealingOutcome,
-        HealingPolicy,
-        HealingStatus,
-        RecoveryPlan,
-        RecoveryStep,
-        RiskLevel,
-        SelfhealError,
-        StepResult,
-        StepStatus,
-        ValidationResult,
-    )
-    from selfheal.domain.payloads import (
-        CheckGuardrailsInput,
-        CollectEvidenceInput,
-        DiagnoseInput,
-        FindSolutionsInput,
-        FindSolutionsResult,
-        GuardrailDecision,
-        LoadPolicyInput,
-        RecordOutcomeInput,
-        RecordOutcomeResult,
-        ReleaseTargetInput,
-        RunStepInput,
-        ValidateRecoveryInput,
-    )
+    from selfheal.domain import Fault, HealingOutcome, HealingStatus, SelfhealError
     from selfheal.healings import Healings
     from selfheal.worker.build import build_worker, workflow_runner
-    from selfheal.workflows.contract import (
-        CHECK_GUARDRAILS,
-        COLLECT_EVIDENCE,
-        DIAGNOSE_FAULT,
-        FIND_SOLUTIONS,
-        LOAD_POLICY,
-        RECORD_OUTCOME,
-        RELEASE_TARGET,
-        RUN_STEP,
-        VALIDATE_RECOVERY,
-        implements,
-    )
 
 NAME = "healing_throughput"
-
-# Confident diagnosis, low risk, no notification and a zero stabilization window: the healing
-# goes straight through load_policy, collect_evidence, diagnose_fault, find_solutions, run_step,
-# validate_recovery and record_outcome without waiting on a human or a clock.
-POLICY = HealingPolicy(stabilization_window_s=0, probe_interval_s=1, notify=False)
-PLAN = RecoveryPlan(
-    source="knowledge_base",
-    solution_id=1,
-    solution_name="restart",
-    steps=[RecoveryStep(name="restart", action="process.restart")],
-    risk=RiskLevel.LOW,
-)
-HEALING_ACTIVITIES = 10  # policy, evidence, diagnosis, solutions, 2 guardrail checks, step,
-# validation, target release, record
-
-
-@implements(LOAD_POLICY)
-async def load_policy(input: LoadPolicyInput) -> HealingPolicy:
-    return POLICY
-
-
-@implements(COLLECT_EVIDENCE)
-async def collect_evidence(input: CollectEvidenceInput) -> Evidence:
-    return Evidence(collected_at=datetime.now(UTC), probe_ok=False, facts={"probe_ok": False})
-
-
-@implements(DIAGNOSE_FAULT)
-async def diagnose_fault(input: DiagnoseInput) -> Diagnosis:
-    return Diagnosis(root_cause="process_crashed", confidence=0.95, rule="bench")
-
-
-@implements(FIND_SOLUTIONS)
-async def find_solutions(input: FindSolutionsInput) -> FindSolutionsResult:
-    return FindSolutionsResult(plans=[PLAN])
-
-
-@implements(RUN_STEP)
-async def run_step(input: RunStepInput) -> StepResult:
-    now = datetime.now(UTC)
-    return StepResult.for_step(
-        input.step,
-        candidate=input.candidate,
-        order=input.order,
-        status=StepStatus.SUCCEEDED,
-        started_at=now,
-        ended_at=now,
-    )
-
-
-@implements(VALIDATE_RECOVERY)
-async def validate_recovery(input: ValidateRecoveryInput) -> ValidationResult:
-    return ValidationResult(healthy=True, checks=1, failures=0, window_s=input.window_s)
-
-
-@implements(RECORD_OUTCOME)
-async def record_outcome(input: RecordOutcomeInput) -> RecordOutcomeResult:
-    return RecordOutcomeResult(healing_id=1)
-
-
-@implements(CHECK_GUARDRAILS)
-async def check_guardrails(input: CheckGuardrailsInput) -> GuardrailDecision:
-    return GuardrailDecision(allowed=True)
-
-
-@implements(RELEASE_TARGET)
-async def release_target(input: ReleaseTargetInput) -> None:
-    return None
 
 
 @activity.defn(name="noop")
@@ -196,17 +90,7 @@ def healing_phase(client: Client, settings: Settings, task_queue: str) -> Phase:
     worker = build_worker(
         client,
         settings,
-        activities=[
-            load_policy,
-            collect_evidence,
-            diagnose_fault,
-            find_solutions,
-            run_step,
-            validate_recovery,
-            record_outcome,
-            check_guardrails,
-            release_target,
-        ],
+        activities=NoOpActivities(QUICK_POLICY).all(),
         task_queue=task_queue,
     )
 
