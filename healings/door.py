@@ -59,6 +59,7 @@ from selfheal.healings.queries import (
     describe_healing,
     fetch_status,
     healing_row,
+    query_status,
     update_failure_message,
     visibility_query,
 )
@@ -286,7 +287,8 @@ class Healings:
                 state = description.status.name.lower() if description.status else "closed"
                 raise HealingError(f"healing {workflow_id} ended without an outcome ({state})")
             try:
-                status = await self.show(workflow_id)
+                with temporal_errors(self.client, workflow_id=workflow_id):
+                    status = await query_status(handle)  # described above: running
             except TemporalUnavailable:
                 pass  # not answerable yet (no workflow task ran) or a blip: ask again
             else:

@@ -114,10 +114,15 @@ async def fetch_status(client: Client, workflow_id: str) -> HealingStatus:
     description = await describe_healing(handle)
     if description.status == WorkflowExecutionStatus.COMPLETED:
         return await handle.result(follow_runs=False, rpc_timeout=WORKER_ANSWER_TIMEOUT)
+    return await query_status(handle)
+
+
+async def query_status(handle: WorkflowHandle[HealingWorkflow, HealingStatus]) -> HealingStatus:
+    """The ``status`` query of a running healing; ``TemporalUnavailable`` when it fails."""
     try:
         return await handle.query(HealingWorkflow.status, rpc_timeout=WORKER_ANSWER_TIMEOUT)
     except WorkflowQueryFailedError as exc:
-        raise TemporalUnavailable(f"the status query of {workflow_id} failed: {exc}") from None
+        raise TemporalUnavailable(f"the status query of {handle.id} failed: {exc}") from None
 
 
 def update_failure_message(exc: WorkflowUpdateFailedError) -> str:
