@@ -1,43 +1,40 @@
-"""Evidence collection and rule-based diagnosis.
+"""Evidence collection and diagnosis: the two activities of a healing's first phase.
 
-``collect_evidence`` looks at the target (health probe, metric) and flattens what it saw, with
-the fault's own fields, into ``Evidence.facts``; ``diagnose_fault`` matches the rules of
-``runbooks/rules.yaml`` against those facts. Fact names:
+``collect_evidence`` asks the service's evidence providers (``activities/evidence``) at once,
+each bounded and soft, and returns their facts, findings and what was missing.
+``diagnose_fault`` evaluates the rules (a decision tree over the facts, re-read when the file
+changes), ranks what they propose with the findings and each rule's learned record
+(``diagnosis/hypotheses.py``), and returns the top hypothesis as the diagnosis, with all of them.
 
-    probe_url, probe_ok, probe_status, probe_error, probe_latency_ms, probe_detail
-    body.<dotted path>        the health probe's JSON body, e.g. body.checks.cache
-    metric_name, metric_max, metric_value, metric_breached (value > max), metric_error
+Fact names: docs/diagnosis.md. The fault's own facts:
+
     value.<name>              the fault's own values
     label.<key>               the fault's labels
     fault.service, fault.type, fault.target, fault.severity, fault.source
-
-A fact that was not observed is absent, never None.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
 
-import httpx
+import structlog
+from temporalio import activity
 
-from selfheal.activities.rules import Facts, RuleSet
-from selfheal.core.probes import MetricReading, ProbeResult, http_client, probe_health, read_metric
-from selfheal.domain import Diagnosis, Evidence, Fault, MetricCheck
+from selfheal.activities.evidence.base import EvidenceProviders, EvidenceRequest, Facts
+from selfheal.core.catalog import PROVIDER_NAMES, ServiceCatalog, resolve_fault
+from selfheal.core.settings import EvidenceSettings
+from selfheal.diagnosis.hypotheses import RuleRecord, rank
+from selfheal.diagnosis.rules import RuleSet, diagnosis_of, load_rules, unknown_diagnosis
+from selfheal.domain import ConfigError, Diagnosis, Evidence, Fault, IntakeError
 from selfheal.domain.payloads import CollectEvidenceInput, DiagnoseInput
 from selfheal.workflows.contract import COLLECT_EVIDENCE, DIAGNOSE_FAULT, implements
 
+log = structlog.get_logger(__name__)
 
-def flatten(value: dict[str, Any], prefix: str) -> Facts:
-    """``{"checks": {"cache": "ok"}}`` → ``{"<prefix>.checks.cache": "ok"}``; lists stay whole."""
-    facts: Facts = {}
-    for key, item in value.items():
-        name = f"{prefix}.{key}"
-        if isinstance(item, dict):
-            facts.update(flatten(item, name))
-        elif item is not None:
-            facts[name] = item
-    return facts
+RuleHistory = Callable[[Sequence[str]], Awaitable[dict[str, RuleRecord]]]
+"""rule names → each one's record of confirmed healings (``models`` reads it from Postgres)"""
 
 
 def fault_facts(fault: Fault) -> Facts:
@@ -54,70 +51,159 @@ def fault_facts(fault: Fault) -> Facts:
     return facts
 
 
-def probe_facts(probe: ProbeResult) -> Facts:
-    facts: Facts = {
-        "probe_url": probe.url,
-        "probe_ok": probe.ok,
-        "probe_latency_ms": probe.latency_ms,
-        "probe_detail": probe.detail,
-    }
-    if probe.status is not None:
-        facts["probe_status"] = probe.status
-    if probe.error is not None:
-        facts["probe_error"] = probe.error
-    facts.update(flatten(probe.body, "body"))
-    return facts
+class RulesSource:
+    """The rules file, re-read when it changes: a worker picks up an edit without a restart.
+
+    A broken edit keeps the last good rules, says why once per edit (a log line, and the
+    ``selfheal_rules_reload_failures`` counter of the worker's metrics), and is retried on the
+    next change."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._rules = load_rules(path)  # the first load must succeed: no rules, no worker
+        self._stamp = self._stat()
+        self.last_error: str | None = None
+
+    def _stat(self) -> tuple[float, int] | None:
+        try:
+            stat = self._path.stat()
+        except OSError:
+            return None
+        return (stat.st_mtime, stat.st_size)
+
+    def current(self) -> RuleSet:
+        stamp = self._stat()
+        if stamp is None or stamp == self._stamp:
+            return self._rules
+        self._stamp = stamp
+        try:
+            self._rules = load_rules(self._path)
+        except ConfigError as exc:
+            self.last_error = str(exc)
+            log.error("rules reload failed; keeping the last good rules", error=str(exc))
+            _count_reload_failure()
+        else:
+            self.last_error = None
+            log.info("rules reloaded", path=str(self._path), rules=len(self._rules.rules))
+        return self._rules
 
 
-def metric_facts(check: MetricCheck, reading: MetricReading) -> Facts:
-    facts: Facts = {"metric_name": check.name, "metric_max": check.max}
-    if reading.value is None:
-        facts["metric_error"] = reading.error or "unreadable"
-    else:
-        facts["metric_value"] = reading.value
-        facts["metric_breached"] = reading.value > check.max
-    return facts
+def _count_reload_failure() -> None:
+    if activity.in_activity():
+        activity.metric_meter().create_counter(
+            "selfheal_rules_reload_failures", "rule files that failed to load on change"
+        ).add(1)
 
 
 class DiagnosisActivities:
     def __init__(
         self,
-        rules: RuleSet,
-        http: httpx.AsyncClient | None = None,
-        probe_timeout_s: float = 3.0,
+        rules: RulesSource | RuleSet,
+        providers: EvidenceProviders,
+        catalog: ServiceCatalog | None = None,
+        settings: EvidenceSettings | None = None,
+        history: RuleHistory | None = None,
     ) -> None:
         self._rules = rules
-        self._http = http
-        self._timeout_s = probe_timeout_s
+        self._providers = providers
+        self._catalog = catalog or ServiceCatalog()
+        self._settings = settings or EvidenceSettings()
+        self._history = history
+
+    def rules(self) -> RuleSet:
+        return self._rules.current() if isinstance(self._rules, RulesSource) else self._rules
 
     @implements(COLLECT_EVIDENCE)
     async def collect_evidence(self, input: CollectEvidenceInput) -> Evidence:
-        """Probe the target; never fails because the target is down (that is the evidence)."""
+        """Ask the service's providers; never fails because a source or the target is down
+        (that is evidence, or missing evidence)."""
         fault = input.fault
-        facts = fault_facts(fault)
-        probe: ProbeResult | None = None
-        reading: MetricReading | None = None
-        async with http_client(self._http) as http:
-            if fault.health_url:
-                probe = await probe_health(http, fault.health_url, self._timeout_s)
-                facts.update(probe_facts(probe))
-            if fault.metric is not None:
-                reading = await read_metric(http, fault.metric, self._timeout_s)
-                facts.update(metric_facts(fault.metric, reading))
+        service = self._catalog.get(fault.service)
+        wanted = list(service.evidence.providers) if service else list(PROVIDER_NAMES)
+        request = EvidenceRequest(
+            fault=fault,
+            at=fault.detected_at,
+            window_before_s=self._settings.window_before_s,
+            window_after_s=self._settings.window_after_s,
+            service=service,
+            catalog=self._catalog,
+        )
+        collected = await self._providers.collect(request, wanted)
+        facts = fault_facts(fault) | collected.facts
+        error = facts.get("probe_error")
         return Evidence(
             collected_at=datetime.now(UTC),
-            probe_url=probe.url if probe else None,
-            probe_ok=probe.ok if probe else None,
-            probe_status=probe.status if probe else None,
-            probe_error=probe.error if probe else None,
-            probe_latency_ms=probe.latency_ms if probe else None,
-            probe_body=probe.body if probe else {},
-            metric_value=reading.value if reading else None,
+            probe_url=_str(facts.get("probe_url")),
+            probe_ok=_bool(facts.get("probe_ok")),
+            probe_status=_int(facts.get("probe_status")),
+            probe_error=error if error in ("connection_refused", "timeout", "http_error") else None,
+            probe_latency_ms=_float(facts.get("probe_latency_ms")),
+            metric_value=_float(facts.get("metric_value")),
             facts=facts,
+            findings=collected.findings,
+            missing=collected.missing,
+            sources=collected.sources,
         )
 
     @implements(DIAGNOSE_FAULT)
     async def diagnose_fault(self, input: DiagnoseInput) -> Diagnosis:
         # The fault's own facts are recomputed so that hand-built evidence diagnoses the same.
-        facts = fault_facts(input.fault) | input.evidence.facts
-        return self._rules.diagnose(facts)
+        evidence = input.evidence
+        facts = fault_facts(input.fault) | evidence.facts
+        matches = self.rules().matches(facts)
+        if not matches:
+            return unknown_diagnosis(facts).model_copy(update={"missing": evidence.missing})
+        records: dict[str, RuleRecord] = {}
+        if self._history is not None:
+            try:
+                records = await self._history([m.rule.name for m in matches])
+            except Exception as exc:  # learning is a refinement: diagnose without it
+                log.warning("rule history unavailable", error=str(exc))
+        hypotheses = rank(matches, evidence.findings, evidence.missing, records)
+        top = hypotheses[0]
+        chosen = next(
+            m for m in matches if m.rule.name == top.rule and m.component == top.component
+        )
+        kinds = sorted({f.kind for f in evidence.findings})
+        return diagnosis_of(chosen, confidence=top.confidence).model_copy(
+            update={
+                "hypotheses": hypotheses,
+                "missing": evidence.missing,
+                "evidence_kinds": kinds,
+                "acting_on": self._acting_on(input.fault, top.component),
+            }
+        )
+
+    def _acting_on(self, fault: Fault, component: str) -> Fault | None:
+        """The fault moved onto ``component``'s default target, when that is another service of
+        the catalog; None otherwise (the healing acts on the reported fault)."""
+        if component == fault.service or self._catalog.get(component) is None:
+            return None
+        moved = fault.model_copy(
+            update={"service": component, "target": None, "health_url": None, "metric": None}
+        )
+        try:
+            return resolve_fault(moved, self._catalog)
+        except IntakeError as exc:
+            log.warning(
+                "cannot act on the diagnosed component", component=component, error=str(exc)
+            )
+            return None
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _bool(value: object) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _float(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None

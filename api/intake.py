@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from selfheal.api.traces import ErrorTraceStore
 from selfheal.core.settings import IntakeSettings
 from selfheal.detection.metrics_router import MetricsRouter
-from selfheal.detection.parsers import IntervalMeans
+from selfheal.detection.parsers import ErrorSpan, IntervalMeans, MetricPoint
 from selfheal.domain import Fault, IntakeError
 from selfheal.domain.kill_switch import KillSwitch
 from selfheal.healings import Healings, Report
@@ -33,6 +33,10 @@ class IntakeDeps:
     heartbeat_sweep_s: float = 1.0
     # the guardrails' database (the kill switch); None: /v1/guardrails* answer 503
     kill_switch: KillSwitch | None = None
+    # Where OTLP metric points and error traces are kept for diagnosis (Postgres, so that every
+    # worker sees them: ``models``); None: not kept.
+    metric_sink: Callable[[list[MetricPoint]], Awaitable[None]] | None = None
+    trace_sink: Callable[[list[ErrorSpan]], Awaitable[None]] | None = None
 
 
 class Delivery(BaseModel):

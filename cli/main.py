@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from pydantic import ValidationError
 
-from selfheal.cli import detect, dev, guardrails, kb, operator, serve, worker_cmd
+from selfheal.cli import detect, dev, guardrails, kb, operator, rules, serve, worker_cmd
 from selfheal.cli.errors import describe_validation_error, fail
 from selfheal.core.logging import configure_logging
 from selfheal.core.settings import get_settings
@@ -36,6 +36,7 @@ def _logging() -> None:
 app.add_typer(kb.kb_app, name="kb")
 app.add_typer(kb.db_app, name="db")
 app.add_typer(operator.fault_app, name="fault")
+app.add_typer(rules.rules_app, name="rules")
 operator.register(app)
 worker_cmd.register(app)
 dev.register(app)

@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from selfheal.domain import (
+    Diagnosis,
     Fault,
     HealingOutcome,
     HealingStatus,
@@ -120,6 +121,28 @@ def _fault_detail(fault: Fault) -> str:
     )
 
 
+def _hypothesis_events(diagnosis: Diagnosis) -> list[Event]:
+    """Every hypothesis with what it rests on, then the sources that did not answer."""
+    events: list[Event] = []
+    for rank, h in enumerate(diagnosis.hypotheses, start=1):
+        lines = [f"{h.root_cause} on {h.component} {h.confidence:.2f}"]
+        lines += [f"  {line}" for line in h.evidence]
+        events.append(Event(None, f"hypothesis {rank}", "\n".join(lines)))
+    events.extend(
+        Event(None, "missing evidence", f"{gap.source}: {gap.reason}") for gap in diagnosis.missing
+    )
+    if diagnosis.acting_on is not None:
+        events.append(
+            Event(
+                None,
+                "acting on",
+                f"{diagnosis.acting_on.service}/{diagnosis.acting_on.target}: the diagnosed "
+                "component, not the service the fault was reported on",
+            )
+        )
+    return events
+
+
 def timeline(status: HealingStatus, prelude: Prelude | None = None) -> list[Event]:
     """The healing's story in order: detection, diagnosis, plans, approval, steps, validation,
     outcome. Events the workflow does not time (diagnosis, plans) carry no time."""
@@ -144,6 +167,7 @@ def timeline(status: HealingStatus, prelude: Prelude | None = None) -> list[Even
                 f"rule {diagnosis.rule})" + (f": {diagnosis.summary}" if diagnosis.summary else ""),
             )
         )
+        events.extend(_hypothesis_events(diagnosis))
     for index, plan in enumerate(status.candidates):
         tried = status.current_candidate is not None and index <= status.current_candidate
         events.append(

@@ -67,6 +67,42 @@ class TargetSpec(BaseModel):
     )
 
 
+ProviderName = Literal["probe", "metrics", "alerts", "traces", "kubernetes", "history"]
+PROVIDER_NAMES: tuple[ProviderName, ...] = (
+    "probe", "metrics", "alerts", "traces", "kubernetes", "history",
+)  # fmt: skip
+
+
+class MetricsEvidence(BaseModel):
+    """PromQL templates, by name. ``${service}``, ``${namespace}``, ``${target}`` are
+    substituted with label-escaped values. Common names the shipped rules read:
+    ``error_ratio``, ``latency_p99``, ``saturation``, ``restarts``, ``requests``; a name ending
+    in ``_timestamp`` (e.g. ``last_change_timestamp``) also gives ``age_s`` at the fault."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    queries: dict[str, str] = Field(default_factory=dict)
+
+
+class KubernetesEvidence(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    namespace: str | None = Field(default=None, description="unset: the target's namespace")
+    selector: str | None = Field(
+        default=None, description="pod label selector; unset: the workload's own selector"
+    )
+
+
+class EvidenceSpec(BaseModel):
+    """Which providers run for a service, and their queries."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    providers: list[ProviderName] = Field(default_factory=lambda: list(PROVIDER_NAMES))
+    metrics: MetricsEvidence = Field(default_factory=MetricsEvidence)
+    kubernetes: KubernetesEvidence = Field(default_factory=KubernetesEvidence)
+
+
 class ServiceSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -86,6 +122,7 @@ class ServiceSpec(BaseModel):
     max_percent_per_step: float | None = Field(
         default=None, ge=0, le=100, description="blast radius in % of a workload's replicas"
     )
+    evidence: EvidenceSpec = Field(default_factory=EvidenceSpec)
 
     def target(self, name: str | None) -> TargetSpec | None:
         """The named target, or the default one; None when the name is not in the catalog."""

@@ -45,6 +45,9 @@ class WorkerSettings(BaseModel):
 class HealingSettings(BaseModel):
     approval_min_confidence: float = 0.7
     approval_min_risk: RiskLevel = RiskLevel.HIGH
+    approval_margin: float = Field(
+        default=0.1, ge=0, le=1, description="top two hypotheses closer than this: ask a human"
+    )
     approval_timeout_s: float = 1800.0
     max_candidates: int = 3
     stabilization_window_s: float = 30.0
@@ -63,6 +66,7 @@ class HealingSettings(BaseModel):
         return HealingPolicy(
             approval_min_confidence=self.approval_min_confidence,
             approval_min_risk=self.approval_min_risk,
+            approval_margin=self.approval_margin,
             approval_timeout_s=self.approval_timeout_s,
             max_candidates=self.max_candidates,
             stabilization_window_s=self.stabilization_window_s,
@@ -134,6 +138,33 @@ class GuardrailSettings(BaseModel):
     )
 
 
+class EvidenceSettings(BaseModel):
+    """Where diagnosis looks, and how far. Each provider is bounded and fails soft."""
+
+    prometheus_url: str | None = Field(
+        default=None,
+        description="Prometheus HTTP API (or Thanos, Mimir, VictoriaMetrics); unset: the recent "
+        "OTLP series the intake keeps in Postgres",
+    )
+    alertmanager_url: str | None = Field(default=None, description="Alertmanager API v2 base URL")
+    window_before_s: float = Field(default=900.0, gt=0, description="looked at before the fault")
+    window_after_s: float = Field(default=120.0, ge=0, description="looked at after the fault")
+    step_s: float = Field(default=15.0, gt=0, description="query_range resolution")
+    timeout_s: float = Field(default=10.0, gt=0, description="per provider")
+    max_series: int = Field(default=50, ge=1, description="per query")
+    max_points: int = Field(default=1000, ge=1, description="per series")
+    max_bytes: int = Field(default=4_000_000, ge=1024, description="per HTTP response")
+    rollout_window_s: float = Field(
+        default=1800.0, ge=0, description="a rollout this recent before the fault is suspect"
+    )
+    traces_max: int = Field(default=2000, ge=1, description="error traces kept in Postgres")
+    traces_max_age_s: float = Field(default=86400.0, gt=0)
+    series_max_points: int = Field(
+        default=720, ge=1, description="points kept per OTLP series in Postgres"
+    )
+    series_max_age_s: float = Field(default=3600.0, gt=0)
+
+
 class DevSettings(BaseModel):
     data_dir: Path = Path(".selfheal")
     temporal_port: int = 7233
@@ -160,6 +191,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     postgres_targets: PostgresTargetSettings = PostgresTargetSettings()
     guardrails: GuardrailSettings = GuardrailSettings()
+    evidence: EvidenceSettings = EvidenceSettings()
     dev: DevSettings = DevSettings()
     runbooks_dir: Path = Field(
         default=Path(selfheal.__file__).parent / "runbooks",

@@ -27,6 +27,8 @@ class Check:
     detail: str = ""
     status: int | None = None
     metric_value: float | None = None
+    error: str | None = None
+    """the probe's error kind (timeout, connection_refused, ...): travels with the fault"""
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,10 @@ def build_fault(target: WatchTarget, state: WatchState, now: datetime) -> Fault:
     if last is not None and last.metric_value is not None:
         values["metric_value"] = last.metric_value
     detail = last.detail if last is not None else "failing"
+    labels = dict(target.labels)
+    if last is not None and last.error is not None:
+        # what detected the fault travels with it: diagnosis does not wait on a hung target again
+        labels["probe_error"] = last.error
     return Fault(
         service=target.service,
         type=FAULT_TYPE,
@@ -126,7 +132,7 @@ def build_fault(target: WatchTarget, state: WatchState, now: datetime) -> Fault:
             f"{target.health_url}: {state.consecutive_failures} consecutive failed checks "
             f"({detail})"
         ),
-        labels=dict(target.labels),
+        labels=labels,
         values=values,
         health_url=target.health_url,
         metric=target.metric,

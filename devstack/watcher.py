@@ -66,7 +66,9 @@ class HealthWatcher:
         probe = await probe_health(http, self.target.health_url, self.timeout_s)
         now = datetime.now(UTC)
         if not probe.ok:
-            return Check(ok=False, at=now, detail=probe.detail, status=probe.status)
+            return Check(
+                ok=False, at=now, detail=probe.detail, status=probe.status, error=probe.error
+            )
         metric = self.target.metric
         if metric is None:
             return Check(ok=True, at=now, detail=probe.detail, status=probe.status)

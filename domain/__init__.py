@@ -12,6 +12,7 @@ from selfheal.domain.errors import (
     TargetError,
     ValidationFailed,
 )
+from selfheal.domain.evidence import Finding, Hypothesis, MissingEvidence
 from selfheal.domain.fault import (
     Fault,
     FaultUpdate,
@@ -52,15 +53,18 @@ __all__ = [
     "Evidence",
     "Fault",
     "FaultUpdate",
+    "Finding",
     "HealingInput",
     "HealingOutcome",
     "HealingPhase",
     "HealingPolicy",
     "HealingStatus",
+    "Hypothesis",
     "IntakeError",
     "InvalidParams",
     "KnowledgeBaseError",
     "MetricCheck",
+    "MissingEvidence",
     "RecoveryPlan",
     "RecoveryStep",
     "RiskLevel",

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from selfheal.domain.evidence import Finding, Hypothesis, MissingEvidence
 from selfheal.domain.fault import Fault
 from selfheal.domain.risk import RiskLevel
 
@@ -145,6 +146,11 @@ class Evidence(BaseModel):
     probe_body: dict[str, Any] = Field(default_factory=dict)
     metric_value: float | None = None
     facts: dict[str, Any] = Field(default_factory=dict)
+    findings: list[Finding] = Field(default_factory=list)
+    missing: list[MissingEvidence] = Field(
+        default_factory=list, description="sources asked that did not answer, with the reason"
+    )
+    sources: list[str] = Field(default_factory=list, description="the providers that answered")
 
 
 class Diagnosis(BaseModel):
@@ -155,6 +161,22 @@ class Diagnosis(BaseModel):
     evidence_used: dict[str, Any] = Field(default_factory=dict)
     default_plan: list[RecoveryStep] = Field(default_factory=list)
     default_risk: RiskLevel = RiskLevel.MEDIUM
+    component: str | None = Field(
+        default=None, description="the service to act on; None: the fault's own service"
+    )
+    hypotheses: list[Hypothesis] = Field(
+        default_factory=list, description="every hypothesis considered, best first"
+    )
+    missing: list[MissingEvidence] = Field(default_factory=list)
+    evidence_kinds: list[str] = Field(
+        default_factory=list, description="the kinds of finding seen (learned from, per rule)"
+    )
+    acting_on: Fault | None = Field(
+        default=None,
+        description="the fault moved onto the diagnosed component when that is another service "
+        "(its target from the catalog): planning, guardrails and steps act on it; validation "
+        "still checks the reported fault",
+    )
 
 
 class StepStatus(StrEnum):
@@ -250,6 +272,12 @@ class HealingPolicy(BaseModel):
 
     approval_min_confidence: float = Field(default=0.7, ge=0.0, le=1.0)
     approval_min_risk: RiskLevel = RiskLevel.HIGH
+    approval_margin: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="ask a human when the top two hypotheses are closer than this",
+    )
     approval_timeout_s: float = Field(default=1800.0, gt=0)
     max_candidates: int = Field(default=3, ge=1, le=10)
     stabilization_window_s: float = Field(default=30.0, ge=0)

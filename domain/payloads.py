@@ -117,6 +117,11 @@ class CheckGuardrailsInput(BaseModel):
     candidate: int | None = None
     order: int | None = None
     dry_run: bool = False
+    symptom: Fault | None = Field(
+        default=None,
+        description="the reported fault, when ``fault`` is the diagnosed component's: the "
+        "recheck asks whether the symptom is still there",
+    )
 
 
 class GuardrailDecision(BaseModel):

@@ -5,6 +5,7 @@ Only activities and the CLI touch it; workflows never import it.
 
 from selfheal.models.base import Base
 from selfheal.models.catalog import load_catalog
+from selfheal.models.evidence import MetricSampleRow, TraceSpanRow
 from selfheal.models.guardrails import Guardrails, PauseState, set_paused
 from selfheal.models.knowledge_base import (
     HealingRecord,
@@ -23,8 +24,10 @@ __all__ = [
     "HealingStepRow",
     "ImportReport",
     "KnowledgeBase",
+    "MetricSampleRow",
     "PauseState",
     "SolutionRow",
+    "TraceSpanRow",
     "load_catalog",
     "set_paused",
 ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -327,7 +327,19 @@ def _healing_values(input: RecordOutcomeInput, known_ids: set[int]) -> dict[str,
         "started_at": status.started_at,
         "ended_at": status.ended_at,
         "time_to_recover_s": status.time_to_recover_s,
+        "rule": status.diagnosis.rule if status.diagnosis else None,
+        "component": status.diagnosis.component if status.diagnosis else None,
+        "confirmed": confirmed(status, input.attempts),
+        "evidence_kinds": sorted(status.diagnosis.evidence_kinds) if status.diagnosis else [],
     }
+
+
+def confirmed(status: HealingStatus, attempts: Sequence[SolutionAttempt]) -> bool | None:
+    """Whether the top hypothesis was confirmed: its plan recovered the target (True), its plans
+    ran and none did (False), or nothing tells (None: dry run, rejected, nothing ran)."""
+    if status.dry_run or status.diagnosis is None or not attempts:
+        return None
+    return any(a.succeeded for a in attempts)
 
 
 def _step_values(healing_id: int, step: StepResult) -> dict[str, Any]:

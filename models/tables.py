@@ -93,6 +93,11 @@ class HealingRow(Base):
     started_at: Mapped[datetime] = mapped_column(index=True)
     ended_at: Mapped[datetime | None]
     time_to_recover_s: Mapped[float | None]
+    # the top hypothesis and whether its plan recovered the target (learning, issue 9)
+    rule: Mapped[str | None] = mapped_column(String(200))
+    component: Mapped[str | None] = mapped_column(String(200))
+    confirmed: Mapped[bool | None]
+    evidence_kinds: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
     recorded_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     steps: Mapped[list[HealingStepRow]] = relationship(

@@ -16,6 +16,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from selfheal.activities.evidence.base import EvidenceProvider, EvidenceProviders
 from selfheal.core.log_context import HealingLogInterceptor
 from selfheal.core.settings import Settings
 from selfheal.workflows.contract import check_implementations
@@ -52,12 +53,11 @@ def build_activities(
     clients."""
     from selfheal.activities.actions import POSTGRES_DSNS, REDIS_URL, default_registry
     from selfheal.activities.actions.kubernetes import kubernetes_services
-    from selfheal.activities.diagnosis import DiagnosisActivities
+    from selfheal.activities.diagnosis import DiagnosisActivities, RulesSource
     from selfheal.activities.guardrails import GuardrailActivities
     from selfheal.activities.knowledge import KnowledgeBaseActivities
     from selfheal.activities.notify import NotifyActivities
     from selfheal.activities.policy import PolicyActivities
-    from selfheal.activities.rules import load_rules
     from selfheal.activities.steps import StepActivities
     from selfheal.activities.validation import ValidationActivities
     from selfheal.core.catalog import load_services
@@ -67,10 +67,12 @@ def build_activities(
     policy = settings.healing.policy(notify=settings.notify.webhook_url is not None).model_copy(
         update={"guardrail_wait_max_s": settings.guardrails.pause_wait_max_s}
     )
+    catalog = load_services(settings.runbooks_dir / "services.yaml")
     diagnosis = DiagnosisActivities(
-        load_rules(settings.runbooks_dir / "rules.yaml"),
-        http=client,
-        probe_timeout_s=settings.probe.timeout_s,
+        RulesSource(settings.runbooks_dir / "rules.yaml"),
+        evidence_providers(settings, client, session_factory),
+        catalog,
+        settings.evidence,
     )
     knowledge = KnowledgeBaseActivities(session_factory, registry)
     steps = StepActivities(
@@ -87,7 +89,6 @@ def build_activities(
     notify = NotifyActivities(
         settings.notify.webhook_url, timeout_s=settings.notify.timeout_s, http=client
     )
-    catalog = load_services(settings.runbooks_dir / "services.yaml")
     guardrails = GuardrailActivities(
         session_factory,
         catalog,
@@ -112,6 +113,21 @@ def build_activities(
     # A workflow calling an activity no worker registered would retry it until it gives up.
     check_implementations(activities)
     return activities
+
+
+def evidence_providers(
+    settings: Settings, http: httpx.AsyncClient, session_factory: sessionmaker[Session]
+) -> EvidenceProviders:
+    """Every evidence provider this worker can serve: one whose source is not configured (no
+    Prometheus URL, no cluster) is left out, and not counted as missing evidence."""
+    from selfheal.activities.evidence.probe import ProbeProvider
+    from selfheal.activities.evidence.traces import traces_provider
+
+    providers: list[EvidenceProvider] = [
+        ProbeProvider(http, timeout_s=settings.probe.timeout_s),
+        traces_provider(settings.evidence, session_factory),
+    ]
+    return EvidenceProviders(providers, timeout_s=settings.evidence.timeout_s)
 
 
 def build_worker(

@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         Approval,
         ApprovalDecision,
         Diagnosis,
+        Fault,
         FaultUpdate,
         HealingInput,
         HealingOutcome,
@@ -145,6 +146,15 @@ class HealingWorkflow:
         self._mutated = False  # True once any mutating step may have changed the target
         self._guarded = False  # guardrails are checked (every healing started since the patch)
         self._firing = True  # the last report said firing (the start signal is one)
+
+    @property
+    def _acting(self) -> Fault:
+        """What planning, guardrails and steps act on: the diagnosed component's fault when the
+        diagnosis moved it to another service, else the reported fault."""
+        diagnosis = self._status.diagnosis
+        if diagnosis is not None and diagnosis.acting_on is not None:
+            return diagnosis.acting_on
+        return self._status.fault
 
     # ----------------------------------------------------------------------------- handlers
 
@@ -298,7 +308,9 @@ class HealingWorkflow:
     ) -> list[RecoveryPlan]:
         self._set_phase(HealingPhase.PLANNING)
         found = await FIND_SOLUTIONS.execute(
-            FindSolutionsInput(fault=input.fault, diagnosis=diagnosis, limit=policy.max_candidates),
+            FindSolutionsInput(
+                fault=self._acting, diagnosis=diagnosis, limit=policy.max_candidates
+            ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=READ_RETRY,
         )
@@ -337,6 +349,16 @@ class HealingWorkflow:
             reasons.append(
                 f"diagnosis confidence {diagnosis.confidence:.2f} is below "
                 f"{policy.approval_min_confidence:.2f}"
+            )
+        ranked = diagnosis.hypotheses
+        if (
+            len(ranked) >= 2
+            and ranked[0].confidence - ranked[1].confidence < policy.approval_margin
+        ):
+            reasons.append(
+                f"the top two hypotheses are close: {ranked[0].root_cause} on "
+                f"{ranked[0].component} {ranked[0].confidence:.2f}, {ranked[1].root_cause} on "
+                f"{ranked[1].component} {ranked[1].confidence:.2f}"
             )
         if input.require_approval:
             reasons.append("approval requested when the healing was started")
@@ -427,7 +449,7 @@ class HealingWorkflow:
                         candidate=index,
                         order=order,
                         step=step,
-                        fault=self._status.fault,
+                        fault=self._acting,
                         dry_run=self._status.dry_run,
                     ),
                     start_to_close_timeout=timedelta(seconds=step.timeout_s),
@@ -478,11 +500,12 @@ class HealingWorkflow:
                 CheckGuardrailsInput(
                     workflow_id=self._status.workflow_id,
                     run_id=self._status.run_id,
-                    fault=self._status.fault,
+                    fault=self._acting,
                     step=step,
                     candidate=candidate,
                     order=order,
                     dry_run=self._status.dry_run,
+                    symptom=self._status.fault if self._acting is not self._status.fault else None,
                 ),
                 start_to_close_timeout=timedelta(seconds=60),
                 retry_policy=READ_RETRY,
@@ -532,7 +555,7 @@ class HealingWorkflow:
             ReleaseTargetInput(
                 workflow_id=self._status.workflow_id,
                 run_id=self._status.run_id,
-                fault=self._status.fault,
+                fault=self._acting,
             ),
             start_to_close_timeout=timedelta(seconds=30),
             schedule_to_close_timeout=timedelta(hours=1),
@@ -552,7 +575,7 @@ class HealingWorkflow:
                     candidate=entry.candidate,
                     order=entry.order,
                     step=entry.step,
-                    fault=self._status.fault,
+                    fault=self._acting,
                     result=forward,
                 ),
                 start_to_close_timeout=timedelta(seconds=entry.step.timeout_s),

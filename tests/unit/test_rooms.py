@@ -14,7 +14,7 @@ from tests.support import REPO
 EVERY_ROOM = frozenset(
     {
         "domain", "workflows", "activities", "models", "migrations", "worker", "healings", "api",
-        "detection", "core", "devstack", "cli",
+        "detection", "diagnosis", "core", "devstack", "cli",
     }
 )  # fmt: skip
 
@@ -25,8 +25,9 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "core": frozenset({"domain", "workflows.contract"}),
     "models": frozenset({"domain", "core"}),
     "migrations": frozenset({"models", "core"}),
-    "activities": frozenset({"domain", "models", "core", "workflows.contract"}),
+    "activities": frozenset({"domain", "models", "core", "diagnosis", "workflows.contract"}),
     "detection": frozenset({"domain", "core"}),
+    "diagnosis": frozenset({"domain", "core"}),
     "healings": frozenset({"domain", "core", "workflows"}),
     "api": frozenset({"healings", "detection", "domain", "core"}),
     "worker": frozenset({"activities", "core", "domain", "models", "workflows"}),

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from selfheal.activities.rules import Condition, Rule, RuleSet, load_rules
+from selfheal.diagnosis.rules import Condition, Rule, RuleSet, load_rules
 from selfheal.domain import ConfigError, RiskLevel
 
 
@@ -119,7 +119,8 @@ class TestConfidence:
         )
         found = r.match({"x": 1, "y": "a", "z": 2, "other": 3})
         assert found is not None
-        assert found.evidence_used == {"x": 1, "gone": None, "y": "a"}
+        # facts that were not observed are left out: "gone" held by being absent
+        assert found.evidence_used == {"x": 1, "y": "a"}
 
 
 class TestBestMatch:
@@ -139,12 +140,29 @@ class TestBestMatch:
             }
         )  # fmt: skip
 
-    def test_priority_first(self) -> None:
-        assert self.ruleset().diagnose({"a": 1, "b": 2}).rule == "high"
-        assert self.ruleset().diagnose({"a": 1}).rule == "low"
+    def test_confidence_first_then_priority(self) -> None:
+        # every holding rule proposes; the best is the most confident, whatever its priority
+        assert self.ruleset().diagnose({"a": 1, "b": 2}).rule == "low"
+        assert [m.rule.name for m in self.ruleset().matches({"a": 1, "b": 2})] == ["low", "high"]
 
-    def test_then_confidence_then_file_order(self) -> None:
-        assert self.ruleset().diagnose({"a": 1, "b": 2, "c": 3}).rule == "high-surer"
+    def test_then_file_order(self) -> None:
+        assert self.ruleset().diagnose({"a": 1, "b": 2, "c": 3}).rule == "low"
+        names = [m.rule.name for m in self.ruleset().matches({"a": 1, "b": 2, "c": 3})]
+        assert names == ["low", "high-surer", "high-surer-later", "high"]
+
+    def test_fallback_rules_only_when_nothing_else_holds(self) -> None:
+        ruleset = RuleSet.model_validate(
+            {
+                "rules": [
+                    {"name": "generic", "fallback": True, "when": {"a": 1}, "root_cause": "g",
+                     "confidence": 0.9},
+                    {"name": "specific", "when": {"a": 1, "b": 2}, "root_cause": "s",
+                     "confidence": 0.4},
+                ]
+            }
+        )  # fmt: skip
+        assert [m.rule.name for m in ruleset.matches({"a": 1, "b": 2})] == ["specific"]
+        assert [m.rule.name for m in ruleset.matches({"a": 1})] == ["generic"]
 
     def test_no_match_is_unknown_with_every_fact(self) -> None:
         diagnosis = self.ruleset().diagnose({"a": 2, "z": "seen"})
@@ -200,7 +218,7 @@ class TestLoader:
         )
         ruleset = load_rules(path)
         assert [r.name for r in ruleset.rules] == ["crash"]
-        assert ruleset.rules[0].when["fault.type"].in_ == ["a", "b"]
+        assert ruleset.rules[0].when.conditions["fault.type"].in_ == ["a", "b"]
 
     def test_error_names_file_line_rule_and_field(self, tmp_path: Path) -> None:
         path = write(
@@ -293,7 +311,7 @@ class TestLoader:
             ("", ":1: rules: Field required"),
             ("rules: 3\n", ":1: rules: Input should be a valid list"),
             ("rules:\n  - name: x\n    when: {}\n    root_cause: c\n    confidence: 2\n",
-             ":3: rules[0] (x): when: Dictionary should have at least 1 item"),
+             ":3: rules[0] (x): when: give at least one condition"),
         ],
     )  # fmt: skip
     def test_malformed_files(self, tmp_path: Path, text: str, message: str) -> None:
@@ -306,3 +324,65 @@ class TestLoader:
     def test_unreadable_file(self, tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match="cannot read the rules file"):
             load_rules(tmp_path / "absent.yaml")
+
+
+class TestDecisionTree:
+    def tree(self, when: Any, component: str | None = None) -> RuleSet:
+        spec: dict[str, Any] = {"name": "t", "when": when, "root_cause": "c", "confidence": 0.7}
+        if component is not None:
+            spec["component"] = component
+        return RuleSet.model_validate({"rules": [spec]})
+
+    def test_all_any_not_nest(self) -> None:
+        ruleset = self.tree(
+            {"all": [{"a": 1}, {"any": [{"b": {"gt": 2}}, {"not": {"c": {"exists": True}}}]}]}
+        )
+        assert ruleset.best_match({"a": 1, "b": 3, "c": 1}) is not None
+        assert ruleset.best_match({"a": 1, "b": 1}) is not None  # no c: the not holds
+        assert ruleset.best_match({"a": 1, "b": 1, "c": 1}) is None
+        assert ruleset.best_match({"b": 3}) is None
+
+    def test_facts_and_combinators_in_one_mapping_all_hold(self) -> None:
+        ruleset = self.tree({"a": 1, "any": [{"b": 1}, {"c": 1}]})
+        assert ruleset.best_match({"a": 1, "c": 1}) is not None
+        assert ruleset.best_match({"a": 2, "c": 1}) is None
+
+    def test_eq_and_ne_may_name_another_fact(self) -> None:
+        ruleset = self.tree({"origin": {"ne": "${fault.service}"}})
+        assert ruleset.best_match({"origin": "inventory", "fault.service": "checkout"})
+        assert ruleset.best_match({"origin": "checkout", "fault.service": "checkout"}) is None
+        # the referenced fact is absent: the comparison cannot hold
+        assert ruleset.best_match({"origin": "inventory"}) is None
+        same = self.tree({"origin": {"eq": "${fault.service}"}})
+        assert same.best_match({"origin": "checkout", "fault.service": "checkout"})
+
+    def test_component_is_a_template_over_the_facts(self) -> None:
+        ruleset = self.tree({"origin": {"exists": True}}, component="${origin}")
+        found = ruleset.best_match({"origin": "inventory", "fault.service": "checkout"})
+        assert found is not None and found.component == "inventory"
+        assert ruleset.diagnose({"origin": "inventory"}).component == "inventory"
+        default = self.tree({"a": 1})
+        found = default.best_match({"a": 1, "fault.service": "checkout"})
+        assert found is not None and found.component == "checkout"
+
+    def test_component_naming_an_absent_fact_proposes_nothing(self) -> None:
+        ruleset = self.tree({"a": 1}, component="${origin}")
+        assert ruleset.best_match({"a": 1}) is None
+
+    @pytest.mark.parametrize(
+        ("when", "message"),
+        [
+            ({"all": []}, "all: List should have at least 1 item"),
+            ({"any": [{"x": {"bogus": 1}}]}, "any.0.x: unknown operator bogus"),
+            ({"not": 3}, "not: expected a mapping"),
+        ],
+    )
+    def test_bad_trees_say_where(self, tmp_path: Path, when: Any, message: str) -> None:
+        import yaml
+
+        path = tmp_path / "rules.yaml"
+        rule_spec = {"name": "t", "when": when, "root_cause": "c", "confidence": 0.5}
+        path.write_text(yaml.safe_dump({"rules": [rule_spec]}))
+        with pytest.raises(ConfigError) as info:
+            load_rules(path)
+        assert f"rules[0] (t): when.{message}" in str(info.value)

@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from selfheal.activities.actions import default_registry
-from selfheal.activities.diagnosis import flatten
-from selfheal.activities.rules import RuleSet, load_rules
+from selfheal.activities.evidence.probe import flatten
 from selfheal.devstack.demo.scenarios import SCENARIOS
+from selfheal.diagnosis.rules import RuleSet, load_rules
 from selfheal.domain import Fault, SolutionSpec, render_params
 from selfheal.models.catalog import load_catalog
 
@@ -71,9 +71,9 @@ def test_demo_steps_render_for_a_fault_of_the_dev_watcher() -> None:
     and, when its cache is in Redis, the key prefix in label cache_prefix."""
     registry = default_registry()
     fault = Fault(
-        service="demo",
+        service="checkout",
         type="health_check_failed",
-        target="demo-target",
+        target="checkout",
         labels={
             "base_url": "http://127.0.0.1:9999",
             "cache_prefix": "selfheal-dev:0123456789ab:cache:",
@@ -99,8 +99,9 @@ def test_every_root_cause_with_a_solution_is_diagnosable(rules: RuleSet) -> None
 
 
 def test_every_demo_scenario_has_a_solution_for_its_root_cause() -> None:
-    patterns = {s.pattern for s in load_catalog(RUNBOOKS / "solutions") if s.service == "demo"}
+    specs = load_catalog(RUNBOOKS / "solutions")
     for scenario in SCENARIOS.values():
+        patterns = {s.pattern for s in specs if s.service in (None, scenario.component)}
         assert scenario.root_cause in patterns, scenario.name
 
 

@@ -1,0 +1,1 @@
+"""Evidence providers: one module per source, each gathered by ``collect_evidence``."""
