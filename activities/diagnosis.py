@@ -15,11 +15,13 @@ Fact names: docs/diagnosis.md. The fault's own facts:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
+from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 
 from selfheal.activities.evidence.base import EvidenceProviders, EvidenceRequest, Facts
@@ -29,12 +31,33 @@ from selfheal.diagnosis.hypotheses import RuleRecord, rank
 from selfheal.diagnosis.rules import RuleSet, diagnosis_of, load_rules, unknown_diagnosis
 from selfheal.domain import ConfigError, Diagnosis, Evidence, Fault, IntakeError
 from selfheal.domain.payloads import CollectEvidenceInput, DiagnoseInput
+from selfheal.models.diagnosis_history import confirmed_counts
 from selfheal.workflows.contract import COLLECT_EVIDENCE, DIAGNOSE_FAULT, implements
 
 log = structlog.get_logger(__name__)
 
 RuleHistory = Callable[[Sequence[str]], Awaitable[dict[str, RuleRecord]]]
 """rule names → each one's record of confirmed healings (``models`` reads it from Postgres)"""
+
+
+def learned_records(session_factory: sessionmaker[Session], *, limit: int = 500) -> RuleHistory:
+    """Each rule's record over the newest ``limit`` judged healings, read from Postgres."""
+
+    async def records(rules: Sequence[str]) -> dict[str, RuleRecord]:
+        counts = await asyncio.to_thread(confirmed_counts, session_factory, limit=limit)
+        found: dict[str, RuleRecord] = {}
+        for rule in rules:
+            confirmed, total = counts.rules.get(rule, (0, 0))
+            if total == 0:
+                continue
+            kinds: dict[bool, dict[str, int]] = {True: {}, False: {}}
+            for (name, kind, verdict), n in counts.rule_kinds.items():
+                if name == rule:
+                    kinds[verdict][kind] = n
+            found[rule] = RuleRecord(confirmed, total, kinds[True], kinds[False])
+        return found
+
+    return records
 
 
 def fault_facts(fault: Fault) -> Facts:
@@ -130,6 +153,13 @@ class DiagnosisActivities:
         )
         collected = await self._providers.collect(request, wanted)
         facts = fault_facts(fault) | collected.facts
+        log.info(
+            "evidence collected",
+            sources=collected.sources,
+            missing=[f"{m.source}: {m.reason}" for m in collected.missing],
+            findings=[f"{f.kind} on {f.component} ({f.strength:.2f})" for f in collected.findings],
+        )
+        log.debug("evidence facts", facts=facts)
         error = facts.get("probe_error")
         return Evidence(
             collected_at=datetime.now(UTC),

@@ -182,7 +182,7 @@ class GuardrailActivities:
         params = _rendered(step, input.fault)
         _check_allowlists(spec, action, params, input.fault)
         notes = _check_blast_radius(spec, action, params, input.fault)
-        await self._recheck_fault(input.fault)
+        await self._recheck_fault(input.symptom or input.fault)
         await self._claim(input, spec, key)
         return GuardrailDecision(allowed=True, reason="; ".join(["may act", *notes]))
 
@@ -224,6 +224,8 @@ class GuardrailActivities:
     async def _recheck_fault(self, fault: Fault) -> None:
         if not self._settings.recheck_fault or (not fault.health_url and fault.metric is None):
             return
+        if _hung_moments_ago(fault, self._settings.recheck_fresh_s):
+            return  # a probe would only wait out its timeout again: it is still hung
         seen: list[str] = []
         async with http_client(self._http) as http:
             if fault.health_url:
@@ -405,4 +407,14 @@ def _record(input: CheckGuardrailsInput, key: str, decision: GuardrailDecision) 
         fault_resolved=decision.fault_resolved,
         dry_run=input.dry_run,
         decided_at=datetime.now(UTC),
+    )
+
+
+def _hung_moments_ago(fault: Fault, fresh_s: float) -> bool:
+    """The watcher saw ``fault``'s target time out, less than ``fresh_s`` ago."""
+    age = (datetime.now(UTC) - fault.detected_at).total_seconds()
+    return (
+        fault.source == "watcher"
+        and fault.labels.get("probe_error") == "timeout"
+        and (age < fresh_s)
     )

@@ -1,4 +1,11 @@
-"""The most recent error spans, kept in memory for diagnosis: bounded, newest first."""
+"""The most recent error spans this intake received, in memory, for ``/v1/traces/errors``:
+bounded, newest first.
+
+Diagnosis does not read these: the whole error traces go to the intake's trace sink
+(``IntakeDeps.trace_sink``: ``models.trace_store.TraceStore.add`` in ``selfheal serve`` and
+``selfheal dev``), in Postgres, where every worker reads them. This copy answers a person's
+"what failed lately here?" without a database round trip, and still answers when no sink is
+configured."""
 
 from __future__ import annotations
 

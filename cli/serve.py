@@ -22,6 +22,8 @@ from selfheal.detection.detector_config import load_detector_config
 from selfheal.detection.metrics_router import MetricsRouter
 from selfheal.healings import Healings
 from selfheal.models.guardrails import DatabaseKillSwitch
+from selfheal.models.metric_store import metric_sink
+from selfheal.models.trace_store import TraceStore
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +47,12 @@ async def _serve(settings: Settings, host: str, port: int) -> None:
             router=router,
             ready_checks={"database": database},
             kill_switch=DatabaseKillSwitch(make_session_factory(engine)),
+            metric_sink=metric_sink(make_session_factory(engine), settings.evidence),
+            trace_sink=TraceStore(
+                make_session_factory(engine),
+                max_traces=settings.evidence.traces_max,
+                max_age_s=settings.evidence.traces_max_age_s,
+            ).add,
         )
     )
     if not settings.intake.tokens:

@@ -136,6 +136,12 @@ class GuardrailSettings(BaseModel):
     recheck_fault: bool = Field(
         default=True, description="re-probe the fault before each mutating step"
     )
+    recheck_fresh_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="a target the watcher saw time out less than this ago is not re-probed "
+        "(the probe would only wait out its timeout again)",
+    )
 
 
 class EvidenceSettings(BaseModel):
@@ -150,6 +156,12 @@ class EvidenceSettings(BaseModel):
     window_before_s: float = Field(default=900.0, gt=0, description="looked at before the fault")
     window_after_s: float = Field(default=120.0, ge=0, description="looked at after the fault")
     step_s: float = Field(default=15.0, gt=0, description="query_range resolution")
+    metrics_lead_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="a change began this long before its detection: the metrics' 'after' "
+        "window starts there (at most half of the history there is)",
+    )
     timeout_s: float = Field(default=10.0, gt=0, description="per provider")
     max_series: int = Field(default=50, ge=1, description="per query")
     max_points: int = Field(default=1000, ge=1, description="per series")
@@ -163,6 +175,8 @@ class EvidenceSettings(BaseModel):
         default=720, ge=1, description="points kept per OTLP series in Postgres"
     )
     series_max_age_s: float = Field(default=3600.0, gt=0)
+    history_max: int = Field(default=200, ge=1, description="past healings looked at")
+    history_max_age_s: float = Field(default=30 * 86400.0, gt=0)
 
 
 class DevSettings(BaseModel):

@@ -5,7 +5,8 @@
   unknown severity, a flag label spelled neither true nor false, a summary clipped).
 - selfheal's own Fault JSON.
 - OTLP/HTTP metrics and traces, protobuf or JSON: decoded with the generated classes of
-  ``opentelemetry-proto`` into flat ``MetricPoint``s and ``ErrorSpan``s.
+  ``opentelemetry-proto`` into flat ``MetricPoint``s and, for traces that hold an error, their
+  ``ErrorSpan``s (``OtlpTraces``).
 
 Every refusal is a ``PayloadError`` naming the field (``alerts[2].labels.alertname``) and what
 was expected, so that the HTTP layer can answer 400/422 without guessing. A Fault's strings are
@@ -34,7 +35,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     AGGREGATION_TEMPORALITY_CUMULATIVE,
     NumberDataPoint,
 )
-from opentelemetry.proto.trace.v1.trace_pb2 import Status
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from selfheal.core.catalog import scoped_fingerprint
@@ -263,6 +264,13 @@ class MetricPoint:
 
 @dataclass(frozen=True)
 class ErrorSpan:
+    """One span of a trace that holds an error, as diagnosis needs it: the tree (``parent_span_id``,
+    empty for a root), where (``service``: the resource's ``service.name``), what failed
+    (``error``: this span's own status is ERROR; ``message``: the status message; ``exceptions``:
+    its ``exception`` events as ``{"type", "message"}``) and a bounded set of ``attributes``
+    (feature flags, HTTP, database, peer). Times are Unix seconds, each by its own service's
+    clock. Every string is bounded (``SPAN_*`` limits)."""
+
     trace_id: str
     span_id: str
     service: str
@@ -271,6 +279,30 @@ class ErrorSpan:
     end: float
     message: str
     attributes: dict[str, str] = field(default_factory=dict)
+    parent_span_id: str = ""
+    error: bool = True
+    exceptions: tuple[dict[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class OtlpTraces:
+    """What one OTLP traces export holds for diagnosis.
+
+    ``error_traces``: every span of each trace that has at least one ERROR span in this export.
+    ``others``: the spans of the other traces; a store keeps them only if their trace is already
+    kept (a healthy parent exported later, by another service). A healthy span that arrives
+    *before* any error span of its trace cannot be known to matter and is not kept.
+    ``rejected``: spans without a valid trace or span id (OTLP's partial success)."""
+
+    total: int
+    error_traces: list[ErrorSpan]
+    others: list[ErrorSpan]
+    rejected: int = 0
+
+    @property
+    def errors(self) -> list[ErrorSpan]:
+        """The spans whose own status is ERROR."""
+        return [s for s in self.error_traces if s.error]
 
 
 def _any_value(value: AnyValue) -> str:
@@ -393,30 +425,120 @@ def parse_otlp_metrics(
     return points
 
 
-def parse_otlp_error_spans(body: bytes, encoding: Encoding) -> tuple[int, list[ErrorSpan]]:
-    """All spans counted; only those with status ERROR returned."""
+# Which span and resource attributes diagnosis keeps (by prefix, or whole key), and how many.
+SPAN_ATTRIBUTE_PREFIXES = (
+    "feature_flag.",
+    "http.",
+    "url.",
+    "db.",
+    "rpc.",
+    "messaging.",
+    "server.",
+    "net.peer.",
+    "error.",
+    "peer.service",
+    "service.version",
+    "deployment.",
+    "k8s.",
+)
+SPAN_ATTRIBUTES_MAX = 32
+SPAN_ATTRIBUTE_KEY_MAX = 128
+SPAN_ATTRIBUTE_VALUE_MAX = 256
+SPAN_EXCEPTIONS_MAX = 4
+SPAN_NAME_MAX = 512
+SPAN_SERVICE_MAX = 200
+SPAN_MESSAGE_MAX = 1000
+UNKNOWN_SERVICE = "unknown_service"  # what the OpenTelemetry SDKs call a nameless service
+
+
+def _kept_attributes(*sources: Any) -> dict[str, str]:
+    """The diagnosis-worthy attributes of ``sources`` (later sources win), bounded in count,
+    key and value length."""
+    kept: dict[str, str] = {}
+    for attributes in sources:
+        for kv in attributes:
+            key: str = kv.key
+            if len(key) > SPAN_ATTRIBUTE_KEY_MAX or not key.startswith(SPAN_ATTRIBUTE_PREFIXES):
+                continue
+            if key not in kept and len(kept) >= SPAN_ATTRIBUTES_MAX:
+                continue
+            kept[key] = clip(_any_value(kv.value), SPAN_ATTRIBUTE_VALUE_MAX)
+    return kept
+
+
+def _exceptions(span: Span) -> tuple[dict[str, str], ...]:
+    """The span's ``exception`` events (OpenTelemetry semantic conventions), bounded."""
+    found: list[dict[str, str]] = []
+    for event in span.events:
+        if event.name != "exception":
+            continue
+        attributes = {kv.key: kv.value for kv in event.attributes}
+        kind = attributes.get("exception.type")
+        message = attributes.get("exception.message")
+        found.append(
+            {
+                "type": clip(_any_value(kind), 200) if kind is not None else "",
+                "message": clip(_any_value(message), SPAN_MESSAGE_MAX)
+                if message is not None
+                else "",
+            }
+        )
+        if len(found) >= SPAN_EXCEPTIONS_MAX:
+            break
+    return tuple(found)
+
+
+def _valid_ids(span: Span) -> bool:
+    """W3C ids: a 16-byte trace id and an 8-byte span id, neither all zeros; the parent id empty
+    or 8 bytes."""
+    return (
+        len(span.trace_id) == 16
+        and any(span.trace_id)
+        and len(span.span_id) == 8
+        and any(span.span_id)
+        and len(span.parent_span_id) in (0, 8)
+    )
+
+
+def _trace_span(span: Span, service: str, resource: Any) -> ErrorSpan:
+    return ErrorSpan(
+        trace_id=span.trace_id.hex(),
+        span_id=span.span_id.hex(),
+        parent_span_id=span.parent_span_id.hex() if any(span.parent_span_id) else "",
+        service=service,
+        name=clip(span.name, SPAN_NAME_MAX),
+        start=span.start_time_unix_nano / 1e9,
+        end=span.end_time_unix_nano / 1e9,
+        error=span.status.code == Status.STATUS_CODE_ERROR,
+        message=clip(span.status.message, SPAN_MESSAGE_MAX),
+        exceptions=_exceptions(span),
+        attributes=_kept_attributes(resource, span.attributes),
+    )
+
+
+def parse_otlp_traces(body: bytes, encoding: Encoding) -> OtlpTraces:
+    """The spans of an OTLP traces export, split into whole error traces and the others (see
+    ``OtlpTraces``). Spans with invalid ids are counted as rejected, not refused: the rest of
+    the export is still good."""
     request = ExportTraceServiceRequest()
     _decode(request, body, encoding)
-    total = 0
-    errors: list[ErrorSpan] = []
+    total = rejected = 0
+    by_trace: dict[str, list[ErrorSpan]] = {}
     for resource_spans in request.resource_spans:
-        resource = _attributes(resource_spans.resource.attributes)
-        service = resource.get(SERVICE_NAME, "")
+        resource = resource_spans.resource.attributes
+        names = [kv.value for kv in resource if kv.key == SERVICE_NAME]
+        service = clip(_any_value(names[-1]), SPAN_SERVICE_MAX) if names else ""
+        service = service or UNKNOWN_SERVICE
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 total += 1
-                if span.status.code != Status.STATUS_CODE_ERROR:
+                if not _valid_ids(span):
+                    rejected += 1
                     continue
-                errors.append(
-                    ErrorSpan(
-                        trace_id=span.trace_id.hex(),
-                        span_id=span.span_id.hex(),
-                        service=service,
-                        name=span.name,
-                        start=span.start_time_unix_nano / 1e9,
-                        end=span.end_time_unix_nano / 1e9,
-                        message=span.status.message,
-                        attributes=_attributes(span.attributes),
-                    )
-                )
-    return total, errors
+                parsed = _trace_span(span, service, resource)
+                by_trace.setdefault(parsed.trace_id, []).append(parsed)
+    error_traces: list[ErrorSpan] = []
+    others: list[ErrorSpan] = []
+    for spans in by_trace.values():
+        (error_traces if any(s.error for s in spans) else others).extend(spans)
+    return OtlpTraces(total, error_traces, others, rejected)

@@ -1,6 +1,7 @@
-"""One demo scenario on a running dev stack: inject it into the healthy demo target, wait for the
-watcher to report it, follow the healing through the door (approving it when asked to), and say
-what became of it. ``selfheal dev --demo`` and ``bench/mttr.py`` run it."""
+"""One demo scenario on a running dev stack: inject it through checkout (healthy, and inventory
+healthy too), wait for checkout's watcher to report it, follow the healing through the door
+(approving it when asked to), and say what became of it and which hypotheses the diagnosis
+weighed. ``selfheal dev --demo`` and ``bench/mttr.py`` run it."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ class DemoRun:
     detection: Detection
     status: HealingStatus
     health: int | None
-    """the target's /healthz status once the healing ended (None: no answer)"""
+    """checkout's /healthz status once the healing ended (None: no answer)"""
 
     @property
     def healed(self) -> bool:
@@ -45,8 +46,27 @@ class DemoRun:
 
     @property
     def diagnosed_as_expected(self) -> bool:
+        """The scenario's root cause, on its component (a diagnosis naming no component means
+        the fault's own service)."""
         diagnosis = self.status.diagnosis
-        return diagnosis is not None and diagnosis.root_cause == self.scenario.root_cause
+        if diagnosis is None or diagnosis.root_cause != self.scenario.root_cause:
+            return False
+        return (diagnosis.component or self.status.fault.service) == self.scenario.component
+
+
+def hypothesis_lines(status: HealingStatus, evidence_max: int = 4) -> list[str]:
+    """The diagnosis's hypotheses, best first, each with what it rests on."""
+    diagnosis = status.diagnosis
+    if diagnosis is None or not diagnosis.hypotheses:
+        return ["hypotheses: none recorded"]
+    lines = ["hypotheses, best first:"]
+    for rank, h in enumerate(diagnosis.hypotheses, 1):
+        rule = f", rule {h.rule}" if h.rule else ""
+        lines.append(f"  {rank}. {h.root_cause} on {h.component} ({h.confidence:.2f}{rule})")
+        lines += [f"       {line}" for line in h.evidence[:evidence_max]]
+        if len(h.evidence) > evidence_max:
+            lines.append(f"       ... {len(h.evidence) - evidence_max} more")
+    return lines
 
 
 async def wait_detection(watcher: HealthWatcher, since: datetime) -> Detection:
@@ -136,10 +156,10 @@ async def run_scenario(
         except TimeoutError:
             raise DemoFailed(f"timed out after {timeout_s:g}s {what}") from None
 
-    await within_deadline(
-        until_health(stack.target_url, lambda status: status == 200),
-        "waiting for a healthy target",
-    )
+    for url in (stack.target_url, stack.inventory_url or stack.target_url):
+        await within_deadline(
+            until_health(url, lambda status: status == 200), f"waiting for {url} to be healthy"
+        )
     injected_at = datetime.now(UTC)
     await guard.blocking(scenario.inject, stack.target_url)
     say(f"injected {scenario.name}: {scenario.description}")
@@ -164,4 +184,8 @@ async def run_scenario(
         )
     except HealingError as exc:
         raise DemoFailed(str(exc)) from None
+    outcome = status.outcome.value if status.outcome else status.phase.value
+    say(f"healing {detection.workflow_id} ended: {outcome}")
+    for line in hypothesis_lines(status):
+        say(line)
     return DemoRun(scenario, injected_at, detection, status, await health_status(stack.target_url))

@@ -3,12 +3,15 @@ beforehand, for the command, the end-to-end tests and the benches.
 
 ``start_stack`` starts, in order: the Temporal dev server, Postgres (embedded unless
 SELFHEAL_DATABASE__URL), migrations, the knowledge-base import, selfheal's supervisor running the
-demo target, the worker (an asyncio task of this process), the door, the health watcher and the
-intake; each is registered on an ``AsyncExitStack`` so that closing it stops them in reverse
-order. The embedded Postgres is stopped too if this run started it; one that was already running
-(a ``selfheal kb`` command leaves it up) keeps running.
+demo services (``checkout`` on SELFHEAL_DEV__TARGET_PORT and its dependency ``inventory`` on a
+free port), the worker (an asyncio task of this process), the door, a health watcher per service
+and the intake; each is registered on an ``AsyncExitStack`` so that closing it stops them in
+reverse order. Both services push OTLP metrics and traces to the intake every second, with an
+``ingest`` token of the intake (the dev token unless SELFHEAL_INTAKE__TOKENS is set). The
+embedded Postgres is stopped too if this run started it; one that was already running (a
+``selfheal kb`` command leaves it up) keeps running.
 
-The demo target keeps its cache in Redis (settings ``redis.url``) when Redis answers, under a
+Checkout keeps its cache in Redis (settings ``redis.url``) when Redis answers, under a
 key prefix of its own per data directory, so that the ``redis.delete_keys`` solution heals a
 poisoned cache for real; otherwise in a file, and that solution stays disabled.
 """
@@ -20,7 +23,7 @@ import contextlib
 import hashlib
 import shutil
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -37,6 +40,7 @@ from selfheal.devstack.processes import (
     DevDatabase,
     DevStackError,
     TemporalDevServer,
+    free_port,
     port_in_use,
     stop_leftovers,
 )
@@ -49,16 +53,19 @@ P = ParamSpec("P")
 Say = Callable[[str], None]
 """Where the stack tells what it is doing, one line at a time."""
 
-TARGET_SERVICE = "demo"
-TARGET_PROCESS = "demo-target"
+TARGET_SERVICE = "checkout"
+TARGET_PROCESS = "checkout"
+INVENTORY_SERVICE = "inventory"
+INVENTORY_PROCESS = "inventory"
 WATCH_INTERVAL_S = 1.0
 # The demo's validation window: long enough to see a relapse, short enough to wait for.
 DEMO_WINDOW_S = 5.0
 DEMO_PROBE_INTERVAL_S = 1.0
 # The intake's token when SELFHEAL_INTAKE__TOKENS is unset: dev listens on loopback only.
 DEV_TOKEN = "selfheal-dev-token"
+DEV_LEAD_S = 2.0
 DEV_SHUTDOWN_S = 5.0
-# Enabled in the knowledge base only while the demo target's cache is in Redis.
+# Enabled in the knowledge base only while checkout's cache is in Redis.
 REDIS_CACHE_SOLUTION = "delete-poisoned-redis-keys"
 REDIS_PING_TIMEOUT_S = 1.0
 
@@ -98,6 +105,9 @@ def dev_settings(base: Settings, data_dir: Path | None, *, demo: bool) -> Settin
         if "probe_interval_s" not in chosen:
             healing["probe_interval_s"] = DEMO_PROBE_INTERVAL_S
         update["healing"] = base.healing.model_copy(update=healing)
+    if "metrics_lead_s" not in base.evidence.model_fields_set:
+        # the watcher probes every second: a fault it reports began about 3 s before
+        update["evidence"] = base.evidence.model_copy(update={"metrics_lead_s": DEV_LEAD_S})
     return base.model_copy(update=update)
 
 
@@ -153,7 +163,7 @@ class Guard:
 
 @dataclass(frozen=True)
 class DemoCache:
-    """Where the demo target keeps its cache: Redis keys under ``prefix``, or a file."""
+    """Where checkout keeps its cache: Redis keys under ``prefix``, or a file."""
 
     redis_url: str | None
     prefix: str
@@ -161,7 +171,7 @@ class DemoCache:
 
 
 def demo_cache(settings: Settings) -> DemoCache:
-    """Redis at ``settings.redis.url`` when it answers PING, else the target's file cache."""
+    """Redis at ``settings.redis.url`` when it answers PING, else checkout's file cache."""
     from selfheal.activities.actions.redis import display_url
 
     url = settings.redis.url
@@ -198,6 +208,14 @@ def _redis_problem(url: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class DemoUrls:
+    """Where the demo services answer."""
+
+    checkout: str
+    inventory: str
+
+
 @dataclass
 class Stack:
     settings: Settings
@@ -205,10 +223,15 @@ class Stack:
     database_url: str
     door: Healings
     watcher: HealthWatcher
+    """checkout's: the service the demo scenarios are seen on"""
     target_url: str
+    """checkout's URL"""
     imported: str
     intake_url: str
     cache: DemoCache
+    inventory_url: str = ""
+    watchers: list[HealthWatcher] = field(default_factory=list)
+    """one per demo service, checkout's first"""
 
 
 def _migrate_and_import(settings: Settings, url: str, *, redis_cache: bool, source: Path) -> str:
@@ -253,7 +276,8 @@ async def _until(condition: Callable[[], bool]) -> None:
 
 async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncExitStack) -> Stack:
     from selfheal.core.database import make_engine, make_session_factory
-    from selfheal.devstack.demo.target import target_command
+    from selfheal.devstack.demo.checkout import checkout_command, inventory_command
+    from selfheal.devstack.demo.common import TOKEN_ENV
     from selfheal.devstack.supervisor import Supervisor, create_app, serve_in_thread
     from selfheal.worker import run_worker
 
@@ -278,12 +302,14 @@ async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncE
             )
     dev.data_dir.mkdir(parents=True, exist_ok=True)
     cache = await guard.blocking(demo_cache, settings)
-    guard.say(f"the demo target keeps its cache in {cache.where}")
+    guard.say(f"checkout keeps its cache in {cache.where}")
     target_url = f"http://127.0.0.1:{dev.target_port}"
+    inventory_url = f"http://127.0.0.1:{free_port()}"
+    urls = DemoUrls(target_url, inventory_url)
     # Every process of this stack, and operator commands given SELFHEAL_RUNBOOKS_DIR, resolve
-    # faults through one catalog: the runbooks' own, with the demo target where it runs now.
+    # faults through one catalog: the runbooks' own, with the demo services where they run now.
     source = settings.runbooks_dir
-    runbooks = await guard.blocking(write_runbooks, settings, target_url, cache)
+    runbooks = await guard.blocking(write_runbooks, settings, urls, cache)
     settings = settings.model_copy(update={"runbooks_dir": runbooks})
 
     temporal = TemporalDevServer(dev.data_dir, port=dev.temporal_port, ui_port=dev.temporal_ui_port)
@@ -309,15 +335,29 @@ async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncE
     exits.callback(engine.dispose)
 
     supervisor = Supervisor(dev.data_dir / "supervisor")
+    otlp_url = f"http://{settings.intake.host}:{settings.intake.port}/v1/otlp"
+    # Until the intake listens (it starts last), the services' exports fail silently.
+    telemetry = {TOKEN_ENV: ingest_token(settings)}
+    supervisor.add(
+        INVENTORY_PROCESS,
+        inventory_command(
+            int(inventory_url.rsplit(":", 1)[1]), dev.data_dir / "inventory", otlp_url=otlp_url
+        ),
+        health_url=f"{inventory_url}/healthz",
+        env=telemetry,
+    )
     supervisor.add(
         TARGET_PROCESS,
-        target_command(
+        checkout_command(
             dev.target_port,
-            dev.data_dir / "target",
+            dev.data_dir / "checkout",
+            inventory_url=inventory_url,
+            otlp_url=otlp_url,
             redis_url=cache.redis_url,
             redis_prefix=cache.prefix,
         ),
         health_url=f"{target_url}/healthz",
+        env=telemetry,
     )
     exits.callback(supervisor.stop_all)
     supervisor.start_all()
@@ -328,14 +368,15 @@ async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncE
             f"the supervisor API cannot listen on {dev.supervisor_port}: {exc}"
         ) from None
     exits.callback(api.stop)
-    try:
-        answers = until_health(target_url, lambda _: True)
-        await guard.run(asyncio.wait_for(answers, 20))
-    except TimeoutError:
-        raise DevStackError(
-            f"the demo target did not answer on {target_url} within 20s "
-            f"(log: {dev.data_dir / 'supervisor' / 'logs' / (TARGET_PROCESS + '.log')})"
-        ) from None
+    for process, url in ((TARGET_PROCESS, target_url), (INVENTORY_PROCESS, inventory_url)):
+        try:
+            answers = until_health(url, lambda _: True)
+            await guard.run(asyncio.wait_for(answers, 20))
+        except TimeoutError:
+            raise DevStackError(
+                f"the demo service {process} did not answer on {url} within 20s "
+                f"(log: {dev.data_dir / 'supervisor' / 'logs' / (process + '.log')})"
+            ) from None
 
     guard.background["worker"] = asyncio.create_task(run_worker(settings, stop=guard.stop))
     exits.push_async_callback(guard.finish, "worker", settings.worker.graceful_shutdown_s + 10)
@@ -347,16 +388,22 @@ async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncE
         task_queue=settings.temporal.task_queue,
         flush_interval_s=settings.intake.flush_interval_s,
     )
-    watcher = HealthWatcher(
-        door,
-        WatchTarget(
-            service=TARGET_SERVICE, health_url=f"{target_url}/healthz", target=TARGET_PROCESS
-        ),
-        interval_s=WATCH_INTERVAL_S,
-        timeout_s=settings.probe.timeout_s,
-    )
-    guard.background["watcher"] = asyncio.create_task(watcher.run(guard.stop))
-    exits.push_async_callback(guard.finish, "watcher", 10)
+    watchers = [
+        HealthWatcher(
+            door,
+            WatchTarget(service=service, health_url=f"{url}/healthz", target=process),
+            interval_s=WATCH_INTERVAL_S,
+            timeout_s=settings.probe.timeout_s,
+        )
+        for service, process, url in (
+            (TARGET_SERVICE, TARGET_PROCESS, target_url),
+            (INVENTORY_SERVICE, INVENTORY_PROCESS, inventory_url),
+        )
+    ]
+    for watcher in watchers:
+        name = f"{watcher.target.service} watcher"
+        guard.background[name] = asyncio.create_task(watcher.run(guard.stop))
+        exits.push_async_callback(guard.finish, name, 10)
 
     intake = _intake_server(settings, door, make_session_factory(engine))
     guard.background["intake"] = asyncio.create_task(intake.serve())
@@ -368,7 +415,19 @@ async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncE
 
     exits.push_async_callback(stop_intake)
     intake_url = f"http://{settings.intake.host}:{settings.intake.port}"
-    return Stack(settings, temporal, url, door, watcher, target_url, imported, intake_url, cache)
+    return Stack(
+        settings,
+        temporal,
+        url,
+        door,
+        watchers[0],
+        target_url,
+        imported,
+        intake_url,
+        cache,
+        inventory_url=inventory_url,
+        watchers=watchers,
+    )
 
 
 async def watch_temporal(temporal: TemporalDevServer, stop: asyncio.Event) -> None:
@@ -381,36 +440,48 @@ async def watch_temporal(temporal: TemporalDevServer, stop: asyncio.Event) -> No
         await asyncio.sleep(0.5)
 
 
-def write_runbooks(settings: Settings, target_url: str, cache: DemoCache) -> Path:
+def ingest_token(settings: Settings) -> str:
+    """A token the intake accepts for OTLP: the first with scope ``ingest``, else the dev token
+    (which the dev intake accepts when no tokens are set)."""
+    tokens = settings.intake.tokens
+    if not tokens:
+        return DEV_TOKEN
+    return next((t for t, scopes in tokens.items() if "ingest" in scopes), DEV_TOKEN)
+
+
+def write_runbooks(settings: Settings, urls: DemoUrls, cache: DemoCache) -> Path:
     """A copy of the runbooks under the data directory, whose ``services.yaml`` is
     ``dev_catalog``'s; the directory every part of the stack reads from."""
     source = settings.runbooks_dir
     copy = (settings.dev.data_dir / "runbooks").resolve()
-    catalog = dev_catalog(settings, target_url, cache)
+    catalog = dev_catalog(settings, urls, cache)
     if copy != source.resolve():
         shutil.rmtree(copy, ignore_errors=True)
         shutil.copytree(source, copy)
     document = catalog.model_dump(mode="json", exclude_defaults=True)
     (copy / "services.yaml").write_text(
-        f"# Written by selfheal dev from {source / 'services.yaml'}: the demo target at\n"
-        f"# {target_url}. Rewritten at every start; edit the original.\n"
-        + yaml.safe_dump(document, sort_keys=False)
+        f"# Written by selfheal dev from {source / 'services.yaml'}: checkout at\n"
+        f"# {urls.checkout}, inventory at {urls.inventory}. Rewritten at every start; edit the\n"
+        "# original.\n" + yaml.safe_dump(document, sort_keys=False)
     )
     return copy
 
 
-def dev_catalog(settings: Settings, target_url: str, cache: DemoCache) -> ServiceCatalog:
-    """The runbooks' service catalog, with the demo target where this run serves it: its health
-    URL and control endpoint follow the port, and its cache prefix (the keys a plan may delete)
-    is this data directory's when the cache is in Redis."""
+def dev_catalog(settings: Settings, urls: DemoUrls, cache: DemoCache) -> ServiceCatalog:
+    """The runbooks' service catalog, with the demo services where this run serves them: their
+    health URLs and control endpoints follow the ports, and checkout's cache prefix (the keys a
+    plan may delete) is this data directory's when the cache is in Redis."""
     catalog = load_services(settings.runbooks_dir / "services.yaml")
+    where = {TARGET_PROCESS: urls.checkout, INVENTORY_PROCESS: urls.inventory}
     for service in catalog.services:
         for target in service.targets:
-            if target.name == TARGET_PROCESS:
-                target.health_url = f"{target_url}/healthz"
-                target.base_url = target_url
-                if cache.redis_url is not None:
-                    target.labels[CACHE_PREFIX_LABEL] = cache.prefix
+            url = where.get(target.name)
+            if url is None:
+                continue
+            target.health_url = f"{url}/healthz"
+            target.base_url = url
+            if target.name == TARGET_PROCESS and cache.redis_url is not None:
+                target.labels[CACHE_PREFIX_LABEL] = cache.prefix
     return catalog
 
 
@@ -423,6 +494,8 @@ def _intake_server(
     from selfheal.detection.detector_config import load_detector_config
     from selfheal.detection.metrics_router import MetricsRouter
     from selfheal.models.guardrails import DatabaseKillSwitch
+    from selfheal.models.metric_store import metric_sink
+    from selfheal.models.trace_store import TraceStore
 
     tokens = settings.intake.tokens or {DEV_TOKEN: ["ingest", "approve", "name:dev"]}
     app = create_app(
@@ -431,6 +504,12 @@ def _intake_server(
             settings=settings.intake.model_copy(update={"tokens": tokens}),
             router=MetricsRouter(load_detector_config(settings.runbooks_dir / "detectors.yaml")),
             kill_switch=DatabaseKillSwitch(session_factory),
+            metric_sink=metric_sink(session_factory, settings.evidence),
+            trace_sink=TraceStore(
+                session_factory,
+                max_traces=settings.evidence.traces_max,
+                max_age_s=settings.evidence.traces_max_age_s,
+            ).add,
         )
     )
     config = uvicorn.Config(

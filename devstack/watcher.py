@@ -5,8 +5,12 @@ the pure ``selfheal.detection.health.decide``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
+from collections.abc import Awaitable
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import httpx
 import structlog
@@ -26,6 +30,8 @@ from selfheal.domain.errors import TemporalRefused, TemporalUnavailable
 from selfheal.healings import Healings
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 
 class HealthWatcher:
@@ -129,12 +135,46 @@ class HealthWatcher:
         return action
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Poll every ``interval_s`` until ``stop`` is set (or the task is cancelled)."""
+        """Start a check every ``interval_s`` until ``stop`` is set (or the task is cancelled),
+        and observe each as it concludes, in the order they started. Checks overlap: a target
+        that hangs is known to after one probe timeout plus ``failure_threshold - 1``
+        intervals, not after ``failure_threshold`` timeouts back to back."""
         stop = stop or asyncio.Event()
+        in_flight = max(1, math.ceil(self.timeout_s / self.interval_s) + 1)
+        started: asyncio.Queue[asyncio.Task[Check]] = asyncio.Queue(maxsize=in_flight)
         async with httpx.AsyncClient() as http:
-            while not stop.is_set():
-                await self.observe(await self.check(http))
-                try:
-                    await asyncio.wait_for(stop.wait(), self.interval_s)
-                except TimeoutError:
-                    pass
+
+            async def start_checks() -> None:
+                while not stop.is_set():
+                    await started.put(asyncio.create_task(self.check(http)))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self.interval_s)
+
+            starter = asyncio.create_task(start_checks())
+            try:
+                while not stop.is_set():
+                    check = await _until_stopped(started.get(), stop)
+                    if check is None:
+                        break
+                    concluded = await _until_stopped(check, stop)
+                    if concluded is None:
+                        break
+                    await self.observe(concluded)
+            finally:
+                starter.cancel()
+                while not started.empty():
+                    started.get_nowait().cancel()
+
+
+async def _until_stopped(awaitable: Awaitable[T], stop: asyncio.Event) -> T | None:
+    """``awaitable``'s result, or None once ``stop`` is set first."""
+    task = asyncio.ensure_future(awaitable)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if not task.done():
+        task.cancel()
+        return None
+    return task.result()

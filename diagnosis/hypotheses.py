@@ -9,7 +9,8 @@ confidence. That confidence is the prior; the evidence updates it in odds, naive
    stated confidence (Laplace-style smoothing: with no history, the rule's own number).
 2. **Findings.** Each finding is a likelihood ratio on the odds. A finding that points at *h*'s
    component supports it (``1 + strength``); a localising finding (trace origin, metric
-   ranking) that points elsewhere weighs against it (``1 / (1 + strength)``). Learned ratios
+   ranking) that points elsewhere weighs against it (``1 / (1 + strength)``); a finding about
+   a named root cause (history's) speaks only for hypotheses of that root cause. Learned ratios
    multiply in: among the rule's past healings, how much more often its confirmed ones showed
    this kind of finding than its refuted ones, Laplace-smoothed
    (``((a + 1) / (C + 2)) / ((b + 1) / (U + 2))``): 1 with no history.
@@ -102,6 +103,9 @@ def _weigh(
         evidence.append(f"history: {record.confirmed} of {record.total} confirmed")
     odds = _odds(prior)
     for finding in findings:
+        about = finding.facts.get("root_cause")
+        if about is not None and about != match.rule.root_cause:
+            continue  # about another explanation (history): says nothing of this one
         if finding.component == match.component:
             ratio = 1 + finding.strength
         elif finding.kind in LOCALISING_KINDS:

@@ -262,12 +262,12 @@ class Rule(BaseModel):
             if boost.when.holds(facts):
                 confidence += boost.add
                 used.update(boost.when.used(facts))
-        if self.component is None:
-            component: str | None = str(facts.get("fault.service", ""))
-        else:
-            component = render_component(self.component, facts)
-            if component is None:
+        template = self.component or "${fault.service}"
+        component = render_component(template, facts)
+        if component is None:
+            if self.component is not None:
                 return None  # the component names a fact that was not observed
+            component = ""  # hand-made facts without the fault's service
         return RuleMatch(self, round(min(confidence, 1.0), 4), used, component)
 
 

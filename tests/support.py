@@ -85,7 +85,7 @@ def sample_registry() -> ActionRegistry:
     )
 
 
-def runbooks_for(directory: Path, target_url: str, services: Sequence[str] = ("demo",)) -> Path:
+def runbooks_for(directory: Path, target_url: str, services: Sequence[str] = ("checkout",)) -> Path:
     """A copy of runbooks/ whose service catalog points the demo services at ``target_url``.
 
     The intake resolves a fault's health URL and base URL from the catalog, never from labels;
@@ -98,7 +98,7 @@ def runbooks_for(directory: Path, target_url: str, services: Sequence[str] = ("d
                 "name": name,
                 "targets": [
                     {
-                        "name": "demo-target",
+                        "name": "checkout",  # the demo's process (tests/integration/demo_stack)
                         "kind": "process",
                         "health_url": f"{target_url}/healthz",
                         "base_url": target_url,

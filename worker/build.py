@@ -53,7 +53,11 @@ def build_activities(
     clients."""
     from selfheal.activities.actions import POSTGRES_DSNS, REDIS_URL, default_registry
     from selfheal.activities.actions.kubernetes import kubernetes_services
-    from selfheal.activities.diagnosis import DiagnosisActivities, RulesSource
+    from selfheal.activities.diagnosis import (
+        DiagnosisActivities,
+        RulesSource,
+        learned_records,
+    )
     from selfheal.activities.guardrails import GuardrailActivities
     from selfheal.activities.knowledge import KnowledgeBaseActivities
     from selfheal.activities.notify import NotifyActivities
@@ -73,6 +77,7 @@ def build_activities(
         evidence_providers(settings, client, session_factory),
         catalog,
         settings.evidence,
+        history=learned_records(session_factory),
     )
     knowledge = KnowledgeBaseActivities(session_factory, registry)
     steps = StepActivities(
@@ -120,6 +125,10 @@ def evidence_providers(
 ) -> EvidenceProviders:
     """Every evidence provider this worker can serve: one whose source is not configured (no
     Prometheus URL, no cluster) is left out, and not counted as missing evidence."""
+    from selfheal.activities.evidence.alerts import alerts_provider
+    from selfheal.activities.evidence.history import history_provider
+    from selfheal.activities.evidence.kubernetes import kubernetes_provider
+    from selfheal.activities.evidence.metrics import metrics_provider
     from selfheal.activities.evidence.probe import ProbeProvider
     from selfheal.activities.evidence.traces import traces_provider
 
@@ -127,6 +136,20 @@ def evidence_providers(
         ProbeProvider(http, timeout_s=settings.probe.timeout_s),
         traces_provider(settings.evidence, session_factory),
     ]
+    providers.append(
+        history_provider(
+            session_factory,
+            limit=settings.evidence.history_max,
+            max_age_s=settings.evidence.history_max_age_s,
+        )
+    )
+    for optional in (
+        metrics_provider(settings.evidence, http, session_factory),
+        alerts_provider(settings.evidence, http),
+        kubernetes_provider(settings.kubernetes, settings.evidence),
+    ):
+        if optional is not None:
+            providers.append(optional)
     return EvidenceProviders(providers, timeout_s=settings.evidence.timeout_s)
 
 

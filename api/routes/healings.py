@@ -52,5 +52,6 @@ async def reject(workflow_id: str, intake: IntakeDep, who: Approver, body: Decis
 async def error_traces(
     intake: IntakeDep, _: Reader, service: str | None = None, limit: Limit = 50
 ) -> list[ErrorSpan]:
-    """The most recent error spans, newest first."""
+    """The most recent error spans this intake received, newest first (diagnosis reads the
+    whole error traces from Postgres)."""
     return intake.traces.recent_errors(service, limit)

@@ -27,8 +27,8 @@ from selfheal.detection.parsers import (
     PayloadWarning,
     parse_alertmanager,
     parse_fault,
-    parse_otlp_error_spans,
     parse_otlp_metrics,
+    parse_otlp_traces,
 )
 from selfheal.domain import Fault
 
@@ -165,7 +165,10 @@ async def heartbeats(component: str, intake: IntakeDep, _: IngestBody) -> Signal
     ),
 )
 async def otlp_metrics(request: Request, intake: IntakeDep, body: IngestBody) -> Response:
-    """OTLP/HTTP metrics; each point goes through the detectors."""
+    """OTLP/HTTP metrics; each point goes through the detectors, then is kept for diagnosis by
+    the metric sink (Postgres: the series the metrics evidence reads without a Prometheus).
+    Keeping is best effort: a sink failure is logged and the export still succeeds, since the
+    faults the detectors raised are what must not be lost (and they are delivered first)."""
     received_at = time.monotonic()
     encoding = otlp_encoding(request)
     points = parse_otlp_metrics(body, encoding, intake.means)
@@ -174,8 +177,20 @@ async def otlp_metrics(request: Request, intake: IntakeDep, body: IngestBody) ->
     raised: list[Fault] = []
     for p in points:
         raised.extend(router_.observe(p.name, p.labels, p.ts, p.value))
-    if raised:
-        await intake.deliver(raised, "otlp_metrics", received_at)
+    sink = intake.deps.metric_sink
+    try:
+        if raised:
+            await intake.deliver(raised, "otlp_metrics", received_at)
+    finally:
+        if sink is not None and points:
+            try:
+                await sink(points)
+            except Exception as exc:  # evidence, not the fault: never fail the export for it
+                log.warning(
+                    "metric points not kept",
+                    points=len(points),
+                    reason=f"{type(exc).__name__}: {exc}"[:300],
+                )
     return otlp_response(ExportMetricsServiceResponse(), encoding)
 
 
@@ -187,10 +202,27 @@ async def otlp_metrics(request: Request, intake: IntakeDep, body: IngestBody) ->
     ),
 )
 async def otlp_traces(request: Request, intake: IntakeDep, body: IngestBody) -> Response:
-    """OTLP/HTTP traces; spans with status ERROR are kept for diagnosis."""
+    """OTLP/HTTP traces. The traces that hold an error are kept whole for diagnosis, by the
+    trace sink (Postgres: every worker sees them), which also keeps the later spans of a trace
+    it already holds; the error spans also in this intake's memory (``/v1/traces/errors``).
+    Spans without valid ids are rejected (OTLP partial success), the rest kept."""
     encoding = otlp_encoding(request)
-    total, errors = parse_otlp_error_spans(body, encoding)
+    batch = parse_otlp_traces(body, encoding)
+    sink = intake.deps.trace_sink
+    if sink is not None and (batch.error_traces or batch.others):
+        try:
+            await sink([*batch.error_traces, *batch.others])
+        except Exception as exc:  # the sink is the database: the exporter retries on 503
+            log.warning("error traces not kept", reason=f"{type(exc).__name__}: {exc}"[:300])
+            raise HttpProblem(503, "the trace store is unreachable; retry later") from None
+    errors = batch.errors
     intake.traces.add(errors)
     intake.metrics.spans.labels("error").inc(len(errors))
-    intake.metrics.spans.labels("other").inc(total - len(errors))
-    return otlp_response(ExportTraceServiceResponse(), encoding)
+    intake.metrics.spans.labels("other").inc(batch.total - len(errors))
+    response = ExportTraceServiceResponse()
+    if batch.rejected:
+        response.partial_success.rejected_spans = batch.rejected
+        response.partial_success.error_message = (
+            "spans need a 16-byte trace id and an 8-byte span id (not all zeros)"
+        )
+    return otlp_response(response, encoding)

@@ -1,1 +1,2 @@
-"""The demo target service and its fault scenarios, used by ``selfheal dev`` and the tests."""
+"""The demo services (``checkout`` and its dependency ``inventory``) and their fault scenarios,
+used by ``selfheal dev`` and the tests."""

@@ -110,13 +110,13 @@ def test_ctrl_c_stops_everything(data_dir: Path, tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, log.read_text()
                 time.sleep(0.2)
             started = [p for p in leftover_processes(data_dir) if not p.startswith(f"{dev.pid}:")]
-            assert len(started) >= 3, started  # temporal, postgres, the demo target
+            assert len(started) >= 4, started  # temporal, postgres, checkout, inventory
             # The intake runs too, with the dev token; a fault submitted there starts a healing.
             intake = f"http://127.0.0.1:{env['SELFHEAL_INTAKE__PORT']}"
             assert httpx.get(f"{intake}/healthz", timeout=5).status_code == 200
             submitted = httpx.post(
                 f"{intake}/v1/faults",
-                json={"service": "demo", "type": "health_check_failed", "target": "demo-target"},
+                json={"service": "checkout", "type": "health_check_failed", "target": "checkout"},
                 headers={"Authorization": f"Bearer {DEV_TOKEN}"},
                 timeout=30,
             )
@@ -177,15 +177,15 @@ def test_kill_9_leaves_nothing_behind_and_the_next_run_starts(
     try:
         wait_for_line(first, first_log, "Ctrl-C stops everything", 120)
         started = [p for p in leftover_processes(data_dir) if not p.startswith(f"{first.pid}:")]
-        assert len(started) >= 3, started  # temporal, postgres, the demo target
+        assert len(started) >= 4, started  # temporal, postgres, checkout, inventory
 
         # A healing that waits for a human (a fault the rules diagnose whatever the target's
         # health: memory exhausted, planned as a restart), sent a signal whose input does not
         # decode with the temporal CLI: one warning line on the console, the healing goes on.
         fault = {
-            "service": "demo",
+            "service": "checkout",
             "type": "memory_pressure",
-            "target": "demo-target",
+            "target": "checkout",
             "values": {"memory_utilization": 0.95},
         }
         submitted = httpx.post(

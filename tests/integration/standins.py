@@ -85,6 +85,9 @@ class Scenario:
     # entry is a list consumed in order, the last one repeating.
     guardrails: dict[str, list[GuardrailDecision]] = field(default_factory=dict)
     released: list[str] = field(default_factory=list)
+    diagnosis: Diagnosis | None = None  # instead of process_crashed at ``confidence``
+    # the service each activity was asked about: "plan:checkout", "step:restart:inventory", ...
+    seen: list[str] = field(default_factory=list)
     _current_plan: str = ""
 
     def activities(self) -> list[Any]:
@@ -100,12 +103,15 @@ class Scenario:
 
         @implements(DIAGNOSE_FAULT)
         async def diagnose_fault(input: DiagnoseInput) -> Diagnosis:
+            if scenario.diagnosis is not None:
+                return scenario.diagnosis
             return Diagnosis(
                 root_cause="process_crashed", confidence=scenario.confidence, rule="test-rule"
             )
 
         @implements(FIND_SOLUTIONS)
         async def find_solutions(input: FindSolutionsInput) -> FindSolutionsResult:
+            scenario.seen.append(f"plan:{input.fault.service}")
             return FindSolutionsResult(plans=scenario.plans)
 
         @implements(RUN_STEP)
@@ -116,6 +122,7 @@ class Scenario:
                 p.solution_name for i, p in enumerate(scenario.plans) if i == input.candidate
             )
             scenario.journal.append(f"run:{name}")
+            scenario.seen.append(f"step:{name}:{input.fault.service}")
             scenario.step_started.set()
             if scenario.step_delay_s:
                 await asyncio.sleep(scenario.step_delay_s)
@@ -148,6 +155,7 @@ class Scenario:
         @implements(VALIDATE_RECOVERY)
         async def validate_recovery(input: ValidateRecoveryInput) -> ValidationResult:
             healthy = scenario._current_plan not in scenario.unhealthy_after
+            scenario.seen.append(f"validate:{input.fault.service}")
             scenario.journal.append(f"validate:{'ok' if healthy else 'bad'}")
             return ValidationResult(
                 healthy=healthy,
@@ -165,6 +173,8 @@ class Scenario:
         @implements(CHECK_GUARDRAILS)
         async def check_guardrails(input: CheckGuardrailsInput) -> GuardrailDecision:
             key = input.step.name if input.step is not None else "start"
+            symptom = input.symptom.service if input.symptom is not None else "-"
+            scenario.seen.append(f"guard:{key}:{input.fault.service}:{symptom}")
             answers = scenario.guardrails.get(key)
             if not answers:
                 return GuardrailDecision(allowed=True)

@@ -162,23 +162,23 @@ def test_bad_params_name_the_field(given: dict[str, Any], message: str) -> None:
 def test_the_modes_as_the_demo_target_serves_them(target: DemoStack) -> None:
     url = target.target_url
     target.inject("dependency_slow")
-    health = httpx.get(f"{url}/healthz").json()
-    assert health["checks"] == {"errors": "ok", "cache": "ok", "dependency": "failing"}
-    assert httpx.get(url).status_code == 502
+    assert httpx.get(url).status_code == 504  # checkout gave up waiting for inventory
+    wait_until(lambda: target.health() == 503, what="checkout to fail its health check")
 
     set_control(target, "k1", mode="fallback")
-    assert target.health() == 200
-    assert httpx.get(f"{url}/healthz").json()["checks"]["dependency"] == "fallback"
     assert httpx.get(url).json() == {"order": "accepted", "fallback": True}
+    wait_until(lambda: target.health() == 200, what="checkout to recover on its fallback")
 
     set_control(target, "k2", mode="circuit_break")
-    assert httpx.get(f"{url}/healthz").json()["checks"]["dependency"] == "open"
     assert httpx.get(url).status_code == 503
+    wait_until(lambda: target.health() == 503, what="the open circuit to fail checkouts")
 
     set_control(target, "k3", mode="rate_limit", rate_limit_rps=1)
     statuses = [httpx.get(url).status_code for _ in range(4)]
-    assert 429 in statuses and 502 in statuses  # shed above the rate, still failing below it
-    assert 'demo_degradation_mode{mode="rate_limit"} 1' in httpx.get(f"{url}/metrics").text
+    # shed above the rate (the synthetic traffic takes most of it), still failing below it
+    assert 429 in statuses and set(statuses) <= {429, 504}
+    metrics = httpx.get(f"{url}/metrics").text
+    assert 'demo_degradation_mode{service="checkout",mode="rate_limit"} 1.0' in metrics
 
 
 def test_the_switch_outlives_a_restart_and_rejects_bad_bodies(target: DemoStack) -> None:
@@ -238,7 +238,7 @@ async def healing_worker(
     tmp_path: Path,
 ) -> AsyncIterator[None]:
     runbooks = runbooks_for(
-        tmp_path / "runbooks", target.target_url, services=("demo", RATE_LIMIT_SERVICE)
+        tmp_path / "runbooks", target.target_url, services=("checkout", RATE_LIMIT_SERVICE)
     )
     settings = Settings(
         runbooks_dir=runbooks,
@@ -251,7 +251,7 @@ async def healing_worker(
             yield
 
 
-def fault_for(target: DemoStack, service: str = "demo") -> Fault:
+def fault_for(target: DemoStack, service: str = "checkout") -> Fault:
     return Fault(
         fingerprint=f"degrade-{uuid.uuid4().hex[:12]}",
         service=service,
@@ -274,7 +274,7 @@ async def test_a_slow_dependency_is_healed_by_the_fallback(
     client: Client, task_queue: str, target: DemoStack
 ) -> None:
     target.inject("dependency_slow")
-    assert target.health() == 503
+    wait_until(lambda: target.health() == 503, what="checkout to fail its health check")
 
     result = await run_healing(client, task_queue, fault_for(target))
 
@@ -296,7 +296,7 @@ async def test_a_failed_validation_puts_the_switch_back_as_it_was(
 ) -> None:
     set_control(target, "operator", mode="rate_limit", rate_limit_rps=3)
     target.inject("dependency_slow")
-    assert target.health() == 503
+    wait_until(lambda: target.health() == 503, what="checkout to fail its health check")
 
     result = await run_healing(client, task_queue, fault_for(target, RATE_LIMIT_SERVICE))
 

@@ -1,13 +1,12 @@
 """collect_evidence + diagnose_fault against real HTTP servers on 127.0.0.1.
 
-A small FastAPI app plays the demo target's /healthz and /metrics states (the contract); one test
-runs the demo target's own server in-process to check that the contract holds.
+A small FastAPI app plays a target's /healthz and /metrics states. (The demo services' own
+/healthz no longer names a cause: tests/integration/test_demo_target.py checks their evidence.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +19,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from temporalio.testing import ActivityEnvironment
 
 from selfheal.activities.diagnosis import DiagnosisActivities
-from selfheal.activities.rules import load_rules
-from selfheal.devstack.demo.target import TargetServer, TargetState, Traffic
 from selfheal.devstack.supervisor import ServerHandle, serve_in_thread
+from selfheal.diagnosis.rules import load_rules
 from selfheal.domain import Diagnosis, Evidence, Fault, MetricCheck
 from selfheal.domain.payloads import CollectEvidenceInput, DiagnoseInput
 from tests.integration.demo_stack import free_port
@@ -248,39 +246,3 @@ async def test_fault_values_and_labels_become_facts(activities: DiagnosisActivit
         "value.restarts": 7.0,
     }
     assert diagnosis.root_cause == "pod_crash_looping"
-
-
-@pytest.fixture
-def demo_target(tmp_path: Path) -> Iterator[str]:
-    """The demo target's own server (demo.target), in this process."""
-    server = TargetServer(("127.0.0.1", 0), TargetState(tmp_path), Traffic(window_s=30.0))
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
-@pytest.mark.parametrize(
-    ("scenario", "root_cause"),
-    [("error_burst", "bad_feature_flag"), ("poisoned_cache", "cache_poisoned")],
-)
-async def test_the_real_demo_target_is_diagnosed_as_its_scenario_says(
-    activities: DiagnosisActivities,
-    http: httpx.AsyncClient,
-    demo_target: str,
-    scenario: str,
-    root_cause: str,
-) -> None:
-    _, before = await observe(activities, demo_fault(demo_target))
-    assert before.root_cause == "unknown"
-    injected = await http.post(f"{demo_target}/inject/{scenario}")
-    assert injected.status_code == 202
-    _, diagnosis = await observe(activities, demo_fault(demo_target))
-    assert diagnosis.root_cause == root_cause
-    assert diagnosis.confidence >= 0.7

@@ -466,7 +466,7 @@ async def test_a_dry_run_shows_the_step_it_would_run_and_touches_nothing(
         )
         fault = Fault(
             fingerprint=f"guard-dry-{uuid.uuid4().hex[:12]}",
-            service="demo",
+            service="checkout",
             type="health_check_failed",
             target=TARGET,
             health_url=f"{target.target_url}/healthz",
@@ -495,4 +495,4 @@ async def test_a_dry_run_shows_the_step_it_would_run_and_touches_nothing(
     assert after == before
     decisions = store.decisions(result.workflow_id)
     assert decisions and all(d.dry_run and d.allowed for d in decisions)
-    assert store.lock_holder(target_key("demo", TARGET)) is None
+    assert store.lock_holder(target_key("checkout", TARGET)) is None

@@ -45,7 +45,7 @@ def fault_for(stack: DemoStack) -> Fault:
     """A fault as the dev watcher reports it for the demo target."""
     return Fault(
         fingerprint=f"e2e-{uuid.uuid4().hex[:12]}",
-        service="demo",
+        service="checkout",
         type="health_check_failed",
         target=TARGET,
         health_url=f"{stack.target_url}/healthz",

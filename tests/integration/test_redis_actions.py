@@ -14,7 +14,7 @@ import redis
 
 from selfheal.activities.actions.redis import REDIS_DELETE_KEYS, REDIS_URL, DeleteKeysParams
 from selfheal.activities.actions.registry import ActionContext
-from selfheal.devstack.demo.target import POISONED_KEY, target_command
+from selfheal.devstack.demo.checkout import POISONED_KEY, checkout_command
 from selfheal.domain import InvalidParams, TargetError
 from tests.integration.demo_stack import wait_until
 from tests.support import free_port
@@ -145,17 +145,25 @@ def test_declared_not_compensable() -> None:
 def redis_target(tmp_path: Path, prefix: str) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = target_command(port, tmp_path / "state", redis_url=URL, redis_prefix=prefix)
+    # No inventory and no synthetic traffic: this is about the cache alone.
+    command = checkout_command(
+        port,
+        tmp_path / "state",
+        inventory_url="http://127.0.0.1:9",
+        redis_url=URL,
+        redis_prefix=prefix,
+        traffic_rps=0,
+    )
     proc = subprocess.Popen(command)
 
-    def healthy() -> bool:
+    def answers() -> bool:  # not healthy: without inventory every checkout fails
         try:
-            return httpx.get(f"{url}/healthz", timeout=0.5).status_code == 200
+            return httpx.get(f"{url}/flags", timeout=0.5).status_code == 200
         except httpx.HTTPError:
             return False
 
     try:
-        wait_until(healthy, what="the demo target with a Redis cache")
+        wait_until(answers, what="checkout with a Redis cache")
         yield url
     finally:
         proc.kill()
@@ -169,15 +177,13 @@ async def test_delete_keys_clears_the_demo_targets_poisoned_redis_cache(
     async with httpx.AsyncClient(base_url=redis_target) as http:
         assert (await http.post("/inject/poisoned_cache")).status_code == 202
         assert db.get(prefix + POISONED_KEY) is not None  # the cache lives in Redis
-        health = await http.get("/healthz")
-        assert health.status_code == 503 and health.json()["checks"]["cache"] == "poisoned"
-        assert (await http.get("/")).status_code == 500
+        failed = await http.get("/")
+        assert failed.status_code == 500 and "CacheCorruption" in failed.json()["error"]
 
         output = await REDIS_DELETE_KEYS.run(context(), params(pattern=f"{prefix}*"))
 
         assert output["deleted"] == 2
-        assert (await http.get("/healthz")).status_code == 200
-        assert (await http.get("/")).status_code == 200
+        assert (await http.get("/")).status_code != 500  # past the cache (inventory is absent)
 
 
 def test_the_flush_endpoint_empties_the_redis_cache(
@@ -189,4 +195,4 @@ def test_the_flush_endpoint_empties_the_redis_cache(
 
     assert flushed == {"flushed": 1}
     assert count(db, f"{prefix}*") == 0
-    assert httpx.get(f"{redis_target}/healthz").status_code == 200
+    assert httpx.get(redis_target).status_code != 500  # past the cache (inventory is absent)

@@ -19,11 +19,13 @@ from temporalio.worker import Worker
 from selfheal.domain import (
     Approval,
     ApprovalDecision,
+    Diagnosis,
     Fault,
     HealingOutcome,
     HealingPhase,
     HealingPolicy,
     HealingStatus,
+    Hypothesis,
     RiskLevel,
     StepStatus,
 )
@@ -415,3 +417,60 @@ async def test_dry_run_lists_refusals_and_runs_nothing(client: Client, task_queu
         ("s2", StepStatus.DRY_RUN),
     ]
     assert scenario.released == []  # a dry run takes no target lock
+
+
+def moved_diagnosis(fault: Fault, confidences: tuple[float, float] = (0.8, 0.1)) -> Diagnosis:
+    """An alert on ``fault.service`` whose origin is ``inventory``: act on inventory."""
+    acting = fault.model_copy(update={"service": "inventory", "target": "inventory"})
+    return Diagnosis(
+        root_cause="dependency_failing",
+        confidence=confidences[0],
+        rule="dependency-origin",
+        component="inventory",
+        acting_on=acting,
+        hypotheses=[
+            Hypothesis(root_cause="dependency_failing", component="inventory",
+                       confidence=confidences[0], rule="dependency-origin"),
+            Hypothesis(root_cause="dependency_degraded", component=fault.service,
+                       confidence=confidences[1], rule="dependency-slow"),
+        ],
+    )  # fmt: skip
+
+
+async def test_the_plan_acts_on_the_diagnosed_component_and_validates_the_symptom(
+    client: Client, task_queue: str
+) -> None:
+    fault = new_fault(service="checkout")
+    scenario = Scenario(diagnosis=moved_diagnosis(fault), plans=[plan("restart", "restart")])
+    async with running(client, task_queue, scenario):
+        result = await heal(client, task_queue, fault)
+    assert result.outcome == HealingOutcome.HEALED
+    assert not result.approval_required
+    # planned, guarded and run on inventory; the recheck and the validation ask about checkout
+    assert scenario.seen == [
+        "plan:inventory",
+        "guard:start:inventory:checkout",
+        "guard:restart:inventory:checkout",
+        "step:restart:inventory",
+        "validate:checkout",
+    ]
+    assert result.diagnosis is not None and result.diagnosis.acting_on is not None
+    assert [h.component for h in result.diagnosis.hypotheses] == ["inventory", "checkout"]
+
+
+async def test_close_hypotheses_ask_a_human(client: Client, task_queue: str) -> None:
+    fault = new_fault(service="checkout")
+    scenario = Scenario(diagnosis=moved_diagnosis(fault, (0.75, 0.7)))
+    async with running(client, task_queue, scenario):
+        started = await start_healing(client, fault, task_queue=task_queue)
+        handle = client.get_workflow_handle(started.workflow_id, result_type=HealingStatus)
+        waiting = await status_when(handle, lambda s: s.awaiting_approval)
+        assert scenario.journal == []
+        [reason] = waiting.approval_reasons
+        assert reason == (
+            "the top two hypotheses are close: dependency_failing on inventory 0.75, "
+            "dependency_degraded on checkout 0.70"
+        )
+        await handle.execute_update("reject", ApprovalDecision(by="alice", reason="look first"))
+        result = await handle.result()
+    assert result.outcome == HealingOutcome.REJECTED

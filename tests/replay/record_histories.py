@@ -19,7 +19,14 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
-from selfheal.domain import ApprovalDecision, Fault, HealingPolicy, HealingStatus
+from selfheal.domain import (
+    ApprovalDecision,
+    Diagnosis,
+    Fault,
+    HealingPolicy,
+    HealingStatus,
+    Hypothesis,
+)
 from selfheal.domain.payloads import GuardrailDecision
 from selfheal.healings.start import report_resolved, start_healing
 from selfheal.worker import workflow_runner
@@ -139,6 +146,34 @@ CASES: dict[str, tuple[Scenario, Driver, dict[str, bool]]] = {
         {},
     ),
 }
+
+
+def moved(confidences: tuple[float, float]) -> Scenario:
+    """An alert on ``demo`` whose origin is ``inventory``: the plan acts on inventory."""
+    acting = Fault(service="inventory", type="health_check_failed", target="inventory")
+    hypotheses = [
+        Hypothesis(root_cause="dependency_failing", component="inventory",
+                   confidence=confidences[0], rule="dependency-origin"),
+        Hypothesis(root_cause="dependency_degraded", component="demo",
+                   confidence=confidences[1], rule="dependency-slow"),
+    ]  # fmt: skip
+    diagnosis = Diagnosis(
+        root_cause="dependency_failing",
+        confidence=confidences[0],
+        rule="dependency-origin",
+        component="inventory",
+        acting_on=acting,
+        hypotheses=hypotheses,
+    )
+    return Scenario(diagnosis=diagnosis)
+
+
+CASES.update(
+    {
+        "acting_on_component": (moved((0.8, 0.1)), nothing, {}),
+        "close_hypotheses_approved": (moved((0.75, 0.7)), approve, {}),
+    }
+)
 
 
 async def record(

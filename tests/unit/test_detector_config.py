@@ -27,7 +27,7 @@ def test_the_shipped_runbook_loads_with_the_entries_the_demo_needs() -> None:
     by_metric = {rule.metric: rule for rule in config.metrics}
     errors = by_metric["demo_error_ratio"]
     assert errors.detector == "ewma"
-    assert (errors.fault.type, errors.fault.service) == ("error_rate_high", "demo")
+    assert (errors.fault.type, errors.fault.service) == ("error_rate_high", "checkout")
     assert by_metric["http.server.request.duration"].fault.service_label == "service.name"
     assert any(rule.detector == "zscore" for rule in config.metrics)
     for rule in config.metrics:
@@ -37,7 +37,7 @@ def test_the_shipped_runbook_loads_with_the_entries_the_demo_needs() -> None:
     assert heartbeats.params.max_sample_size == 1000
     assert heartbeats.params.min_std_deviation == 0.1
     assert heartbeats.params.acceptable_heartbeat_pause == 3
-    assert heartbeats.component("demo-target") is not None
+    assert heartbeats.component("checkout") is not None
 
 
 def test_params_become_the_detectors_own_model() -> None:

@@ -126,3 +126,15 @@ def test_confidences_are_probabilities_that_sum_to_at_most_one(
     assert all(0.0 <= h.confidence <= 1.0 for h in ranked)
     assert sum(h.confidence for h in ranked) <= 1.0 + 1e-3
     assert [h.confidence for h in ranked] == sorted((h.confidence for h in ranked), reverse=True)
+
+
+def test_a_finding_about_a_root_cause_speaks_only_for_it() -> None:
+    rules = ruleset(SLOW, spec("crash", "process_crashed", 0.75))
+    held = matches(rules, "slow", "crash")
+    past = Finding(
+        source="history", kind="history_root_cause", component="checkout", strength=0.9,
+        facts={"root_cause": "process_crashed"},
+    )  # fmt: skip
+    ranked = rank(held, [past])
+    assert [h.root_cause for h in ranked] == ["process_crashed", "dependency_degraded"]
+    assert ranked[0].confidence > ranked[1].confidence

@@ -35,8 +35,8 @@ from selfheal.detection.parsers import (
     PayloadWarning,
     parse_alertmanager,
     parse_fault,
-    parse_otlp_error_spans,
     parse_otlp_metrics,
+    parse_otlp_traces,
 )
 from selfheal.domain import Fault
 from selfheal.healings.coalesce import Coalescer
@@ -331,58 +331,141 @@ OTLP_JSON_TRACES = {
             "scope": {"name": "manual"},
             "spans": [
                 {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
+                 "parentSpanId": "eee19b7ec3c1b175",
                  "name": "POST /charge", "kind": 2, "startTimeUnixNano": "1544712660000000000",
                  "endTimeUnixNano": "1544712661000000000",
                  "status": {"code": 2, "message": "card service timeout"},
                  "someFutureField": True},
                 {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b175",
                  "name": "GET /ok", "status": {}},
+                {"traceId": "00000000000000000000000000000001", "spanId": "0000000000000001",
+                 "name": "healthy", "status": {"code": 1}},
             ],
         }],
     }]
 }  # fmt: skip
 
 
-def test_otlp_json_traces_keep_hex_ids_and_only_error_spans() -> None:
-    total, errors = parse_otlp_error_spans(json.dumps(OTLP_JSON_TRACES).encode(), "json")
-    assert total == 2
-    [span] = errors
+def test_otlp_json_traces_keep_whole_error_traces_with_hex_ids() -> None:
+    batch = parse_otlp_traces(json.dumps(OTLP_JSON_TRACES).encode(), "json")
+    assert (batch.total, batch.rejected) == (3, 0)
+    # the error span and its healthy parent: the whole trace
+    assert [(s.span_id, s.error) for s in batch.error_traces] == [
+        ("eee19b7ec3c1b174", True),
+        ("eee19b7ec3c1b175", False),
+    ]
+    [span] = batch.errors
     assert span.trace_id == "5b8efff798038103d269b633813fc60c"
-    assert span.span_id == "eee19b7ec3c1b174"
+    assert span.parent_span_id == "eee19b7ec3c1b175"
     assert (span.service, span.name, span.message) == (
         "pay",
         "POST /charge",
         "card service timeout",
     )
     assert span.end - span.start == pytest.approx(1.0)
+    assert batch.error_traces[1].parent_span_id == ""
+    # a trace without an error: only a candidate to join a trace already kept
+    assert [s.name for s in batch.others] == ["healthy"]
 
 
-def test_otlp_protobuf_traces() -> None:
+def event(name: str, **attributes: str) -> Span.Event:
+    return Span.Event(
+        name=name, attributes=[kv(k.replace("_", "."), v) for k, v in attributes.items()]
+    )
+
+
+def test_otlp_protobuf_traces_exceptions_attributes_and_rejected_ids() -> None:
+    trace_id = bytes(range(1, 17))
+    noisy = [kv(f"custom.{i}", "x") for i in range(10)]
+    many = [kv(f"http.header.{i:03}", "v" * 1000) for i in range(100)]
     request = ExportTraceServiceRequest(
         resource_spans=[
             ResourceSpans(
-                resource=Resource(attributes=[kv("service.name", "cart")]),
+                resource=Resource(
+                    attributes=[kv("service.name", "inventory"), kv("service.version", "1.4.2")]
+                ),
                 scope_spans=[
                     ScopeSpans(
                         spans=[
                             Span(
-                                trace_id=bytes(range(16)),
-                                span_id=bytes(range(8)),
-                                name="db",
-                                status=Status(code=Status.STATUS_CODE_ERROR),
+                                trace_id=trace_id,
+                                span_id=bytes(range(1, 9)),
+                                parent_span_id=bytes(range(2, 10)),
+                                name="SELECT stock",
+                                status=Status(code=Status.STATUS_CODE_ERROR, message="boom"),
+                                attributes=[
+                                    kv("feature_flag.key", "new-cache"),
+                                    kv("db.system", "postgresql"),
+                                    kv("peer.service", "postgres"),
+                                    *noisy,
+                                ],
+                                events=[
+                                    event("log", message="ignored"),
+                                    event(
+                                        "exception",
+                                        exception_type="TimeoutError",
+                                        exception_message="pool exhausted",
+                                    ),
+                                ],
                             ),
+                            Span(
+                                trace_id=trace_id,
+                                span_id=bytes(range(3, 11)),
+                                name="bounded",
+                                status=Status(code=Status.STATUS_CODE_ERROR),
+                                attributes=many,
+                            ),
+                            # no ids: rejected, not refused
                             Span(name="fine", status=Status(code=Status.STATUS_CODE_OK)),
+                            Span(trace_id=bytes(16), span_id=bytes(range(8)), name="zero"),
                         ]
                     )
                 ],
             )
         ]
     )
-    total, errors = parse_otlp_error_spans(request.SerializeToString(), "protobuf")
-    assert total == 2
-    assert [(e.service, e.name, e.trace_id) for e in errors] == [
-        ("cart", "db", bytes(range(16)).hex())
-    ]
+    batch = parse_otlp_traces(request.SerializeToString(), "protobuf")
+    assert (batch.total, batch.rejected, batch.others) == (4, 2, [])
+    first, bounded = batch.error_traces
+    assert (first.service, first.name, first.trace_id) == (
+        "inventory",
+        "SELECT stock",
+        trace_id.hex(),
+    )
+    assert first.parent_span_id == bytes(range(2, 10)).hex()
+    assert first.exceptions == ({"type": "TimeoutError", "message": "pool exhausted"},)
+    assert first.attributes == {
+        "service.version": "1.4.2",
+        "feature_flag.key": "new-cache",
+        "db.system": "postgresql",
+        "peer.service": "postgres",
+    }
+    assert len(bounded.attributes) == 32
+    assert max(len(v) for v in bounded.attributes.values()) == 256
+
+
+def test_otlp_traces_without_service_name_are_unknown_service() -> None:
+    request = ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                scope_spans=[
+                    ScopeSpans(
+                        spans=[
+                            Span(
+                                trace_id=bytes(range(1, 17)),
+                                span_id=bytes(range(1, 9)),
+                                name="x" * 2000,
+                                status=Status(code=Status.STATUS_CODE_ERROR),
+                            )
+                        ]
+                    )
+                ]
+            )
+        ]
+    )
+    [span] = parse_otlp_traces(request.SerializeToString(), "protobuf").errors
+    assert span.service == "unknown_service"
+    assert len(span.name) == 512
 
 
 @pytest.mark.parametrize(
@@ -405,7 +488,7 @@ def test_otlp_json_bad_hex_id_names_the_field() -> None:
     bad = json.loads(json.dumps(OTLP_JSON_TRACES))
     bad["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["spanId"] = "zz"
     with pytest.raises(PayloadError) as caught:
-        parse_otlp_error_spans(json.dumps(bad).encode(), "json")
+        parse_otlp_traces(json.dumps(bad).encode(), "json")
     assert caught.value.field == "spanId"
 
 

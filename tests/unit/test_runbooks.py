@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from selfheal.activities.actions import default_registry
-from selfheal.activities.evidence.probe import flatten
 from selfheal.devstack.demo.scenarios import SCENARIOS
+from selfheal.diagnosis.hypotheses import close_call, rank
 from selfheal.diagnosis.rules import RuleSet, load_rules
 from selfheal.domain import Fault, SolutionSpec, render_params
 from selfheal.models.catalog import load_catalog
@@ -117,45 +117,60 @@ def test_poisoned_cache_tries_the_restart_before_the_flush() -> None:
     assert not flush.steps[0].compensable
 
 
-DEMO_FAULT = {"fault.service": "demo", "fault.type": "health_check_failed"}
+CHECKOUT = {"fault.service": "checkout", "fault.type": "health_check_failed"}
+FAILING = {"probe_ok": False, "probe_status": 503, "probe_error": "http_error"}
 
 
-def degraded(errors: str, cache: str, flags: dict[str, bool]) -> dict[str, Any]:
-    body = {
-        "status": "degraded",
-        "checks": {"errors": errors, "cache": cache},
-        "error_rate": 0.6,
-        "flags": flags,
+def origin(service: str, span: str, exception: str, **extra: Any) -> dict[str, Any]:
+    """The traces provider's facts for error traces that start at ``service``'s ``span``."""
+    facts = {
+        "traces.errors": 12,
+        "traces.origin.service": service,
+        "traces.origin.span": span,
+        "traces.origin.exception": exception,
+        "traces.origin.share": 1.0,
     }
-    probe = {"probe_ok": False, "probe_status": 503, "probe_error": "http_error"}
-    return DEMO_FAULT | probe | flatten(body, "body")
+    return facts | extra
 
 
-@pytest.mark.parametrize(
-    ("facts", "root_cause", "low", "high"),
-    [
-        (DEMO_FAULT | {"probe_ok": False, "probe_error": "connection_refused"},
-         "process_crashed", 0.85, 0.95),
-        (DEMO_FAULT | {"probe_ok": False, "probe_error": "timeout"}, "process_hung", 0.8, 0.9),
-        (degraded("failing", "ok", {"new_checkout": True}), "bad_feature_flag", 0.75, 0.9),
-        (degraded("failing", "ok", {"new_checkout": False}), "error_burst_unknown", 0.4, 0.4),
-        (degraded("failing", "ok", {}), "error_burst_unknown", 0.4, 0.4),
-        (degraded("ok", "poisoned", {}), "cache_poisoned", 0.8, 0.9),
-        (degraded("failing", "poisoned", {"new_checkout": True}), "cache_poisoned", 0.8, 0.9),
-    ],
-)  # fmt: skip
-def test_demo_states_diagnose_as_documented(
-    rules: RuleSet, facts: dict[str, Any], root_cause: str, low: float, high: float
-) -> None:
-    diagnosis = rules.diagnose(facts)
-    assert diagnosis.root_cause == root_cause
-    assert low <= diagnosis.confidence <= high
+# What each demo scenario shows the providers (devstack/demo: checkout calls inventory), and
+# the hypothesis the shipped rules must rank first.
+SCENARIO_FACTS: dict[str, dict[str, Any]] = {
+    "crash": CHECKOUT | {"probe_ok": False, "probe_error": "connection_refused"},
+    "hang": CHECKOUT | {"probe_ok": False, "detected.probe_error": "timeout",
+                        "probe_error": "timeout"},
+    "poisoned_cache": CHECKOUT | FAILING | origin("checkout", "cache.get", "CacheCorruption"),
+    "error_burst": CHECKOUT | FAILING
+    | origin("checkout", "checkout.new_pricing", "PricingError",
+             **{"traces.origin.attributes.feature_flag.key": "new_checkout"})
+    | {"metrics.last_change_timestamp.age_s": 25.0, "metrics.error_ratio.z": 9.0},
+    "dependency_slow": CHECKOUT | FAILING
+    | origin("checkout", "GET /reserve", "TimeoutError")
+    | {"deps.inventory.latency_p99.z": 40.0, "deps.max.latency_p99.z": 40.0,
+       "deps.worst.latency_p99": "inventory"},
+    "inventory_errors": CHECKOUT | FAILING
+    | origin("inventory", "index.lookup", "IndexCorruption"),
+}  # fmt: skip
 
 
-def test_a_healthy_demo_target_matches_no_rule(rules: RuleSet) -> None:
-    probe = {"probe_ok": True, "probe_status": 200, "probe_latency_ms": 3.0}
-    body = {"status": "ok", "checks": {"errors": "ok", "cache": "ok"}}
-    facts = DEMO_FAULT | probe | flatten(body, "body")
+def test_every_demo_scenario_has_its_evidence_here() -> None:
+    assert set(SCENARIO_FACTS) == set(SCENARIOS)
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIO_FACTS))
+def test_demo_scenarios_rank_their_cause_first(rules: RuleSet, name: str) -> None:
+    scenario = SCENARIOS[name]
+    ranked = rank(rules.matches(SCENARIO_FACTS[name]), [])
+    assert ranked, name
+    top = ranked[0]
+    assert (top.root_cause, top.component) == (scenario.root_cause, scenario.component)
+    assert top.confidence >= 0.7  # confident enough to act without a human
+    assert not close_call(ranked, margin=0.1)
+
+
+def test_a_healthy_service_matches_no_rule(rules: RuleSet) -> None:
+    facts = CHECKOUT | {"probe_ok": True, "probe_status": 200, "probe_latency_ms": 3.0}
+    facts |= {"traces.errors": 0, "metrics.error_ratio.z": 0.1}
     assert rules.diagnose(facts).root_cause == "unknown"
 
 
@@ -163,7 +178,13 @@ def test_a_healthy_demo_target_matches_no_rule(rules: RuleSet) -> None:
     ("facts", "root_cause"),
     [
         ({"fault.type": "alert", "label.alertname": "KubePodCrashLooping"}, "pod_crash_looping"),
-        ({"fault.type": "alert", "value.memory_utilization": 0.95}, "memory_exhausted"),
+        ({"fault.type": "alert", "value.memory_utilization": 0.95}, "saturation"),
+        ({"fault.type": "x", "k8s.last_termination.reason": "OOMKilled", "k8s.restarts": 4},
+         "oom_killed"),
+        ({"fault.type": "x", "k8s.events.BackOff": 3}, "pod_crash_looping"),
+        ({"fault.type": "x", "k8s.rollout.recent": True, "k8s.rollout.age_s": 120.0,
+          "metrics.error_ratio.z": 8.0}, "bad_rollout"),
+        ({"fault.type": "x", "k8s.nodes.not_ready": 1}, "node_not_ready"),
         ({"fault.type": "alert", "value.disk_utilization": 0.99}, "disk_full"),
         ({"fault.type": "alert", "value.error_rate": 0.2}, "high_error_rate"),
         ({"fault.type": "x", "metric_name": "http_error_ratio", "metric_breached": True},

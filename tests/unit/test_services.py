@@ -59,7 +59,7 @@ class TestLoad:
 
     def test_the_committed_catalog_loads(self) -> None:
         catalog = load_services(REPO / "runbooks" / "services.yaml")
-        assert catalog.get("demo") is not None
+        assert catalog.get("checkout") is not None
 
     def test_model_errors_name_line_service_and_field(self, tmp_path: Path) -> None:
         message = load_error(
