@@ -5,9 +5,12 @@ metric reads at most its ``max`` (if the fault has a ``metric``). Checks run eve
 ``interval_s`` until ``window_s`` has passed — at least one check, the last one at or after the
 end of the window. The first failing check ends validation with ``healthy=False``.
 
-Grace period: a restarted target needs a moment to listen again. A failing check that starts
-within the first ``min(interval_s, 5s)`` of the window is retried every ``min(interval_s, 0.5s)``
-instead of ending validation; such failures are still counted in ``failures``.
+Grace period: a restarted target needs a moment to listen again, and a service that judges its
+health over a window of requests needs that window to drain. With ``grace_s`` (the policy's
+``validation_grace_s``) the target must pass a check within ``grace_s``, then stay healthy for
+``window_s`` counted from that first passing check. Without it (histories from before), a
+failing check that starts within the first ``min(interval_s, 5s)`` of the window is retried.
+Failing checks are retried every ``min(interval_s, 0.5s)`` and still counted in ``failures``.
 
 A fault with neither ``health_url`` nor ``metric`` cannot be validated: the result is
 ``healthy=False`` with a detail saying so, because claiming a recovery nobody observed would
@@ -52,9 +55,13 @@ class ValidationActivities:
             )
         loop = asyncio.get_running_loop()
         start = loop.time()
-        grace_s = min(input.interval_s, GRACE_MAX_S)
+        # With a grace period given, the window counts from the first passing check: the target
+        # recovers within grace_s, then stays healthy for window_s.
+        recover_first = input.grace_s is not None
+        grace_s = input.grace_s if input.grace_s is not None else min(input.interval_s, GRACE_MAX_S)
         retry_s = min(input.interval_s, GRACE_RETRY_S)
         checks = failures = 0
+        healthy_since: float | None = None if recover_first else start
         async with http_client(self._http) as http:
             while True:
                 check_started = loop.time() - start
@@ -63,17 +70,25 @@ class ValidationActivities:
                 failures += problem is not None
                 activity.heartbeat({"checks": checks, "failures": failures, "last": problem})
                 if problem is not None:
-                    if check_started < grace_s:
+                    recovering = healthy_since is None or not recover_first
+                    if recovering and check_started < grace_s:
                         await asyncio.sleep(retry_s)
                         continue
+                    where = (
+                        f"not healthy within the {grace_s:g}s grace period"
+                        if healthy_since is None
+                        else f"{check_started:.1f}s into the window"
+                    )
                     return ValidationResult(
                         healthy=False,
                         checks=checks,
                         failures=failures,
                         window_s=window_s,
-                        detail=f"{problem} (check {checks}, {check_started:.1f}s into the window)",
+                        detail=f"{problem} (check {checks}, {where})",
                     )
-                remaining = window_s - (loop.time() - start)
+                if healthy_since is None:
+                    healthy_since = start + check_started
+                remaining = window_s - (loop.time() - healthy_since)
                 if remaining <= 0:
                     break
                 await asyncio.sleep(min(input.interval_s, remaining))

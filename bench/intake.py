@@ -99,11 +99,11 @@ class BenchError(Exception):
 
 
 def alert(fingerprint: str, instance: str) -> dict[str, Any]:
-    """One firing alert as Alertmanager 0.25 writes it, for the demo service of services.yaml."""
+    """One firing alert as Alertmanager 0.25 writes it, for the demo's checkout of services.yaml."""
     labels = {
         "alertname": "BenchErrorBurst",
-        "service": "demo",
-        "target": "demo-target",
+        "service": "checkout",
+        "target": "checkout",
         "severity": "critical",
         "instance": instance,
     }
@@ -127,7 +127,7 @@ def webhook(alerts: Sequence[dict[str, Any]]) -> bytes:
             "status": "firing",
             "receiver": "selfheal",
             "groupLabels": {"alertname": "BenchErrorBurst"},
-            "commonLabels": {"alertname": "BenchErrorBurst", "service": "demo"},
+            "commonLabels": {"alertname": "BenchErrorBurst", "service": "checkout"},
             "commonAnnotations": {},
             "externalURL": "http://127.0.0.1:9093",
             "alerts": list(alerts),
@@ -939,10 +939,10 @@ def markdown(data: dict[str, Any]) -> str:
             "",
             "## Distinct faults, open loop",
             "",
-            "One new alert (its own fingerprint, service demo) per POST at a fixed arrival rate: "
-            f"{params['warmup_s']:g} s untimed, then {params['duration_s']:g} s measured per rate. "
-            "Latency runs from the POST's due time to its 2xx. No worker polls the task queue: a "
-            "start is durable once acknowledged.",
+            "One new alert (its own fingerprint, service checkout) per POST at a fixed arrival "
+            f"rate: {params['warmup_s']:g} s untimed, then {params['duration_s']:g} s measured per "
+            "rate. Latency runs from the POST's due time to its 2xx. No worker polls the task "
+            "queue: a start is durable once acknowledged.",
             "",
             "| offered/s | sent/s | completed/s | alerts | not 2xx | p50 ms | p90 ms | p99 ms "
             "| max ms | bench CPU ms/alert | server CPU ms/alert | other processes (cores) "

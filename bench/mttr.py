@@ -2,13 +2,15 @@
 
     .venv/bin/python -m bench.mttr [--repeats 3] [--scenarios crash,hang,...]
 
-One stack (Temporal dev server with SQLite in WAL mode, Postgres, worker, supervisor, demo target,
-watcher on a 1 s interval, a 5 s stabilization window) serves every run. Each run injects the
-scenario into the healthy target and follows the healing the watcher starts. Time from injection
-to validated recovery is split into:
+One stack (Temporal dev server with SQLite in WAL mode, Postgres, worker, supervisor, the demo
+services checkout and inventory, a watcher per service on a 1 s interval, a 5 s stabilization
+window) serves every run. Each run resets both services to normal, injects the scenario through
+checkout and follows the healing checkout's watcher starts, approving it when it asks (as
+``selfheal dev --demo --auto-approve``). Time from injection to validated recovery is split into:
 
 - detection: injection → the watcher reports the fault (3 failed probes, 1 s apart);
-- diagnosis+planning: detection → the first step starts (evidence, rules, knowledge base, gate);
+- diagnosis+planning: detection → the first step starts (evidence, rules, knowledge base, gate,
+  the automatic approval);
 - execution: the time steps and compensations ran, every candidate included;
 - validation: the time spent validating (the stabilization window, and failed validations);
 - other: what is left (Temporal round trips between activities, recording).
@@ -23,21 +25,36 @@ import os
 import statistics
 import sys
 import tempfile
+import uuid
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from bench.common import machine_facts, write_results
+from selfheal.core.logging import configure_logging
 from selfheal.core.settings import DevSettings, IntakeSettings, Settings
 from selfheal.detection.health import Detection
 from selfheal.devstack.demo.scenarios import SCENARIOS, get_scenario
 from selfheal.devstack.processes import free_ports
-from selfheal.devstack.scenario_run import wait_detection
-from selfheal.devstack.stack import Guard, Stack, dev_settings, start_stack, until_health
+from selfheal.devstack.scenario_run import DemoRun, run_scenario
+from selfheal.devstack.stack import (
+    INVENTORY_PROCESS,
+    TARGET_PROCESS,
+    Guard,
+    Stack,
+    dev_settings,
+    start_stack,
+    until_health,
+)
+from selfheal.devstack.supervisor.api import IDEMPOTENCY_HEADER
 from selfheal.domain import HealingOutcome, HealingStatus
+
+# Per run, injection to outcome: the slowest healing measured takes about 25 s.
+RUN_TIMEOUT_S = 180.0
 
 PARTS = (
     "total_s",
@@ -95,16 +112,67 @@ async def reset(url: str) -> None:
         (await http.post(f"{url}/admin/reset", timeout=5)).raise_for_status()
 
 
-async def one_run(stack: Stack, guard: Guard, name: str) -> Run:
-    await guard.run(asyncio.wait_for(until_health(stack.target_url, lambda s: s == 200), 60))
+async def to_normal(stack: Stack, guard: Guard) -> None:
+    """Both demo services up, answering and reset. A healing that did not heal may leave one
+    crashed or hung, where ``/admin/reset`` cannot reach it: the supervisor restarts it first
+    (its flags and settings survive a restart; the reset puts them back)."""
+    services = ((TARGET_PROCESS, stack.target_url), (INVENTORY_PROCESS, stack.inventory_url))
+    async with httpx.AsyncClient() as http:
+        for process, url in services:
+            try:
+                await http.get(f"{url}/healthz", timeout=2)
+                continue
+            except httpx.HTTPError:
+                pass
+            restart = f"{stack.settings.supervisor.url}/processes/{process}/restart"
+            key = {IDEMPOTENCY_HEADER: f"bench-{uuid.uuid4().hex}"}
+            (await http.post(restart, headers=key, timeout=30)).raise_for_status()
+            await guard.run(asyncio.wait_for(until_health(url, lambda _: True), 30))
     await guard.run(reset(stack.target_url))
-    injected = datetime.now(UTC)
-    await guard.blocking(get_scenario(name).inject, stack.target_url)
-    found = await guard.run(asyncio.wait_for(wait_detection(stack.watcher, injected), 60))
-    status = await guard.run(asyncio.wait_for(stack.door.outcome(found.workflow_id), 180))
-    run = split(name, injected, found, status)
+    for _, url in services:
+        await guard.run(asyncio.wait_for(until_health(url, lambda s: s == 200), 60))
+
+
+@contextlib.asynccontextmanager
+async def demo_stack(prefix: str) -> AsyncIterator[tuple[Stack, Guard]]:
+    """The ``selfheal dev --demo`` stack on free ports and a fresh data directory, for as long as
+    the block lasts. Quiet once started (logging at WARNING): a bench prints its own line per
+    run."""
+    configure_logging("WARNING", fmt="console")
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    # Free ports: the bench must not collide with a `selfheal dev` running on the defaults.
+    temporal, ui, target, supervisor, intake = free_ports(5)
+    ports = DevSettings(
+        temporal_port=temporal, temporal_ui_port=ui, target_port=target, supervisor_port=supervisor
+    )
+    settings = dev_settings(
+        Settings(dev=ports, intake=IntakeSettings(port=intake)), data_dir, demo=True
+    )
+    stop = asyncio.Event()
+    guard = Guard(stop)
+    async with contextlib.AsyncExitStack() as exits:
+        stack = await start_stack(settings, guard, exits)
+        guard.say = lambda _: None
+        try:
+            yield stack, guard
+        finally:
+            stop.set()
+
+
+async def demo_run(stack: Stack, guard: Guard, name: str) -> DemoRun:
+    """One run of scenario ``name``, as ``selfheal dev --demo NAME --auto-approve`` does it, from
+    a target reset to normal; ``DemoFailed`` when its healing does not end in time."""
+    await to_normal(stack, guard)
+    return await run_scenario(
+        stack, guard, get_scenario(name), timeout_s=RUN_TIMEOUT_S, auto_approve=True
+    )
+
+
+async def one_run(stack: Stack, guard: Guard, name: str) -> Run:
+    demo = await demo_run(stack, guard, name)
+    run = split(name, demo.injected_at, demo.detection, demo.status)
     print(
-        f"{name:15} {run.outcome:9} total {run.total_s:5.1f}s  detect {run.detection_s:4.1f}  "
+        f"{name:16} {run.outcome:9} total {run.total_s:5.1f}s  detect {run.detection_s:4.1f}  "
         f"plan {run.diagnosis_planning_s:4.1f}  exec {run.execution_s:4.1f}  "
         f"validate {run.validation_s:4.1f}  ({run.solution})",
         flush=True,
@@ -148,24 +216,12 @@ def markdown(rows: list[dict[str, Any]], settings: Settings) -> str:
 
 
 async def main(scenarios: list[str], repeats: int) -> int:
-    data_dir = Path(tempfile.mkdtemp(prefix="selfheal-mttr-"))
-    # Free ports: the bench must not collide with a `selfheal dev` running on the defaults.
-    temporal, ui, target, supervisor, intake = free_ports(5)
-    ports = DevSettings(
-        temporal_port=temporal, temporal_ui_port=ui, target_port=target, supervisor_port=supervisor
-    )
-    settings = dev_settings(
-        Settings(dev=ports, intake=IntakeSettings(port=intake)), data_dir, demo=True
-    )
-    stop = asyncio.Event()
-    guard = Guard(stop)
     runs: list[Run] = []
-    async with contextlib.AsyncExitStack() as exits:
-        stack = await start_stack(settings, guard, exits)
+    async with demo_stack("selfheal-mttr-") as (stack, guard):
+        settings = stack.settings
         for _ in range(repeats):
             for name in scenarios:
                 runs.append(await one_run(stack, guard, name))
-        stop.set()
     rows = summarize(runs)
     text = markdown(rows, settings)
     print(text)

@@ -22,6 +22,7 @@ from selfheal.devstack.processes import DevStackError
 from selfheal.devstack.scenario_run import AUTO_APPROVER, DemoFailed, DemoRun, run_scenario
 from selfheal.devstack.stack import (
     DEV_TOKEN,
+    INVENTORY_PROCESS,
     TARGET_PROCESS,
     WATCH_INTERVAL_S,
     Guard,
@@ -53,8 +54,11 @@ def _print_started(stack: Stack) -> None:
     table.add_row("knowledge base", stack.imported, "")
     table.add_row("service catalog", str(settings.runbooks_dir / "services.yaml"), "")
     table.add_row("worker", f"task queue {settings.temporal.task_queue}", "in this process")
-    table.add_row("supervisor", settings.supervisor.url, f"runs {TARGET_PROCESS}")
-    table.add_row("demo target", stack.target_url, "/healthz /metrics POST /inject/<scenario>")
+    table.add_row(
+        "supervisor", settings.supervisor.url, f"runs {TARGET_PROCESS}, {INVENTORY_PROCESS}"
+    )
+    table.add_row("checkout", stack.target_url, "/healthz /metrics POST /inject/<scenario>")
+    table.add_row("inventory", stack.inventory_url, "checkout's dependency")
     table.add_row("demo cache", stack.cache.where, "")
     token = "SELFHEAL_INTAKE__TOKENS" if settings.intake.tokens else f"token {DEV_TOKEN}"
     table.add_row("intake", stack.intake_url, f"Alertmanager, OTLP, faults; {token}")
@@ -74,7 +78,7 @@ def _print_try(stack: Stack) -> None:
     lines = [
         "Try, in another terminal:",
         f"  curl -X POST {stack.target_url}/inject/crash      (scenarios: {', '.join(SCENARIOS)})",
-        f"  echo '{{service: demo, type: health_check_failed}}' "
+        f"  echo '{{service: checkout, type: health_check_failed}}' "
         f"| {submit_env}selfheal fault submit -",
         f"  {env}selfheal list",
         f"  {env}selfheal show heal-<fingerprint>",

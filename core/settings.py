@@ -51,6 +51,9 @@ class HealingSettings(BaseModel):
     approval_timeout_s: float = 1800.0
     max_candidates: int = 3
     stabilization_window_s: float = 30.0
+    validation_grace_s: float = Field(
+        default=10.0, ge=0, description="the target has this long to recover after the steps"
+    )
     probe_interval_s: float = 5.0
     step_heartbeat_timeout_s: float = 15.0
     dry_run: bool = False
@@ -70,6 +73,7 @@ class HealingSettings(BaseModel):
             approval_timeout_s=self.approval_timeout_s,
             max_candidates=self.max_candidates,
             stabilization_window_s=self.stabilization_window_s,
+            validation_grace_s=self.validation_grace_s,
             probe_interval_s=self.probe_interval_s,
             step_heartbeat_timeout_s=self.step_heartbeat_timeout_s,
             dry_run=self.dry_run,
@@ -168,6 +172,12 @@ class EvidenceSettings(BaseModel):
     max_bytes: int = Field(default=4_000_000, ge=1024, description="per HTTP response")
     rollout_window_s: float = Field(
         default=1800.0, ge=0, description="a rollout this recent before the fault is suspect"
+    )
+    traces_window_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="error traces this recent before the fault are its evidence (older ones "
+        "belong to other incidents)",
     )
     traces_max: int = Field(default=2000, ge=1, description="error traces kept in Postgres")
     traces_max_age_s: float = Field(default=86400.0, gt=0)

@@ -64,6 +64,7 @@ DEMO_PROBE_INTERVAL_S = 1.0
 # The intake's token when SELFHEAL_INTAKE__TOKENS is unset: dev listens on loopback only.
 DEV_TOKEN = "selfheal-dev-token"
 DEV_LEAD_S = 2.0
+DEV_TRACES_WINDOW_S = 20.0
 DEV_SHUTDOWN_S = 5.0
 # Enabled in the knowledge base only while checkout's cache is in Redis.
 REDIS_CACHE_SOLUTION = "delete-poisoned-redis-keys"
@@ -108,6 +109,10 @@ def dev_settings(base: Settings, data_dir: Path | None, *, demo: bool) -> Settin
     if "metrics_lead_s" not in base.evidence.model_fields_set:
         # the watcher probes every second: a fault it reports began about 3 s before
         update["evidence"] = base.evidence.model_copy(update={"metrics_lead_s": DEV_LEAD_S})
+    if "traces_window_s" not in base.evidence.model_fields_set:
+        # one demo after another: the previous scenario's errors are not this one's
+        evidence = update.get("evidence", base.evidence)
+        update["evidence"] = evidence.model_copy(update={"traces_window_s": DEV_TRACES_WINDOW_S})
     return base.model_copy(update=update)
 
 

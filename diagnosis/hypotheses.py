@@ -7,7 +7,9 @@ confidence. That confidence is the prior; the evidence updates it in odds, naive
 1. **Track record.** The rule's past healings shrink its prior towards what happened:
    ``p = (confirmed + m * prior) / (total + m)``, ``m`` = ``PRIOR_WEIGHT`` pseudo-healings at the
    stated confidence (Laplace-style smoothing: with no history, the rule's own number).
-2. **Findings.** Each finding is a likelihood ratio on the odds. A finding that points at *h*'s
+2. **Findings.** Each finding is a likelihood ratio on the odds, unless the rule already read
+   its source's facts (no counting one observation twice) or it is the symptom itself (the
+   service fails its probe: that is why there is a healing). A finding that points at *h*'s
    component supports it (``1 + strength``); a localising finding (trace origin, metric
    ranking) that points elsewhere weighs against it (``1 / (1 + strength)``); a finding about
    a named root cause (history's) speaks only for hypotheses of that root cause. Learned ratios
@@ -36,6 +38,16 @@ from selfheal.domain import Finding, Hypothesis, MissingEvidence
 PRIOR_WEIGHT = 4.0
 MISSING_FACTOR = 0.9
 LOCALISING_KINDS = frozenset({"trace_origin", "rca_rank"})
+SYMPTOM_KINDS = frozenset({"probe_http_error"})
+# The facts each source gives: a rule that read them has already weighed that source's findings.
+SOURCE_FACTS: dict[str, tuple[str, ...]] = {
+    "probe": ("probe_", "detected.", "body.", "metric_"),
+    "metrics": ("metrics.", "deps.", "rca."),
+    "alerts": ("alerts.", "deps.alerts."),
+    "traces": ("traces.",),
+    "kubernetes": ("k8s.",),
+    "history": ("history.",),
+}
 _EPSILON = 1e-6
 
 
@@ -102,10 +114,15 @@ def _weigh(
         prior = (record.confirmed + PRIOR_WEIGHT * prior) / (record.total + PRIOR_WEIGHT)
         evidence.append(f"history: {record.confirmed} of {record.total} confirmed")
     odds = _odds(prior)
+    used = tuple(match.evidence_used)
     for finding in findings:
         about = finding.facts.get("root_cause")
         if about is not None and about != match.rule.root_cause:
             continue  # about another explanation (history): says nothing of this one
+        if finding.kind in SYMPTOM_KINDS:
+            continue  # that the service fails is why we are here, not a cause
+        if any(fact.startswith(SOURCE_FACTS.get(finding.source, ("\0",))) for fact in used):
+            continue  # the rule already read this source's facts: no counting it twice
         if finding.component == match.component:
             ratio = 1 + finding.strength
         elif finding.kind in LOCALISING_KINDS:

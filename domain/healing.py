@@ -281,6 +281,12 @@ class HealingPolicy(BaseModel):
     approval_timeout_s: float = Field(default=1800.0, gt=0)
     max_candidates: int = Field(default=3, ge=1, le=10)
     stabilization_window_s: float = Field(default=30.0, ge=0)
+    validation_grace_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="after its steps, the target has this long to recover (a restarted process "
+        "starting, an error window draining); the stabilization window counts from then",
+    )
     probe_interval_s: float = Field(default=5.0, gt=0)
     default_plan_max_confidence: float = Field(default=0.7, ge=0.0, le=1.0)
     step_heartbeat_timeout_s: float = Field(

@@ -81,6 +81,11 @@ class ValidateRecoveryInput(BaseModel):
     fault: Fault
     window_s: float
     interval_s: float
+    grace_s: float | None = Field(
+        default=None,
+        description="the target must recover within this long, then stay healthy for "
+        "window_s; None: min(interval_s, 5 s), the window counted from the start",
+    )
 
 
 class SolutionAttempt(BaseModel):

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
@@ -85,32 +86,51 @@ def sample_registry() -> ActionRegistry:
     )
 
 
-def runbooks_for(directory: Path, target_url: str, services: Sequence[str] = ("checkout",)) -> Path:
-    """A copy of runbooks/ whose service catalog points the demo services at ``target_url``.
+def runbooks_for(
+    directory: Path,
+    target_url: str,
+    services: Sequence[str] = ("checkout",),
+    *,
+    inventory_url: str | None = None,
+) -> Path:
+    """A copy of runbooks/ whose service catalog points the demo services at ``target_url``
+    (and ``inventory`` at ``inventory_url``, as checkout's dependency, when given).
 
     The intake resolves a fault's health URL and base URL from the catalog, never from labels;
-    and a test suite heals far more than an hourly budget allows, so the budget is lifted."""
+    and a test suite heals far more than an hourly budget allows, so the budget is lifted. Each
+    service keeps the shipped catalog's evidence queries (another name for the checkout target
+    reads checkout's series)."""
     shutil.copytree(REPO / "runbooks", directory)
-    catalog = {
-        "correlation_window_s": 300,
-        "services": [
-            {
-                "name": name,
-                "targets": [
-                    {
-                        "name": "checkout",  # the demo's process (tests/integration/demo_stack)
-                        "kind": "process",
-                        "health_url": f"{target_url}/healthz",
-                        "base_url": target_url,
-                    }
-                ],
-                "allowed_actions": ["process.*", "http.*", "wait", "redis.*"],
-                "budget_per_hour": 10_000,
-                "cooldown_s": 0,
-            }
-            for name in services
-        ],
+    shipped = {
+        s["name"]: s.get("evidence", {})
+        for s in yaml.safe_load((REPO / "runbooks" / "services.yaml").read_text())["services"]
     }
+
+    def service(name: str, process: str, url: str) -> dict[str, Any]:
+        evidence = shipped.get(name)
+        if evidence is None:
+            evidence = json.loads(json.dumps(shipped["checkout"]).replace("${service}", "checkout"))
+        return {
+            "name": name,
+            "targets": [
+                {
+                    "name": process,  # the demo's processes (tests/integration/demo_stack)
+                    "kind": "process",
+                    "health_url": f"{url}/healthz",
+                    "base_url": url,
+                }
+            ],
+            "depends_on": ["inventory"] if inventory_url and name != "inventory" else [],
+            "allowed_actions": ["process.*", "http.*", "wait", "redis.*"],
+            "budget_per_hour": 10_000,
+            "cooldown_s": 0,
+            "evidence": evidence,
+        }
+
+    entries = [service(name, "checkout", target_url) for name in services]
+    if inventory_url:
+        entries.append(service("inventory", "inventory", inventory_url))
+    catalog = {"correlation_window_s": 300, "services": entries}
     (directory / "services.yaml").write_text(json.dumps(catalog))
     return directory
 

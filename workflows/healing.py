@@ -613,8 +613,9 @@ class HealingWorkflow:
                     fault=self._status.fault,
                     window_s=window,
                     interval_s=policy.probe_interval_s,
+                    grace_s=policy.validation_grace_s,
                 ),
-                start_to_close_timeout=timedelta(seconds=window + 60),
+                start_to_close_timeout=timedelta(seconds=window + policy.validation_grace_s + 60),
                 heartbeat_timeout=timedelta(seconds=policy.probe_interval_s + 30),
                 retry_policy=READ_RETRY,
             )

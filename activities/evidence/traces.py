@@ -27,22 +27,35 @@ DEFAULT_LIMIT_TRACES = 200
 class TracesProvider:
     name = "traces"
 
-    def __init__(self, store: TraceStore, *, limit_traces: int = DEFAULT_LIMIT_TRACES) -> None:
+    def __init__(
+        self,
+        store: TraceStore,
+        *,
+        limit_traces: int = DEFAULT_LIMIT_TRACES,
+        window_s: float | None = None,
+    ) -> None:
         if limit_traces < 1:
             raise ValueError(f"limit_traces: expected at least 1, got {limit_traces}")
         self._store = store
         self._limit = limit_traces
+        self._window_s = window_s  # before the fault; None: the request's window
 
     async def gather(self, request: EvidenceRequest) -> Gathered:
         services = [request.fault.service, *request.dependencies]
+        before = request.window_before_s
+        if self._window_s is not None:
+            before = min(before, self._window_s)
         traces = await self._store.traces_between(
-            request.at - timedelta(seconds=request.window_before_s),
+            request.at - timedelta(seconds=before),
             request.at + timedelta(seconds=request.window_after_s),
             services,
             self._limit,
         )
         summary = summarize(traces)
         gathered = Gathered(facts=traces_facts(summary))
+        if summary is not None:
+            # the rules tell a dependency's failure from the service's own by this
+            gathered.facts["traces.origin.is_dependency"] = summary.service in request.dependencies
         if summary is not None:
             gathered.findings.append(
                 Finding(
@@ -92,8 +105,9 @@ def _detail(summary: OriginSummary) -> str:
 def traces_provider(
     settings: EvidenceSettings, session_factory: sessionmaker[Session]
 ) -> TracesProvider:
-    """The provider over the store the intake writes (the window is the request's)."""
+    """The provider over the store the intake writes: error traces of the last
+    ``traces_window_s`` before the fault (older ones belong to other incidents)."""
     store = TraceStore(
         session_factory, max_traces=settings.traces_max, max_age_s=settings.traces_max_age_s
     )
-    return TracesProvider(store)
+    return TracesProvider(store, window_s=settings.traces_window_s)

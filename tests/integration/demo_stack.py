@@ -7,9 +7,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio.client import Client
 
 from selfheal.devstack.demo.checkout import checkout_command, inventory_command
 from selfheal.devstack.demo.common import TOKEN_ENV
@@ -26,6 +30,9 @@ class DemoStack:
     api: ServerHandle
     target_url: str
     inventory_url: str
+    # Called after an injection with its time: waits until the evidence of it has been
+    # exported (set by ``with_evidence``; a real alert fires after its evidence exists).
+    settle: Callable[[float], None] | None = None
 
     @property
     def supervisor_url(self) -> str:
@@ -42,8 +49,11 @@ class DemoStack:
         return self.supervisor.status(process).restarts
 
     def inject(self, scenario: str) -> None:
+        at = time.time()
         response = httpx.post(f"{self.target_url}/inject/{scenario}", timeout=5)
         assert response.status_code == 202, response.text
+        if self.settle is not None:
+            self.settle(at)
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0, what: str = "") -> None:
@@ -101,3 +111,77 @@ def demo_stack(
     finally:
         api.stop()
         supervisor.stop_all()
+
+
+@contextmanager
+def evidence_intake(
+    client: Client, session_factory: sessionmaker[Session]
+) -> Iterator[tuple[str, str]]:
+    """A real intake whose OTLP metrics and traces land in ``session_factory``'s database, as
+    ``selfheal serve`` keeps them for diagnosis: yields (OTLP base URL, ingest token). The
+    tables start empty, so that no earlier test's incident is in a new one's evidence."""
+    from sqlalchemy import delete
+
+    from selfheal.api.app import IntakeDeps
+    from selfheal.api.app import create_app as intake_app
+    from selfheal.core.settings import EvidenceSettings, IntakeSettings
+    from selfheal.detection.detector_config import DetectorConfig
+    from selfheal.detection.metrics_router import MetricsRouter
+    from selfheal.healings import Healings
+    from selfheal.models import MetricSampleRow, TraceSpanRow
+    from selfheal.models.metric_store import metric_sink
+    from selfheal.models.trace_store import TraceStore
+
+    with session_factory.begin() as session:
+        session.execute(delete(MetricSampleRow))
+        session.execute(delete(TraceSpanRow))
+    token = "evidence-ingest"
+    evidence = EvidenceSettings()
+    deps = IntakeDeps(
+        door=Healings(client, None),
+        settings=IntakeSettings(tokens={token: ["ingest"]}),
+        router=MetricsRouter(DetectorConfig()),
+        metric_sink=metric_sink(session_factory, evidence),
+        trace_sink=TraceStore(
+            session_factory, max_traces=evidence.traces_max, max_age_s=evidence.traces_max_age_s
+        ).add,
+    )
+    server = serve_in_thread(intake_app(deps))
+    try:
+        yield f"{server.url}/v1/otlp", token
+    finally:
+        server.stop()
+
+
+def with_evidence(stack: DemoStack, session_factory: sessionmaker[Session]) -> DemoStack:
+    """``stack`` once its metrics have a few seconds of history in ``session_factory``'s
+    database; its injections wait (at most 5 s) until an error trace of theirs is stored."""
+    from sqlalchemy import func, select
+
+    from selfheal.models import MetricSampleRow, TraceSpanRow
+
+    def count(query: Any) -> int:
+        with session_factory() as session:
+            return int(session.scalar(query) or 0)
+
+    history = (
+        select(func.count())
+        .select_from(MetricSampleRow)
+        .where(MetricSampleRow.service == TARGET, MetricSampleRow.name == "demo_error_ratio")
+    )
+    wait_until(lambda: count(history) >= 5, timeout_s=15, what="5 s of checkout's metrics")
+
+    def settle(since: float) -> None:
+        after = datetime.fromtimestamp(since, UTC)
+        errors = (
+            select(func.count())
+            .select_from(TraceSpanRow)
+            .where(TraceSpanRow.error.is_(True), TraceSpanRow.start >= after)
+        )
+        deadline = time.monotonic() + 5
+        while count(errors) == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)  # one more export: the metrics of the fault too
+
+    stack.settle = settle
+    return stack

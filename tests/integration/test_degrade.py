@@ -19,7 +19,12 @@ from temporalio.client import Client
 from selfheal.activities.actions import default_registry
 from selfheal.activities.actions.degrade import HTTP_DEGRADE, DegradeParams
 from selfheal.activities.actions.registry import ActionContext
-from selfheal.core.settings import HealingSettings, Settings, SupervisorSettings
+from selfheal.core.settings import (
+    EvidenceSettings,
+    HealingSettings,
+    Settings,
+    SupervisorSettings,
+)
 from selfheal.domain import (
     Fault,
     HealingOutcome,
@@ -34,7 +39,14 @@ from selfheal.healings.start import start_healing
 from selfheal.models.catalog import load_catalog
 from selfheal.models.knowledge_base import KnowledgeBase
 from selfheal.worker import build_activities, build_worker
-from tests.integration.demo_stack import TARGET, DemoStack, demo_stack, wait_until
+from tests.integration.demo_stack import (
+    TARGET,
+    DemoStack,
+    demo_stack,
+    evidence_intake,
+    wait_until,
+    with_evidence,
+)
 from tests.support import runbooks_for, scratch_database, sessions
 
 pytestmark = pytest.mark.integration
@@ -47,9 +59,16 @@ RATE_LIMIT_SERVICE = "demo-rate-limited"
 
 
 @pytest.fixture
-def target(tmp_path: Path) -> Iterator[DemoStack]:
-    with demo_stack(tmp_path) as stack:
-        yield stack
+def target(
+    tmp_path: Path, client: Client, kb_sessions: sessionmaker[Session]
+) -> Iterator[DemoStack]:
+    """The demo services, exporting their metrics and traces to an intake that keeps them in
+    the knowledge base's database, where the worker's evidence providers read them."""
+    with (
+        evidence_intake(client, kb_sessions) as (otlp_url, token),
+        demo_stack(tmp_path, otlp_url=otlp_url, token=token) as stack,
+    ):
+        yield with_evidence(stack, kb_sessions)
 
 
 def control(target: DemoStack) -> dict[str, Any]:
@@ -238,12 +257,16 @@ async def healing_worker(
     tmp_path: Path,
 ) -> AsyncIterator[None]:
     runbooks = runbooks_for(
-        tmp_path / "runbooks", target.target_url, services=("checkout", RATE_LIMIT_SERVICE)
+        tmp_path / "runbooks",
+        target.target_url,
+        services=("checkout", RATE_LIMIT_SERVICE),
+        inventory_url=target.inventory_url,
     )
     settings = Settings(
         runbooks_dir=runbooks,
         supervisor=SupervisorSettings(url=target.supervisor_url),
         healing=HealingSettings(stabilization_window_s=1.5, probe_interval_s=0.5, suppression_s=0),
+        evidence=EvidenceSettings(metrics_lead_s=2.0),  # the fault is reported seconds after
     )
     async with httpx.AsyncClient() as http:
         activities = build_activities(settings, session_factory=kb_sessions, http=http)

@@ -26,10 +26,7 @@ from selfheal.core.catalog import ServiceCatalog, ServiceSpec, TargetSpec
 from selfheal.core.settings import EvidenceSettings, KubernetesSettings
 from selfheal.devstack.processes import free_port
 from selfheal.domain import Fault
-from tests.integration import k8s_cluster as cluster
 from tests.integration.k8s_cluster import Cluster
-
-k8s_cluster = cluster.k8s_cluster  # the session fixture, for this module
 
 Obj = dict[str, Any]
 WAIT_S = 30.0

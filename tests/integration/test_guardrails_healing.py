@@ -28,7 +28,13 @@ from selfheal.activities.actions import default_registry
 from selfheal.activities.guardrails import GuardrailActivities
 from selfheal.core.catalog import ServiceCatalog, ServiceSpec, TargetSpec
 from selfheal.core.database import make_engine, make_session_factory
-from selfheal.core.settings import GuardrailSettings, HealingSettings, Settings, SupervisorSettings
+from selfheal.core.settings import (
+    EvidenceSettings,
+    GuardrailSettings,
+    HealingSettings,
+    Settings,
+    SupervisorSettings,
+)
 from selfheal.devstack.supervisor import serve_in_thread
 from selfheal.domain import (
     Fault,
@@ -46,7 +52,13 @@ from selfheal.models.guardrails import Guardrails, set_paused, target_key
 from selfheal.models.knowledge_base import KnowledgeBase
 from selfheal.worker import build_activities, build_worker, workflow_runner
 from selfheal.workflows.healing import HealingWorkflow
-from tests.integration.demo_stack import TARGET, demo_stack, wait_until
+from tests.integration.demo_stack import (
+    TARGET,
+    demo_stack,
+    evidence_intake,
+    wait_until,
+    with_evidence,
+)
 from tests.integration.standins import Scenario
 from tests.support import runbooks_for
 
@@ -453,7 +465,11 @@ async def test_a_dry_run_shows_the_step_it_would_run_and_touches_nothing(
 ) -> None:
     kb = KnowledgeBase(sessions)
     before = {s.name: (s.attempts, s.successes) for s in kb.list_solutions()}
-    with demo_stack(tmp_path / "stack") as target:
+    with (
+        evidence_intake(client, sessions) as (otlp_url, token),
+        demo_stack(tmp_path / "stack", otlp_url=otlp_url, token=token) as stack,
+    ):
+        target = with_evidence(stack, sessions)
         target.inject("error_burst")
         wait_until(lambda: target.health() == 503, what="the error burst")
         assert flag(target.target_url)
@@ -463,6 +479,7 @@ async def test_a_dry_run_shows_the_step_it_would_run_and_touches_nothing(
             healing=HealingSettings(
                 stabilization_window_s=1.5, probe_interval_s=0.5, suppression_s=0
             ),
+            evidence=EvidenceSettings(metrics_lead_s=2.0),
         )
         fault = Fault(
             fingerprint=f"guard-dry-{uuid.uuid4().hex[:12]}",

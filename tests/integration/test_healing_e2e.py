@@ -24,7 +24,12 @@ from temporalio.exceptions import ApplicationError
 from selfheal.activities.actions import default_registry
 from selfheal.activities.knowledge import KnowledgeBaseActivities
 from selfheal.core.database import make_engine, make_session_factory
-from selfheal.core.settings import HealingSettings, Settings, SupervisorSettings
+from selfheal.core.settings import (
+    EvidenceSettings,
+    HealingSettings,
+    Settings,
+    SupervisorSettings,
+)
 from selfheal.domain import Fault, HealingOutcome, HealingStatus, MetricCheck, StepStatus
 from selfheal.domain.payloads import RecordOutcomeInput, RecordOutcomeResult
 from selfheal.healings.start import start_healing
@@ -32,7 +37,15 @@ from selfheal.models.catalog import load_catalog
 from selfheal.models.knowledge_base import KnowledgeBase
 from selfheal.worker import build_activities, build_worker
 from selfheal.workflows.contract import FIND_SOLUTIONS, RECORD_OUTCOME, implemented_by, implements
-from tests.integration.demo_stack import TARGET, DemoStack, demo_stack, free_port, wait_until
+from tests.integration.demo_stack import (
+    TARGET,
+    DemoStack,
+    demo_stack,
+    evidence_intake,
+    free_port,
+    wait_until,
+    with_evidence,
+)
 from tests.integration.standins import Scenario
 from tests.support import runbooks_for
 
@@ -56,9 +69,16 @@ def fault_for(stack: DemoStack) -> Fault:
 
 
 @pytest.fixture
-def target(tmp_path: Path) -> Iterator[DemoStack]:
-    with demo_stack(tmp_path) as stack:
-        yield stack
+def target(
+    tmp_path: Path, client: Client, kb_sessions: sessionmaker[Session]
+) -> Iterator[DemoStack]:
+    """The demo services, exporting their metrics and traces to an intake that keeps them in
+    the knowledge base's database, where the worker's evidence providers read them."""
+    with (
+        evidence_intake(client, kb_sessions) as (otlp_url, token),
+        demo_stack(tmp_path, otlp_url=otlp_url, token=token) as stack,
+    ):
+        yield with_evidence(stack, kb_sessions)
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +97,7 @@ def settings_for(target: DemoStack, runbooks: Path) -> Settings:
         runbooks_dir=runbooks,
         supervisor=SupervisorSettings(url=target.supervisor_url),
         healing=HealingSettings(stabilization_window_s=1.5, probe_interval_s=0.5, suppression_s=0),
+        evidence=EvidenceSettings(metrics_lead_s=2.0),  # the fault is reported seconds after
     )
 
 
@@ -88,7 +109,10 @@ async def healing_worker(
     kb_sessions: sessionmaker[Session],
     tmp_path: Path,
 ) -> AsyncIterator[None]:
-    settings = settings_for(target, runbooks_for(tmp_path / "runbooks", target.target_url))
+    settings = settings_for(
+        target,
+        runbooks_for(tmp_path / "runbooks", target.target_url, inventory_url=target.inventory_url),
+    )
     async with httpx.AsyncClient() as http:
         activities = build_activities(settings, session_factory=kb_sessions, http=http)
         async with build_worker(client, settings, activities=activities, task_queue=task_queue):

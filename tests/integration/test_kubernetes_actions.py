@@ -31,10 +31,7 @@ from selfheal.activities.steps import StepActivities
 from selfheal.core.settings import KubernetesSettings
 from selfheal.domain import Fault, RecoveryStep, StepResult, StepStatus
 from selfheal.domain.payloads import CompensateStepInput, RunStepInput
-from tests.integration import k8s_cluster as cluster
 from tests.integration.k8s_cluster import LIMITED_USER, ROOT, Cluster
-
-k8s_cluster = cluster.k8s_cluster  # the session fixture, for this module
 
 Obj = dict[str, Any]
 WAIT_S = 20.0

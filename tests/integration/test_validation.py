@@ -98,7 +98,11 @@ class Run:
 
 
 async def validate(
-    activities: ValidationActivities, target: Fault, window_s: float, interval_s: float
+    activities: ValidationActivities,
+    target: Fault,
+    window_s: float,
+    interval_s: float,
+    grace_s: float | None = None,
 ) -> Run:
     env = ActivityEnvironment()
     heartbeats: list[Any] = []
@@ -106,7 +110,9 @@ async def validate(
     started = time.monotonic()
     result = await env.run(
         activities.validate_recovery,
-        ValidateRecoveryInput(fault=target, window_s=window_s, interval_s=interval_s),
+        ValidateRecoveryInput(
+            fault=target, window_s=window_s, interval_s=interval_s, grace_s=grace_s
+        ),
     )
     return Run(result, heartbeats, time.monotonic() - started)
 
@@ -220,3 +226,47 @@ async def test_a_fault_without_probe_or_metric_cannot_be_validated(
     assert run.result.checks == 0
     assert "cannot validate" in run.result.detail
     assert run.elapsed_s < 0.5
+
+
+async def test_a_target_that_recovers_within_the_grace_then_holds_is_healthy(
+    activities: ValidationActivities, server: ServerHandle, health: Health
+) -> None:
+    # an error window draining: still failing for a while after the steps
+    health.status = 503
+
+    async def recover() -> None:
+        await asyncio.sleep(0.8)
+        health.status = 200
+
+    recovering = asyncio.create_task(recover())
+    run = await validate(activities, fault(server.url), window_s=0.6, interval_s=0.2, grace_s=2)
+    await recovering
+    assert run.result.healthy is True, run.result.detail
+    assert run.result.failures >= 1
+    # the window counts from the first passing check, not from the start
+    assert run.elapsed_s >= 0.8 + 0.6
+
+
+async def test_no_recovery_within_the_grace_is_unhealthy(
+    activities: ValidationActivities, server: ServerHandle, health: Health
+) -> None:
+    health.status = 503
+    run = await validate(activities, fault(server.url), window_s=5, interval_s=0.2, grace_s=0.6)
+    assert run.result.healthy is False
+    assert "not healthy within the 0.6s grace period" in run.result.detail
+    assert run.elapsed_s < 2
+
+
+async def test_a_relapse_after_recovering_ends_it_even_within_the_grace(
+    activities: ValidationActivities, server: ServerHandle, health: Health
+) -> None:
+    async def relapse() -> None:
+        await asyncio.sleep(0.5)
+        health.status = 503
+
+    relapsing = asyncio.create_task(relapse())
+    run = await validate(activities, fault(server.url), window_s=3, interval_s=0.2, grace_s=5)
+    await relapsing
+    assert run.result.healthy is False
+    assert "into the window" in run.result.detail
+    assert run.elapsed_s < 2

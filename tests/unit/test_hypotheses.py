@@ -138,3 +138,19 @@ def test_a_finding_about_a_root_cause_speaks_only_for_it() -> None:
     ranked = rank(held, [past])
     assert [h.root_cause for h in ranked] == ["process_crashed", "dependency_degraded"]
     assert ranked[0].confidence > ranked[1].confidence
+
+
+def test_a_finding_whose_facts_the_rule_read_is_not_counted_twice() -> None:
+    rules = ruleset(
+        {"name": "origin", "when": {"traces.origin.is_dependency": True},
+         "root_cause": "dependency_failing", "confidence": 0.75,
+         "component": "${traces.origin.service}"}
+    )  # fmt: skip
+    held = rules.matches(
+        FAULT | {"traces.origin.is_dependency": True, "traces.origin.service": "inventory"}
+    )
+    from_traces = Finding(source="traces", kind="trace_origin", component="inventory", strength=1)
+    from_k8s = Finding(source="kubernetes", kind="crash_loop", component="inventory", strength=1)
+    symptom = Finding(source="probe", kind="probe_http_error", component="inventory", strength=1)
+    assert rank(held, [from_traces, symptom])[0].confidence == 0.75
+    assert rank(held, [from_k8s])[0].confidence > 0.75

@@ -149,7 +149,8 @@ SCENARIO_FACTS: dict[str, dict[str, Any]] = {
     | {"deps.inventory.latency_p99.z": 40.0, "deps.max.latency_p99.z": 40.0,
        "deps.worst.latency_p99": "inventory"},
     "inventory_errors": CHECKOUT | FAILING
-    | origin("inventory", "index.lookup", "IndexCorruption"),
+    | origin("inventory", "index.lookup", "IndexCorruption")
+    | {"traces.origin.is_dependency": True},
 }  # fmt: skip
 
 
