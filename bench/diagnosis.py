@@ -337,14 +337,18 @@ def remarks(summary: dict[str, Any], runs: list[Run], repeats: int) -> list[str]
         "its observed success, so later repeats may state other confidences than the first "
         "(see *By repeat*); the first repeat is what a fresh installation states."
     )
-    if any(r.top and r.top.rule == "bad-feature-flag" and not r.correct for r in runs):
+    followed = [r for r in runs if not r.correct and r.after]
+    if followed:
         said.append(
-            "Order matters: the scenarios run back to back, so each follows the others' "
-            "remediations. error_burst's healing switches flag new_checkout off, and rule "
-            "bad-feature-flag holds while a flag changed in the last 900 s and errors show, "
-            "whichever way it changed: the misses above that it took are runs shortly after a "
-            "flag was switched off by selfheal itself. `selfheal dev --demo` starts a fresh "
-            "stack per scenario and does not see this."
+            f"Order matters: {len(followed)} of the {n - summary['top1_right']} misses came "
+            "right after another scenario on the same stack, and their evidence (see *Misses*) "
+            "holds what the previous fault and its remediation left: its error traces (the "
+            "traces provider looks back `evidence.traces_window_s`, 300 s by default, and a run "
+            "here starts a minute or two after the previous one) and a recent flag change (rule "
+            "bad-feature-flag holds for 900 s after flag new_checkout changed, whichever way, "
+            "even when selfheal itself switched it off). `selfheal dev --demo` starts a fresh "
+            "stack per scenario and does not see this; consecutive incidents on one service in "
+            "production would."
         )
     if summary["runner_up"]["count"] == 0:
         said.append("No diagnosis had a runner-up: the runner-up calibration is empty.")

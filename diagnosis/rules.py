@@ -200,9 +200,12 @@ class When(BaseModel):
         return not (self.not_ is not None and self.not_.holds(facts))
 
     def used(self, facts: Facts) -> Facts:
-        """The observed facts this tree reads (absent ones are left out)."""
+        """The observed facts that made this (holding) tree hold: its conditions, every branch
+        of ``all``, the branches of ``any`` that hold; absent facts are left out, and so is
+        ``not`` (what it read is what was not the case)."""
         found: Facts = {k: facts[k] for k in self.conditions if facts.get(k) is not None}
-        for child in [*(self.all_ or []), *(self.any_ or []), *([self.not_] if self.not_ else [])]:
+        held = [w for w in self.any_ or [] if w.holds(facts)]
+        for child in [*(self.all_ or []), *held]:
             found.update(child.used(facts))
         return found
 

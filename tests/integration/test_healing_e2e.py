@@ -38,6 +38,7 @@ from selfheal.models.knowledge_base import KnowledgeBase
 from selfheal.worker import build_activities, build_worker
 from selfheal.workflows.contract import FIND_SOLUTIONS, RECORD_OUTCOME, implemented_by, implements
 from tests.integration.demo_stack import (
+    INVENTORY,
     TARGET,
     DemoStack,
     demo_stack,
@@ -204,6 +205,32 @@ async def test_bad_flag_switched_off(client: Client, task_queue: str, target: De
     async with httpx.AsyncClient() as http:
         flag = (await http.get(f"{target.target_url}/flags/new_checkout")).json()
     assert flag["enabled"] is False
+
+
+@pytest.mark.usefixtures("healing_worker")
+async def test_errors_that_start_in_the_dependency_heal_the_dependency(
+    client: Client, task_queue: str, target: DemoStack
+) -> None:
+    """checkout fails, but its error traces start in inventory: inventory is restarted, and
+    checkout (the alert's service) is left alone; validation looks at checkout."""
+    target.inject("inventory_errors")
+    wait_until(lambda: target.health() == 503, what="checkout to fail its health check")
+
+    result = await run_healing(client, task_queue, fault_for(target))
+
+    diagnosis = result.diagnosis
+    assert diagnosis is not None
+    assert (diagnosis.root_cause, diagnosis.component) == ("dependency_failing", "inventory")
+    top = diagnosis.hypotheses[0]
+    assert top.component == "inventory" and top.confidence >= 0.7
+    assert any("traces.origin.service=inventory" in line for line in top.evidence)
+    assert diagnosis.acting_on is not None and diagnosis.acting_on.target == INVENTORY
+    assert result.outcome == HealingOutcome.HEALED, result.outcome_detail
+    assert [(s.action, s.params["process"]) for s in result.steps] == [
+        ("process.restart", INVENTORY)
+    ]
+    assert (target.restarts(INVENTORY), target.restarts()) == (1, 0)
+    assert target.health() == 200
 
 
 async def test_record_retried_after_commit_counts_once(

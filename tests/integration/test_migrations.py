@@ -31,6 +31,8 @@ TABLES = {
     "target_locks",
     "healing_actions",
     "guardrail_decisions",
+    "metric_samples",
+    "trace_spans",
 }
 
 
