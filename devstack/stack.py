@@ -64,7 +64,7 @@ DEMO_PROBE_INTERVAL_S = 1.0
 # The intake's token when SELFHEAL_INTAKE__TOKENS is unset: dev listens on loopback only.
 DEV_TOKEN = "selfheal-dev-token"
 DEV_LEAD_S = 2.0
-DEV_TRACES_WINDOW_S = 20.0
+DEV_TRACES_WINDOW_S = 5.0  # detection takes ~3 s: earlier errors are the last demo's
 DEV_SHUTDOWN_S = 5.0
 # Enabled in the knowledge base only while checkout's cache is in Redis.
 REDIS_CACHE_SOLUTION = "delete-poisoned-redis-keys"
