@@ -340,15 +340,13 @@ def remarks(summary: dict[str, Any], runs: list[Run], repeats: int) -> list[str]
     followed = [r for r in runs if not r.correct and r.after]
     if followed:
         said.append(
-            f"Order matters: {len(followed)} of the {n - summary['top1_right']} misses came "
-            "right after another scenario on the same stack, and their evidence (see *Misses*) "
-            "holds what the previous fault and its remediation left: its error traces (the "
-            "traces provider looks back `evidence.traces_window_s`, 300 s by default, and a run "
-            "here starts a minute or two after the previous one) and a recent flag change (rule "
-            "bad-feature-flag holds for 900 s after flag new_checkout changed, whichever way, "
-            "even when selfheal itself switched it off). `selfheal dev --demo` starts a fresh "
-            "stack per scenario and does not see this; consecutive incidents on one service in "
-            "production would."
+            f"Order: {len(followed)} of the {n - summary['top1_right']} misses came right after "
+            "another scenario on the same stack (see *Misses* for what each rested on). A run "
+            "starts once both services answer again and both watchers have seen the recovery; "
+            "what the previous fault left (its error traces, older than "
+            "`evidence.traces_window_s`, 5 s under `selfheal dev`; a flag it switched) is "
+            "meant to be out of the evidence by then. `selfheal dev --demo` starts a fresh "
+            "stack per scenario."
         )
     if summary["runner_up"]["count"] == 0:
         said.append("No diagnosis had a runner-up: the runner-up calibration is empty.")

@@ -51,6 +51,7 @@ from selfheal.devstack.stack import (
     until_health,
 )
 from selfheal.devstack.supervisor.api import IDEMPOTENCY_HEADER
+from selfheal.devstack.watcher import HealthWatcher
 from selfheal.domain import HealingOutcome, HealingStatus
 
 # Per run, injection to outcome: the slowest healing measured takes about 25 s.
@@ -131,6 +132,15 @@ async def to_normal(stack: Stack, guard: Guard) -> None:
     await guard.run(reset(stack.target_url))
     for _, url in services:
         await guard.run(asyncio.wait_for(until_health(url, lambda s: s == 200), 60))
+    # The watchers must have seen the recovery too (and told the last healing): else the next
+    # injection is, to them, the same outage going on, and starts nothing new.
+    for watcher in stack.watchers:
+        await guard.run(asyncio.wait_for(_recovered(watcher), 30))
+
+
+async def _recovered(watcher: HealthWatcher) -> None:
+    while watcher.current is not None:
+        await asyncio.sleep(0.1)
 
 
 @contextlib.asynccontextmanager

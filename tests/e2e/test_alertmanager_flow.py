@@ -21,7 +21,12 @@ import pytest_asyncio
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
-from selfheal.core.settings import HealingSettings, Settings, SupervisorSettings
+from selfheal.core.settings import (
+    EvidenceSettings,
+    HealingSettings,
+    Settings,
+    SupervisorSettings,
+)
 from selfheal.domain import HealingOutcome, HealingStatus
 from selfheal.worker import build_activities, build_worker
 from tests.e2e.peers import (
@@ -93,13 +98,6 @@ async def peers(
     tmp_path: Path,
 ) -> AsyncIterator[tuple[Prometheus, Alertmanager, str]]:
     runbooks = runbooks_for(tmp_path / "runbooks", target.target_url)
-    settings = Settings(
-        runbooks_dir=runbooks,
-        supervisor=SupervisorSettings(url=target.supervisor_url),
-        # Long enough for the alert's 5 s rate window to drain and its resolution to arrive
-        # while the healing is still validating.
-        healing=HealingSettings(stabilization_window_s=15, probe_interval_s=0.5),
-    )
     intake = intake_app(client, task_queue, runbooks, tokens={TOKEN: ["ingest"]})
     rules = alert_rules(
         "demo",
@@ -107,27 +105,40 @@ async def peers(
             {
                 "alert": ALERT,
                 "expr": f"{ERROR_RATIO} > 0.1",
-                "labels": {"service": "demo", "target": TARGET, "severity": "critical"},
+                "labels": {"service": "checkout", "target": TARGET, "severity": "critical"},
                 "annotations": {"summary": "more than 10% of checkouts fail"},
             }
         ],
     )
     try:
-        async with httpx.AsyncClient() as http:
-            activities = build_activities(settings, session_factory=kb_sessions, http=http)
-            async with build_worker(client, settings, activities=activities, task_queue=task_queue):
-                with (
-                    run_alertmanager(
-                        tmp_path / "alertmanager",
-                        webhook_url=f"{intake.url}/v1/alertmanager",
-                        token=TOKEN,
-                    ) as alertmanager,
-                    run_prometheus(
-                        tmp_path / "prometheus",
-                        scrape_targets=[target.target_url.removeprefix("http://")],
-                        rules=rules,
-                        alertmanager=alertmanager.url.removeprefix("http://"),
-                    ) as prometheus,
+        with (
+            run_alertmanager(
+                tmp_path / "alertmanager",
+                webhook_url=f"{intake.url}/v1/alertmanager",
+                token=TOKEN,
+            ) as alertmanager,
+            run_prometheus(
+                tmp_path / "prometheus",
+                scrape_targets=[target.target_url.removeprefix("http://")],
+                rules=rules,
+                alertmanager=alertmanager.url.removeprefix("http://"),
+            ) as prometheus,
+        ):
+            settings = Settings(
+                runbooks_dir=runbooks,
+                supervisor=SupervisorSettings(url=target.supervisor_url),
+                # Long enough for the alert's 5 s rate window to drain and its resolution to
+                # arrive while the healing is still validating.
+                healing=HealingSettings(stabilization_window_s=15, probe_interval_s=0.5),
+                # Diagnosis reads the same Prometheus and Alertmanager, as in production.
+                evidence=EvidenceSettings(
+                    prometheus_url=prometheus.url, alertmanager_url=alertmanager.url, step_s=1
+                ),
+            )
+            async with httpx.AsyncClient() as http:
+                activities = build_activities(settings, session_factory=kb_sessions, http=http)
+                async with build_worker(
+                    client, settings, activities=activities, task_queue=task_queue
                 ):
                     yield prometheus, alertmanager, intake.url
     finally:
@@ -187,7 +198,7 @@ async def test_alert_fires_heals_and_resolves(
     assert result.outcome == HealingOutcome.HEALED, result.outcome_detail
     assert result.fault.source == "alertmanager"
     assert result.fault.type == ALERT
-    assert result.fault.service == "demo" and result.fault.target == TARGET
+    assert result.fault.service == "checkout" and result.fault.target == TARGET
     assert result.fault.labels.get("base_url") == target.target_url  # from the catalog
     assert result.occurrences >= 1
     assert result.diagnosis is not None and result.diagnosis.root_cause == "bad_feature_flag"

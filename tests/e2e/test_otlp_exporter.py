@@ -32,6 +32,7 @@ from tests.integration.standins import Scenario
 pytestmark = pytest.mark.integration
 
 TOKEN = "otlp-e2e-token"
+CHECKOUT = {"service": "checkout"}  # the demo's label: detectors.yaml matches on it
 BASELINE_EXPORTS = 8  # beyond the EWMA rule's min_points (5): the detector has learned "0"
 
 
@@ -53,7 +54,7 @@ def meter_provider(intake_url: str, token: str) -> MeterProvider:
     # Exports happen on force_flush only: the test decides when a point leaves.
     reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
     return MeterProvider(
-        resource=Resource.create({"service.name": "demo"}), metric_readers=[reader]
+        resource=Resource.create({"service.name": "checkout"}), metric_readers=[reader]
     )
 
 
@@ -77,7 +78,7 @@ async def test_sdk_exporter_feeds_a_detector_that_starts_a_healing(
     )
 
     async def export(value: float) -> None:
-        error_ratio.set(value)
+        error_ratio.set(value, CHECKOUT)
         # force_flush blocks on the HTTP export: keep the event loop (and the worker) running
         assert await asyncio.to_thread(provider.force_flush, 10_000)
         await asyncio.sleep(0.01)  # distinct timestamps per point
@@ -109,14 +110,14 @@ async def test_sdk_exporter_feeds_a_detector_that_starts_a_healing(
             assert intake_counter(intake.url, started) == 1
     finally:
         # shutdown exports once more: a healthy last value, so that it raises nothing
-        error_ratio.set(0.0)
+        error_ratio.set(0.0, CHECKOUT)
         await asyncio.to_thread(provider.shutdown)
 
     fault = result.fault
     assert (fault.source, fault.service, fault.type, fault.target) == (
-        "otlp", "demo", "error_rate_high", TARGET,
+        "otlp", "checkout", "error_rate_high", TARGET,
     )  # fmt: skip
-    assert fault.labels["detector_rule"] == "demo-error-ratio"
+    assert fault.labels["detector_rule"] == "checkout-error-ratio"
     assert fault.values["value"] == pytest.approx(0.6)
     assert result.outcome == HealingOutcome.HEALED
 
@@ -126,7 +127,7 @@ async def test_exporter_without_the_right_token_is_refused(
 ) -> None:
     reader = InMemoryMetricReader()
     provider = MeterProvider(
-        resource=Resource.create({"service.name": "demo"}), metric_readers=[reader]
+        resource=Resource.create({"service.name": "checkout"}), metric_readers=[reader]
     )
     provider.get_meter("selfheal.e2e").create_gauge("demo_error_ratio").set(0.9)
     data = reader.get_metrics_data()

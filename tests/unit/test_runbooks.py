@@ -179,7 +179,8 @@ def test_a_healthy_service_matches_no_rule(rules: RuleSet) -> None:
     ("facts", "root_cause"),
     [
         ({"fault.type": "alert", "label.alertname": "KubePodCrashLooping"}, "pod_crash_looping"),
-        ({"fault.type": "alert", "value.memory_utilization": 0.95}, "saturation"),
+        ({"fault.type": "alert", "value.memory_utilization": 0.95}, "memory_exhausted"),
+        ({"fault.type": "x", "metrics.saturation.after": 0.95}, "saturation"),
         ({"fault.type": "x", "k8s.last_termination.reason": "OOMKilled", "k8s.restarts": 4},
          "oom_killed"),
         ({"fault.type": "x", "k8s.events.BackOff": 3}, "pod_crash_looping"),
