@@ -136,6 +136,19 @@ async def to_normal(stack: Stack, guard: Guard) -> None:
     # injection is, to them, the same outage going on, and starts nothing new.
     for watcher in stack.watchers:
         await guard.run(asyncio.wait_for(_recovered(watcher), 30))
+    # ...and the last healing must have ended: one still validating would take the next fault
+    # for its own relapse (same target, same fingerprint) and answer for it.
+    with contextlib.suppress(TimeoutError):
+        await guard.run(asyncio.wait_for(_watcher_healings_ended(stack), 60))
+
+
+async def _watcher_healings_ended(stack: Stack) -> None:
+    """Until no healing of a watcher's fault runs (the detectors' own may go on suppressing)."""
+    while any(
+        row.status == "RUNNING" and row.fault_type == "health_check_failed"
+        for row in await stack.door.list(limit=20)
+    ):
+        await asyncio.sleep(0.5)
 
 
 async def _recovered(watcher: HealthWatcher) -> None:
