@@ -24,11 +24,11 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 
-from selfheal.activities.evidence.base import EvidenceProviders, EvidenceRequest, Facts
+from selfheal.activities.evidence.base import EvidenceProviders, EvidenceRequest
 from selfheal.core.catalog import PROVIDER_NAMES, ServiceCatalog, resolve_fault
 from selfheal.core.settings import EvidenceSettings
 from selfheal.diagnosis.hypotheses import RuleRecord, rank
-from selfheal.diagnosis.rules import RuleSet, diagnosis_of, load_rules, unknown_diagnosis
+from selfheal.diagnosis.rules import Facts, RuleSet, diagnosis_of, load_rules, unknown_diagnosis
 from selfheal.domain import ConfigError, Diagnosis, Evidence, Fault, IntakeError
 from selfheal.domain.payloads import CollectEvidenceInput, DiagnoseInput
 from selfheal.models.diagnosis_history import confirmed_counts

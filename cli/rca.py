@@ -16,8 +16,14 @@ import typer
 import yaml
 
 from selfheal.cli.errors import UserError, err_console, user_errors
-from selfheal.core.catalog import ServiceCatalog, load_services
-from selfheal.core.prometheus import Limits, PrometheusClient, PrometheusError, render_query
+from selfheal.core.catalog import ServiceCatalog, load_services, query_variables
+from selfheal.core.prometheus import (
+    Limits,
+    PrometheusClient,
+    PrometheusError,
+    limits_of,
+    render_query,
+)
 from selfheal.core.settings import get_settings
 from selfheal.diagnosis.rca import (
     Ranking,
@@ -194,12 +200,7 @@ def _from_prometheus(
             f"--service: {service!r} and its dependencies declare no evidence.metrics.queries "
             "in the service catalog"
         )
-    limits = Limits(
-        timeout_s=settings.evidence.timeout_s,
-        max_series=settings.evidence.max_series,
-        max_points=settings.evidence.max_points,
-        max_bytes=settings.evidence.max_bytes,
-    )
+    limits = limits_of(settings.evidence)
     frame, failures = asyncio.run(
         _fetch(url, queries, fault_time - before_s, fault_time + after_s,
                settings.evidence.step_s, limits)
@@ -228,12 +229,7 @@ def _queries(
         templates = (spec.evidence.metrics.queries if spec is not None else {}) or (
             fallback.evidence.metrics.queries if fallback is not None else {}
         )
-        target = spec.target(None) if spec is not None else None
-        variables = {
-            "service": name,
-            "target": target.name if target else name,
-            "namespace": (target.namespace if target else None) or "",
-        }
+        variables = query_variables(catalog, name)
         for query_name, template in templates.items():
             try:
                 out.append((name, query_name, render_query(template, variables)))

@@ -244,6 +244,22 @@ def _names(names: list[str]) -> str:
     return ", ".join(names) if names else "none"
 
 
+def query_variables(
+    catalog: ServiceCatalog, service: str, fault: Fault | None = None
+) -> dict[str, str]:
+    """The placeholders of ``service``'s evidence queries (``${service}``, ``${target}``,
+    ``${namespace}``): from the catalog, and from ``fault`` when it is that service's."""
+    spec = catalog.get(service)
+    target = spec.target(None) if spec is not None else None
+    own = fault if fault is not None and fault.service == service else None
+    return {
+        "service": service,
+        "target": (own.target if own else None) or (target.name if target else service),
+        "namespace": (target.namespace if target else None)
+        or (str(own.labels.get("namespace", "")) if own else ""),
+    }
+
+
 # --------------------------------------------------------------------------------- resolving
 
 

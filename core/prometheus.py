@@ -10,7 +10,6 @@ so a service called ``a"b`` cannot break out of its label matcher.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -18,6 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
+from selfheal.core.http_json import FetchError, get_json
+from selfheal.core.settings import EvidenceSettings
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 
@@ -62,6 +64,16 @@ class Limits:
     max_bytes: int = 4_000_000
 
 
+def limits_of(settings: EvidenceSettings) -> Limits:
+    """The bounds ``SELFHEAL_EVIDENCE__*`` sets for every query."""
+    return Limits(
+        timeout_s=settings.timeout_s,
+        max_series=settings.max_series,
+        max_points=settings.max_points,
+        max_bytes=settings.max_bytes,
+    )
+
+
 class PrometheusClient:
     def __init__(self, http: httpx.AsyncClient, base_url: str, limits: Limits | None = None):
         self._http = http
@@ -93,25 +105,16 @@ class PrometheusClient:
         limits = self._limits
         url = self._base + path
         try:
-            async with self._http.stream(
-                "GET", url, params=params, timeout=limits.timeout_s
-            ) as response:
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body.extend(chunk)
-                    if len(body) > limits.max_bytes:
-                        raise PrometheusError(
-                            f"{url}: response over {limits.max_bytes} bytes (narrow the query)"
-                        )
-                status = response.status_code
-        except httpx.TimeoutException:
-            raise PrometheusError(f"{url}: no answer within {limits.timeout_s:g}s") from None
-        except httpx.HTTPError as exc:
-            raise PrometheusError(f"{url}: {type(exc).__name__}: {exc}") from None
-        try:
-            payload: Any = json.loads(body)
-        except ValueError:
-            raise PrometheusError(f"{url}: HTTP {status}, not JSON") from None
+            status, payload = await get_json(
+                self._http,
+                url,
+                params,
+                timeout_s=limits.timeout_s,
+                max_bytes=limits.max_bytes,
+                too_big_hint="narrow the query",
+            )
+        except FetchError as exc:
+            raise PrometheusError(str(exc)) from None
         if not isinstance(payload, dict) or payload.get("status") != "success":
             error = payload.get("error") if isinstance(payload, dict) else None
             raise PrometheusError(f"{url}: HTTP {status}: {error or 'no success status'}")

@@ -21,12 +21,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+
+from selfheal.domain.spans import Span
 
 __all__ = [
     "Node",
     "OriginSummary",
-    "SpanLike",
     "SpanTree",
     "TraceOrigin",
     "build_tree",
@@ -35,36 +35,9 @@ __all__ = [
 ]
 
 
-class SpanLike(Protocol):
-    """The span shape diagnosis reads (the intake's ``ErrorSpan``, the store's ``StoredSpan``)."""
-
-    @property
-    def trace_id(self) -> str: ...
-    @property
-    def span_id(self) -> str: ...
-    @property
-    def parent_span_id(self) -> str: ...
-    @property
-    def service(self) -> str: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def error(self) -> bool: ...
-    @property
-    def message(self) -> str: ...
-    @property
-    def start(self) -> float: ...
-    @property
-    def end(self) -> float: ...
-    @property
-    def exceptions(self) -> Sequence[Mapping[str, str]]: ...
-    @property
-    def attributes(self) -> Mapping[str, str]: ...
-
-
 @dataclass(frozen=True)
 class Node:
-    span: SpanLike
+    span: Span
     parent: str | None
     """the parent's span id in the tree (None for a root)"""
     depth: int
@@ -94,7 +67,7 @@ class SpanTree:
 @dataclass(frozen=True)
 class TraceOrigin:
     trace_id: str
-    span: SpanLike
+    span: Span
     depth: int
     start: float
     """the origin's skew-corrected start"""
@@ -127,7 +100,7 @@ class OriginSummary:
     """error traces per origin service"""
 
 
-def _parents(by_id: Mapping[str, SpanLike]) -> dict[str, str | None]:
+def _parents(by_id: Mapping[str, Span]) -> dict[str, str | None]:
     """Each span's parent within the trace (None: none or missing), parent cycles broken at
     their earliest span."""
     parent: dict[str, str | None] = {}
@@ -153,7 +126,7 @@ def _parents(by_id: Mapping[str, SpanLike]) -> dict[str, str | None]:
 
 
 def _skew_shifts(
-    by_id: Mapping[str, SpanLike], children: Mapping[str, list[str]], roots: Sequence[str]
+    by_id: Mapping[str, Span], children: Mapping[str, list[str]], roots: Sequence[str]
 ) -> dict[str, float]:
     """Per service, what to add to its times to agree with the root's clock."""
     shift: dict[str, float] = {}
@@ -177,9 +150,9 @@ def _skew_shifts(
     return shift
 
 
-def build_tree(spans: Sequence[SpanLike]) -> SpanTree:
+def build_tree(spans: Sequence[Span]) -> SpanTree:
     """The tree of one trace's spans (a repeated span id counts once: the first)."""
-    by_id: dict[str, SpanLike] = {}
+    by_id: dict[str, Span] = {}
     for span in spans:
         by_id.setdefault(span.span_id, span)
     trace_id = spans[0].trace_id if spans else ""
@@ -228,7 +201,7 @@ def _fold(services: Sequence[str]) -> tuple[str, ...]:
     return tuple(folded)
 
 
-def origin_of(spans: Sequence[SpanLike]) -> TraceOrigin | None:
+def origin_of(spans: Sequence[Span]) -> TraceOrigin | None:
     """The origin of one trace's failure; None when no span of it failed."""
     tree = build_tree(spans)
     nodes = tree.nodes
@@ -256,14 +229,14 @@ def origin_of(spans: Sequence[SpanLike]) -> TraceOrigin | None:
     )
 
 
-def _exception(span: SpanLike) -> tuple[str, str]:
+def _exception(span: Span) -> tuple[str, str]:
     for event in span.exceptions:
         if event.get("type") or event.get("message"):
             return event.get("type", ""), event.get("message", "") or span.message
     return "", span.message
 
 
-def summarize(traces: Sequence[Sequence[SpanLike]]) -> OriginSummary | None:
+def summarize(traces: Sequence[Sequence[Span]]) -> OriginSummary | None:
     """The most frequent origin service over ``traces`` (ties: the deeper on average, then the
     earlier), with its most frequent span and exception; None when no trace holds an error."""
     origins = [o for o in (origin_of(spans) for spans in traces if spans) if o is not None]

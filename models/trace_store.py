@@ -18,51 +18,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from sqlalchemy import CursorResult, Delete, Row, Table, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from selfheal.domain.spans import Span
 from selfheal.models.base import knowledge_base_error
 from selfheal.models.evidence import TraceSpanRow
 
-__all__ = ["SpanRecord", "StoredSpan", "TraceStore"]
+__all__ = ["StoredSpan", "TraceStore"]
 
 _CHUNK = 1000  # ids per IN (): well under Postgres' 65535 parameters
 _TABLE = cast(Table, TraceSpanRow.__table__)
-
-
-class SpanRecord(Protocol):
-    """A span as the intake parsed it (``detection.parsers.ErrorSpan`` has this shape)."""
-
-    @property
-    def trace_id(self) -> str: ...
-    @property
-    def span_id(self) -> str: ...
-    @property
-    def parent_span_id(self) -> str: ...
-    @property
-    def service(self) -> str: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def error(self) -> bool: ...
-    @property
-    def message(self) -> str: ...
-    @property
-    def start(self) -> float: ...
-    @property
-    def end(self) -> float: ...
-    @property
-    def exceptions(self) -> Sequence[Mapping[str, str]]: ...
-    @property
-    def attributes(self) -> Mapping[str, str]: ...
 
 
 @dataclass(frozen=True)
@@ -88,7 +62,7 @@ def _text(value: str, limit: int | None = None) -> str:
     return cleaned if limit is None else cleaned[:limit]
 
 
-def _row(span: SpanRecord) -> dict[str, Any]:
+def _row(span: Span) -> dict[str, Any]:
     return {
         "trace_id": _text(span.trace_id, 64),
         "span_id": _text(span.span_id, 32),
@@ -179,7 +153,7 @@ class TraceStore:
 
     # ------------------------------------------------------------------------------- writes
 
-    async def add(self, spans: Sequence[SpanRecord]) -> None:
+    async def add(self, spans: Sequence[Span]) -> None:
         """Keep the spans of every trace that holds an error, here or already stored; prune when
         due. Re-sent spans change nothing."""
         if not spans:
@@ -192,8 +166,8 @@ class TraceStore:
             self._pruned_at = time.monotonic()
             await self.prune()
 
-    def _add(self, spans: Sequence[SpanRecord]) -> int:
-        by_trace: dict[str, list[SpanRecord]] = {}
+    def _add(self, spans: Sequence[Span]) -> int:
+        by_trace: dict[str, list[Span]] = {}
         for span in spans:
             by_trace.setdefault(span.trace_id, []).append(span)
         erroring = {t for t, members in by_trace.items() if any(s.error for s in members)}

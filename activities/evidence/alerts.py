@@ -18,7 +18,6 @@ Facts: ``alerts.firing`` (count for the faulted service), ``alerts.names`` (sort
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import httpx
 
 from selfheal.activities.evidence.base import EvidenceRequest, Gathered
+from selfheal.core.http_json import FetchError, get_json
 from selfheal.core.settings import EvidenceSettings
 from selfheal.domain import Fault, Finding
 
@@ -145,27 +145,17 @@ class AlertsProvider:
         """The active alerts, neither silenced nor inhibited. Raises ``AlertmanagerError``."""
         params = {"active": "true", "silenced": "false", "inhibited": "false"}
         try:
-            async with self._http.stream(
-                "GET", self._url, params=params, timeout=self._timeout_s
-            ) as response:
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body.extend(chunk)
-                    if len(body) > self._max_bytes:
-                        raise AlertmanagerError(
-                            f"{self._url}: response over {self._max_bytes} bytes"
-                        )
-                status = response.status_code
-        except httpx.TimeoutException:
-            raise AlertmanagerError(f"{self._url}: no answer within {self._timeout_s:g}s") from None
-        except httpx.HTTPError as exc:
-            raise AlertmanagerError(f"{self._url}: {type(exc).__name__}: {exc}") from None
+            status, payload = await get_json(
+                self._http,
+                self._url,
+                params,
+                timeout_s=self._timeout_s,
+                max_bytes=self._max_bytes,
+            )
+        except FetchError as exc:
+            raise AlertmanagerError(str(exc)) from None
         if status != 200:
-            raise AlertmanagerError(f"{self._url}: HTTP {status}: {bytes(body[:200])!r}")
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            raise AlertmanagerError(f"{self._url}: HTTP {status}, not JSON") from None
+            raise AlertmanagerError(f"{self._url}: HTTP {status}: {str(payload)[:200]}")
         return parse_alerts(payload, self._max_alerts)
 
 

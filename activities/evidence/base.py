@@ -15,19 +15,18 @@ Fact names are namespaced by provider (``metrics.*``, ``alerts.*``, ``traces.*``
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
 from selfheal.core.catalog import ServiceCatalog, ServiceSpec
+from selfheal.diagnosis.rules import Facts
 from selfheal.domain import Fault, Finding, MissingEvidence
 
 log = structlog.get_logger(__name__)
-
-Facts = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -118,17 +117,3 @@ class EvidenceProviders:
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         log.warning("evidence missing", source=provider.name, reason=reason)
         return MissingEvidence(source=provider.name, reason=reason[:500])
-
-
-def template_variables(request: EvidenceRequest, service: str) -> Mapping[str, str]:
-    """The placeholders a provider's templates may use for ``service``."""
-    spec = request.catalog.get(service)
-    target = spec.target(None) if spec is not None else None
-    fault = request.fault
-    own = service == fault.service
-    return {
-        "service": service,
-        "target": (fault.target if own else None) or (target.name if target else service),
-        "namespace": (target.namespace if target else None)
-        or (str(fault.labels.get("namespace", "")) if own else ""),
-    }

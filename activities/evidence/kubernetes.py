@@ -38,8 +38,9 @@ from selfheal.activities.actions.kubernetes import (
     _selector_string,
     kubernetes_client,
 )
-from selfheal.activities.evidence.base import EvidenceRequest, Facts, Gathered
+from selfheal.activities.evidence.base import EvidenceRequest, Gathered
 from selfheal.core.settings import EvidenceSettings, KubernetesSettings
+from selfheal.diagnosis.rules import Facts
 from selfheal.domain import Finding, TargetError
 
 log = structlog.get_logger(__name__)

@@ -7,8 +7,9 @@ series the intake keeps in Postgres (``models.metric_store``), which answers the
 selectors ``name{label="value",...}`` and ``rate(name{...}[5m])``.
 
 The queries are each service's ``evidence.metrics.queries`` (PromQL templates, ``services.yaml``)
-rendered with ``template_variables``. For each, over [at - window_before_s, at + window_after_s]
-(never past now: Prometheus would repeat the last sample into the future):
+rendered with ``core.catalog.query_variables``. For each, over
+[at - window_before_s, at + window_after_s] (never past now: Prometheus would repeat the last
+sample into the future):
 
 - the fault's effect starts a little before ``at`` (a detector fires *after* the change began):
   the *after* window starts ``lead_s`` (60 s) before ``at``, the *before* window ends there;
@@ -48,12 +49,15 @@ import httpx
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from selfheal.activities.evidence.base import (
-    EvidenceRequest,
-    Gathered,
-    template_variables,
+from selfheal.activities.evidence.base import EvidenceRequest, Gathered
+from selfheal.core.catalog import query_variables
+from selfheal.core.prometheus import (
+    PrometheusClient,
+    PrometheusError,
+    Series,
+    limits_of,
+    render_query,
 )
-from selfheal.core.prometheus import Limits, PrometheusClient, PrometheusError, Series, render_query
 from selfheal.core.settings import EvidenceSettings
 from selfheal.diagnosis.rca import ANOMALOUS, MIN_NORMAL_POINTS, rank_services, robust_score
 from selfheal.domain import Finding, KnowledgeBaseError
@@ -380,7 +384,9 @@ class MetricsProvider:
 
         async def one(service: str, query: str, template: str) -> QueryResult:
             try:
-                promql = render_query(template, template_variables(request, service))
+                promql = render_query(
+                    template, query_variables(request.catalog, service, request.fault)
+                )
             except KeyError as exc:
                 return QueryResult(service, query, error=f"template: {exc.args[0]}")
             async with gate:
@@ -420,13 +426,7 @@ def metrics_provider(
     """Prometheus when ``prometheus_url`` is set; else the OTLP store when there is a database;
     else None (no metrics evidence on this worker)."""
     if settings.prometheus_url:
-        limits = Limits(
-            timeout_s=settings.timeout_s,
-            max_series=settings.max_series,
-            max_points=settings.max_points,
-            max_bytes=settings.max_bytes,
-        )
-        client = PrometheusClient(http, settings.prometheus_url, limits)
+        client = PrometheusClient(http, settings.prometheus_url, limits_of(settings))
         return MetricsProvider(
             PrometheusSource(client, settings.step_s), lead_s=settings.metrics_lead_s
         )

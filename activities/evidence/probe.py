@@ -12,8 +12,9 @@ from typing import Any
 
 import httpx
 
-from selfheal.activities.evidence.base import EvidenceRequest, Facts, Gathered
+from selfheal.activities.evidence.base import EvidenceRequest, Gathered
 from selfheal.core.probes import MetricReading, ProbeResult, http_client, probe_health, read_metric
+from selfheal.diagnosis.rules import Facts
 from selfheal.domain import Finding, MetricCheck
 
 DETECTED_PROBE_ERROR = "probe_error"

@@ -13,8 +13,9 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from selfheal.activities.evidence.base import EvidenceRequest, Facts, Gathered
+from selfheal.activities.evidence.base import EvidenceRequest, Gathered
 from selfheal.core.settings import EvidenceSettings
+from selfheal.diagnosis.rules import Facts
 from selfheal.diagnosis.traces import OriginSummary, summarize
 from selfheal.domain import Finding
 from selfheal.models.trace_store import TraceStore

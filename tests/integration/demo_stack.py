@@ -185,3 +185,16 @@ def with_evidence(stack: DemoStack, session_factory: sessionmaker[Session]) -> D
 
     stack.settle = settle
     return stack
+
+
+@contextmanager
+def demo_stack_with_evidence(
+    tmp_path: Path, client: Client, session_factory: sessionmaker[Session]
+) -> Iterator[DemoStack]:
+    """The demo services, exporting their metrics and traces to an intake that keeps them in
+    ``session_factory``'s database, where a worker's evidence providers read them."""
+    with (
+        evidence_intake(client, session_factory) as (otlp_url, token),
+        demo_stack(tmp_path, otlp_url=otlp_url, token=token) as stack,
+    ):
+        yield with_evidence(stack, session_factory)

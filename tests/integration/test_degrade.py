@@ -42,10 +42,8 @@ from selfheal.worker import build_activities, build_worker
 from tests.integration.demo_stack import (
     TARGET,
     DemoStack,
-    demo_stack,
-    evidence_intake,
+    demo_stack_with_evidence,
     wait_until,
-    with_evidence,
 )
 from tests.support import runbooks_for, scratch_database, sessions
 
@@ -62,13 +60,9 @@ RATE_LIMIT_SERVICE = "demo-rate-limited"
 def target(
     tmp_path: Path, client: Client, kb_sessions: sessionmaker[Session]
 ) -> Iterator[DemoStack]:
-    """The demo services, exporting their metrics and traces to an intake that keeps them in
-    the knowledge base's database, where the worker's evidence providers read them."""
-    with (
-        evidence_intake(client, kb_sessions) as (otlp_url, token),
-        demo_stack(tmp_path, otlp_url=otlp_url, token=token) as stack,
-    ):
-        yield with_evidence(stack, kb_sessions)
+    """The demo services, their evidence kept where the worker's providers read it."""
+    with demo_stack_with_evidence(tmp_path, client, kb_sessions) as stack:
+        yield stack
 
 
 def control(target: DemoStack) -> dict[str, Any]:

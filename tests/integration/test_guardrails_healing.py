@@ -54,10 +54,8 @@ from selfheal.worker import build_activities, build_worker, workflow_runner
 from selfheal.workflows.healing import HealingWorkflow
 from tests.integration.demo_stack import (
     TARGET,
-    demo_stack,
-    evidence_intake,
+    demo_stack_with_evidence,
     wait_until,
-    with_evidence,
 )
 from tests.integration.standins import Scenario
 from tests.support import runbooks_for
@@ -465,11 +463,7 @@ async def test_a_dry_run_shows_the_step_it_would_run_and_touches_nothing(
 ) -> None:
     kb = KnowledgeBase(sessions)
     before = {s.name: (s.attempts, s.successes) for s in kb.list_solutions()}
-    with (
-        evidence_intake(client, sessions) as (otlp_url, token),
-        demo_stack(tmp_path / "stack", otlp_url=otlp_url, token=token) as stack,
-    ):
-        target = with_evidence(stack, sessions)
+    with demo_stack_with_evidence(tmp_path / "stack", client, sessions) as target:
         target.inject("error_burst")
         wait_until(lambda: target.health() == 503, what="the error burst")
         assert flag(target.target_url)
