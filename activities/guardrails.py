@@ -1,12 +1,19 @@
 """``check_guardrails`` and ``release_target``: may this healing act, right now?
 
-At the start of a healing (``input.step`` None), in this order:
+At the start of a healing (``input.step`` None; the workflow asks after planning, before the
+approval gate), in this order:
 
 - ``unknown_service``: the fault's service is not in the catalog (``services.yaml``);
 - ``kill_switch``: ``selfheal pause`` is in force;
 - ``cooldown``: a healing that acted on the same target ended less than the service's
   ``cooldown_s`` ago (loop protection: the new fault is recorded and escalated, not healed);
-- ``budget``: the service's ``budget_per_hour`` healings have acted within the last hour.
+- ``budget``: the service's ``budget_per_hour`` healings have acted within the last hour;
+- ``target_busy``: another healing run holds the target's lock. Otherwise this run takes it
+  (idempotent for the same run) and holds it until it ends, through the approval gate: while a
+  healing waits for a human, a second fault of the same target (another fingerprint, another
+  alert) waits at its own start instead of acting on the target unapproved. Holding is not
+  acting: the run counts against the budget (and starts a cooldown when it ends) only from its
+  first allowed mutating step.
 
 Right before each step: an action this worker does not know is refused (``allowlist``); a
 read-only step (``wait``) is allowed unchecked. Before a mutating step, in this order:
@@ -26,8 +33,9 @@ read-only step (``wait``) is allowed unchecked. Before a mutating step, in this 
   ``health_url`` answers 2xx and its ``metric`` reads at most its ``max`` — the fault no longer
   fires. A fault with neither cannot be re-checked and passes;
 - ``budget`` again, for a healing that has not acted yet (approval may have taken an hour);
-- ``target_busy``: another healing run holds the target's lock. Otherwise this run takes it
-  (idempotent for the same run) and counts as having acted.
+- ``target_busy``: another healing run holds the target's lock (a healing started before the
+  start check took it, or one whose lock was freed by ``selfheal unlock``). Otherwise this run
+  takes it or already holds it, and counts as having acted.
 
 ``retry_after_s`` is set when waiting may help: ``kill_switch`` with ``paused_behavior=wait``, and
 ``target_busy``, until ``pause_wait_max_s`` has passed since this run's first refusal in a row by
@@ -36,10 +44,10 @@ rule: ``retry_after_s`` set → sleep that long and ask again; None → stop. A 
 every rule but only reads (no lock, not counted as acting) and never asks to wait: it shows what
 would be refused. Every decision is recorded in ``guardrail_decisions``.
 
-``release_target`` ends the healing's hold: frees its target lock and starts the target's
-cooldown. It is idempotent and must run at the end of every healing, whatever its outcome. A
-healing that never reaches it (a terminated workflow) leaves its lock behind: ``selfheal unlock
-SERVICE/TARGET`` frees it.
+``release_target`` ends the healing's hold: frees its target lock and, for a healing that acted,
+starts the target's cooldown. It is idempotent and must run at the end of every healing, whatever
+its outcome. A healing that never reaches it (a terminated workflow) leaves its lock behind:
+``selfheal unlock SERVICE/TARGET`` frees it.
 """
 
 from __future__ import annotations
@@ -65,7 +73,7 @@ from selfheal.domain.payloads import (
     GuardrailDecision,
     ReleaseTargetInput,
 )
-from selfheal.models.guardrails import DecisionRecord, Guardrails, Run, target_key
+from selfheal.models.guardrails import Claim, DecisionRecord, Guardrails, Run, target_key
 from selfheal.workflows.contract import CHECK_GUARDRAILS, RELEASE_TARGET, implements
 
 log = structlog.get_logger(__name__)
@@ -169,7 +177,12 @@ class GuardrailActivities:
         acted = await asyncio.to_thread(self._store.acted_count, spec.name, run, now)
         if acted >= spec.budget_per_hour:
             raise _refuse(BUDGET, _budget_reason(spec, acted))
-        return GuardrailDecision(allowed=True, reason="may start")
+        held = await asyncio.to_thread(self._store.hold, key, run, now, dry_run=input.dry_run)
+        if held.status == "busy":
+            raise await self._busy(input, key, held)
+        if input.dry_run:
+            return GuardrailDecision(allowed=True, reason="may start (a dry run holds nothing)")
+        return GuardrailDecision(allowed=True, reason=f"may start; holds {key} until it ends")
 
     async def _before_step(
         self, input: CheckGuardrailsInput, step: RecoveryStep, spec: ServiceSpec | None, key: str
@@ -256,18 +269,20 @@ class GuardrailActivities:
         if claim.status == "budget":
             raise _refuse(BUDGET, _budget_reason(spec, claim.acted_last_hour))
         if claim.status == "busy":
-            since = (
-                f" since {claim.held_since.astimezone(UTC):%H:%M:%S}Z" if claim.held_since else ""
-            )
-            retry_after_s, then = await self._wait(
-                input, TARGET_BUSY, TARGET_BUSY_RETRY_S, "the target"
-            )
-            raise _refuse(
-                TARGET_BUSY,
-                f"{key} is being healed by {claim.holder}{since}; one healing acts on a target "
-                f"at a time; {then}",
-                retry_after_s=retry_after_s,
-            )
+            raise await self._busy(input, key, claim)
+
+    async def _busy(self, input: CheckGuardrailsInput, key: str, claim: Claim) -> _Refused:
+        """``target_busy``: who holds the target since when, and whether to wait for it."""
+        since = f" since {claim.held_since.astimezone(UTC):%H:%M:%S}Z" if claim.held_since else ""
+        retry_after_s, then = await self._wait(
+            input, TARGET_BUSY, TARGET_BUSY_RETRY_S, "the target"
+        )
+        return _refuse(
+            TARGET_BUSY,
+            f"{key} is being healed by {claim.holder}{since}; one healing at a time holds a "
+            f"target, from its start until it ends; {then}",
+            retry_after_s=retry_after_s,
+        )
 
 
 def _target_name(spec: ServiceSpec | None, fault: Fault) -> str | None:

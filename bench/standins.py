@@ -34,11 +34,15 @@ from selfheal.domain.payloads import (
     GuardrailDecision,
     LoadPolicyInput,
     NotifyInput,
+    ProbeDependencyInput,
+    ProbeDependencyResult,
     RecordOutcomeInput,
     RecordOutcomeResult,
     ReleaseTargetInput,
     RunStepInput,
     ValidateRecoveryInput,
+    WatchSideEffectsInput,
+    WatchSideEffectsResult,
 )
 from selfheal.workflows.contract import (
     CHECK_GUARDRAILS,
@@ -48,10 +52,12 @@ from selfheal.workflows.contract import (
     FIND_SOLUTIONS,
     LOAD_POLICY,
     NOTIFY,
+    PROBE_DEPENDENCY,
     RECORD_OUTCOME,
     RELEASE_TARGET,
     RUN_STEP,
     VALIDATE_RECOVERY,
+    WATCH_SIDE_EFFECTS,
     check_implementations,
     implements,
 )
@@ -66,8 +72,8 @@ PLAN = RecoveryPlan(
     risk=RiskLevel.LOW,
 )
 # Activities one healing of the plan above runs: policy, evidence, diagnosis, solutions, two
-# guardrail checks, the step, validation, target release, record.
-HEALING_ACTIVITIES = 10
+# guardrail checks, the step, the side-effect watch, validation, target release, record.
+HEALING_ACTIVITIES = 11
 
 
 class NoOpActivities:
@@ -90,6 +96,8 @@ class NoOpActivities:
             self.notify,
             self.check_guardrails,
             self.release_target,
+            self.watch_side_effects,
+            self.probe_dependency,
         ]
         check_implementations(activities)
         return activities
@@ -154,3 +162,11 @@ class NoOpActivities:
     @implements(RELEASE_TARGET)
     async def release_target(self, input: ReleaseTargetInput) -> None:
         return None
+
+    @implements(WATCH_SIDE_EFFECTS)
+    async def watch_side_effects(self, input: WatchSideEffectsInput) -> WatchSideEffectsResult:
+        return WatchSideEffectsResult(skipped=["bench: nothing watched"])
+
+    @implements(PROBE_DEPENDENCY)
+    async def probe_dependency(self, input: ProbeDependencyInput) -> ProbeDependencyResult:
+        return ProbeDependencyResult(healthy=True)

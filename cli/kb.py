@@ -20,6 +20,7 @@ from selfheal.core.settings import get_settings
 from selfheal.domain import SelfhealError, Solution
 from selfheal.models import KnowledgeBase, load_catalog
 from selfheal.models.base import display_url
+from selfheal.models.knowledge_base import HitRate, KnowledgeStats
 from selfheal.models.migrate import current_revision, downgrade, upgrade
 
 kb_app = typer.Typer(help="The knowledge base of solutions.", no_args_is_help=True)
@@ -122,6 +123,88 @@ def _table(solutions: list[Solution]) -> Table:
     return table
 
 
+@kb_app.command("stats")
+@user_errors
+def kb_stats(
+    as_json: bool = typer.Option(False, "--json", help="print JSON for scripts"),
+) -> None:
+    """What the knowledge base learned: per solution and service, success rates with their 90 %
+    credible interval (recent outcomes weigh more); per rule and root cause, how often the top
+    hypothesis was confirmed."""
+    with _reported(), _knowledge_base() as kb:
+        stats = kb.stats()
+    if as_json:
+        typer.echo(stats.model_dump_json(indent=2))
+        return
+    if not stats.solutions:
+        typer.echo("no solution tried yet")
+    else:
+        console.print(_stats_table(stats))
+    if not stats.rules:
+        typer.echo("no diagnosed healing yet")
+        return
+    console.print(_hit_rate_table("rule", stats.rules))
+    console.print(_hit_rate_table("root cause", stats.root_causes))
+
+
+def _stats_table(stats: KnowledgeStats) -> Table:
+    mass = f"{stats.credible_mass:.0%}"
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        title="solutions per service acted on",
+        caption=(
+            f"learned: successes/attempts; weighted: the same, an outcome counting half after "
+            f"{_duration(stats.half_life_s)}. rate: posterior mean with the priors, and its "
+            f"{mass} credible interval. ranked by: this service's record, or the solution's "
+            f"over every service below {stats.min_service_attempts:g} weighted attempts here."
+        ),
+        caption_justify="left",
+    )
+    table.add_column("solution", no_wrap=True)
+    for header in ("v", "service", "learned", "weighted", "rate", mass, "TTR", "used", "ranked by"):
+        numeric = header in {"v", "learned", "weighted", "rate", mass, "TTR"}
+        table.add_column(header, overflow="fold", justify="right" if numeric else "left")
+    for s in stats.solutions:
+        table.add_row(
+            s.solution if s.current else f"{s.solution} (old)",
+            str(s.version),
+            s.service,
+            f"{s.successes}/{s.attempts}",
+            f"{s.weighted_successes:.1f}/{s.weighted_attempts:.1f}",
+            f"{s.success_rate:.2f}",
+            f"{s.success_rate_lower:.2f}-{s.success_rate_upper:.2f}",
+            "-" if s.mean_time_to_recover_s is None else f"{s.mean_time_to_recover_s:.0f}s",
+            _ago(s.last_used_at),
+            s.ranked_by if s.current else "-",  # an old version is no longer offered
+            style=None if s.current else "dim",
+        )
+    return table
+
+
+def _hit_rate_table(by: str, rates: list[HitRate]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=f"top hypothesis per {by}")
+    table.add_column(by, no_wrap=True)
+    for header in ("confirmed", "decided", "healings", "hit rate"):
+        table.add_column(header, justify="right")
+    for r in rates:
+        table.add_row(
+            r.key,
+            str(r.confirmed),
+            str(r.decided),
+            str(r.healings),
+            "-" if r.hit_rate is None else f"{r.hit_rate:.2f}",
+        )
+    return table
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
 def _ago(at: datetime | None) -> str:
     if at is None:
         return "never"
@@ -141,7 +224,7 @@ def _knowledge_base() -> Iterator[KnowledgeBase]:
     settings = get_settings()
     engine = make_engine(_database_url(), pool_size=settings.database.pool_size)
     try:
-        yield KnowledgeBase(make_session_factory(engine))
+        yield KnowledgeBase(make_session_factory(engine), learning=settings.learning)
     finally:
         engine.dispose()
 

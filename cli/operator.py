@@ -10,19 +10,32 @@ import asyncio
 import gc
 import json
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
+from pydantic import BaseModel
 
 from selfheal.cli.errors import UserError, user_errors
-from selfheal.cli.render import healings_table, make_console, timeline_table
+from selfheal.cli.render import (
+    approvers_text,
+    healings_table,
+    make_console,
+    pending_table,
+    timeline_table,
+)
 from selfheal.core.settings import get_settings
 from selfheal.core.yaml_source import parse_yaml
-from selfheal.domain import Approval, Fault, SelfhealError
+from selfheal.domain import Approval, Fault, HealingPhase, SelfhealError
 from selfheal.healings import FilterError, Healings, Verdict
-from selfheal.healings.queries import visibility_query
+from selfheal.healings.queries import (
+    HealingRow,
+    PendingApproval,
+    pending_approval,
+    visibility_query,
+)
 
 T = TypeVar("T")
 
@@ -121,19 +134,62 @@ def list_healings(
     limit: int = typer.Option(50, "--limit", min=1, help="at most this many, newest first"),
     as_json: bool = typer.Option(False, "--json", help="print JSON for scripts"),
 ) -> None:
-    """List healings (a visibility query on the HealingPhase search attribute)."""
+    """List healings (a visibility query on the HealingPhase search attribute). With
+    --phase awaiting_approval, each with how long it has waited and who may approve."""
     try:
         query = visibility_query(phase)  # checked before connecting
     except FilterError as exc:
         raise UserError(f"--{exc}") from None  # its message starts with the option's name
 
+    if phase == HealingPhase.AWAITING_APPROVAL:
+        pending = run_with_door(lambda door: pending_approvals(door, limit))
+        if as_json:
+            _echo_json(pending)
+        elif pending:
+            console.print(pending_table(pending))
+            console.print(
+                "decide with: selfheal approve ID --by NAME "
+                "(or selfheal reject ID --by NAME --reason WHY)",
+                markup=False,
+            )
+        else:
+            console.print(f"no healings match {query}", markup=False)
+        return
     rows = run_with_door(lambda door: door.list(phase, limit))
     if as_json:
-        typer.echo(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
+        _echo_json(rows)
     elif rows:
         console.print(healings_table(rows))
     else:
         console.print(f"no healings match {query}", markup=False)
+
+
+def _echo_json(rows: Sequence[BaseModel]) -> None:
+    typer.echo(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
+
+
+# Status queries of the pending healings at once, a few at a time: each needs a worker's answer.
+PENDING_QUERIES = 8
+
+
+async def pending_approvals(door: Healings, limit: int) -> list[PendingApproval]:
+    """The healings listed as awaiting approval, each with its ``status`` (one query per
+    running one, and only for those): how long it has waited and who may approve. A status
+    that does not answer leaves that row's approvers unknown instead of failing the list."""
+    rows = await door.list(HealingPhase.AWAITING_APPROVAL.value, limit)
+    gate = asyncio.Semaphore(PENDING_QUERIES)
+
+    async def one(row: HealingRow) -> PendingApproval:
+        if row.status != "RUNNING":
+            return pending_approval(row, None, datetime.now(UTC))
+        async with gate:
+            try:
+                status = await door.show(row.workflow_id)
+            except SelfhealError as exc:
+                return pending_approval(row, None, datetime.now(UTC), detail=str(exc))
+        return pending_approval(row, status, datetime.now(UTC))
+
+    return list(await asyncio.gather(*(one(row) for row in rows)))
 
 
 # -------------------------------------------------------------------------------------- show
@@ -153,7 +209,8 @@ def show(
     if status.awaiting_approval:
         console.print(
             f"awaiting approval: selfheal approve {workflow_id} --by NAME "
-            f"(or selfheal reject {workflow_id} --by NAME --reason WHY)",
+            f"(or selfheal reject {workflow_id} --by NAME --reason WHY); "
+            f"may decide: {approvers_text(status.approvers)}",
             markup=False,
         )
 

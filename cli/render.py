@@ -1,8 +1,11 @@
-"""Human output shared by ``selfheal dev`` and ``selfheal show``: the healing's timeline and the
-table of healings."""
+"""Human output shared by ``selfheal dev`` and ``selfheal show``: the healing's timeline (with
+each validation's criteria, the side effects that tripped a guard, the breaker, disputed
+resolutions and who may decide a pending approval), the table of healings and the table of
+pending approvals."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -19,7 +22,8 @@ from selfheal.domain import (
     StepStatus,
     ValidationResult,
 )
-from selfheal.healings.queries import HealingRow
+from selfheal.domain.criteria import BreakerStatus, CriterionResult, GuardBreach
+from selfheal.healings.queries import HealingRow, PendingApproval
 
 OUTCOME_STYLE = {
     HealingOutcome.HEALED: "bold green",
@@ -103,14 +107,89 @@ def _validation_event(validation: ValidationResult) -> Event:
     verdict = "healthy" if validation.healthy else "unhealthy"
     if validation.started_at is not None and validation.ended_at is not None:
         verdict += " after " + _seconds(validation.started_at, validation.ended_at)
+    lines = [
+        f"{verdict}: {validation.checks} checks, {validation.failures} failed, "
+        f"window {validation.window_s:g}s"
+        + (f" ({validation.detail})" if validation.detail else "")
+    ]
+    lines += [f"  {criterion_text(c)}" for c in validation.criteria]
+    if validation.breach is not None:
+        lines.append(f"  side effect: {breach_text(validation.breach)}")
     return Event(
         validation.started_at,
         "validation",
-        f"{verdict}: {validation.checks} checks, {validation.failures} failed, "
-        f"window {validation.window_s:g}s"
-        + (f" ({validation.detail})" if validation.detail else ""),
+        "\n".join(lines),
         "green" if validation.healthy else "red",
     )
+
+
+# A criterion keeps its last 20 values; a line shows the last few.
+SHOWN_VALUES = 6
+
+
+def criterion_text(result: CriterionResult) -> str:
+    """``ok|failed|not evaluated [optional] LABEL: values seen; detail``."""
+    verdict = {True: "ok", False: "failed", None: "not evaluated"}[result.ok]
+    text = f"{verdict}{' (optional)' if result.optional else ''} {result.criterion}"
+    seen = [f"{v:g}" for v in result.values[-SHOWN_VALUES:]]
+    if seen:
+        more = len(result.values) - len(seen)
+        text += (
+            ": seen "
+            + ", ".join(seen)
+            + (f" (last {len(seen)} of {len(result.values)})" if more else "")
+        )
+    if result.detail:
+        text += f"; {result.detail}"
+    return text
+
+
+def breach_text(breach: GuardBreach) -> str:
+    """``guard on service: expr: value V vs baseline B; detail``."""
+    text = f"guard {breach.guard} on {breach.service}: {breach.expr}: value {breach.value:g}"
+    if breach.baseline is not None:
+        text += f" vs baseline {breach.baseline:g}"
+    if breach.detail:
+        text += f"; {breach.detail}"
+    return text
+
+
+def _breaker_events(breaker: BreakerStatus) -> list[Event]:
+    """Each change of the breaker's state (timed), then where it stands."""
+    events = [
+        Event(change.at, f"breaker {change.state.replace('_', '-')}", change.detail)
+        for change in breaker.history
+    ]
+    detail = f"{breaker.state.replace('_', '-')} over {breaker.step}"
+    if breaker.dependency:
+        detail += f" (closes when {breaker.dependency} is healthy)"
+    detail += f", {breaker.cycles} half-open probe cycle(s)"
+    if breaker.open_until is not None and breaker.state == "open":
+        detail += f", open until {breaker.open_until.astimezone(UTC):%H:%M:%S}"
+    style = "" if breaker.state == "closed" else "yellow"
+    return [*events, Event(None, "breaker", detail, style)]
+
+
+def approvers_text(approvers: Sequence[str] | None) -> str:
+    """Who may decide: the list, ``anyone`` for an empty one, ``unknown`` for None."""
+    if approvers is None:
+        return "unknown"
+    return ", ".join(approvers) if approvers else "anyone who may send the update"
+
+
+def span_text(seconds: float) -> str:
+    """A duration the way an operator reads it: ``2d 03h``, ``1h 05m``, ``12m 03s``, ``40s``."""
+    whole = int(max(0.0, seconds))
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours:02d}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
 
 
 def _fault_detail(fault: Fault) -> str:
@@ -143,9 +222,12 @@ def _hypothesis_events(diagnosis: Diagnosis) -> list[Event]:
     return events
 
 
-def timeline(status: HealingStatus, prelude: Prelude | None = None) -> list[Event]:
+def timeline(
+    status: HealingStatus, prelude: Prelude | None = None, *, now: datetime | None = None
+) -> list[Event]:
     """The healing's story in order: detection, diagnosis, plans, approval, steps, validation,
-    outcome. Events the workflow does not time (diagnosis, plans) carry no time."""
+    side effects, the breaker, outcome. Events the workflow does not time (diagnosis, plans)
+    carry no time. ``now`` (default: the clock) is what a pending approval has waited until."""
     events: list[Event] = []
     if prelude is not None and prelude.injected_at is not None:
         events.append(Event(prelude.injected_at, "injected", prelude.injected))
@@ -186,13 +268,30 @@ def timeline(status: HealingStatus, prelude: Prelude | None = None) -> list[Even
             detail += " (asked because " + "; ".join(status.approval_reasons) + ")"
         events.append(Event(approval.at, "approval", detail))
     elif status.approval_required:
-        events.append(Event(None, "approval", "required: " + "; ".join(status.approval_reasons)))
+        detail = "required: " + "; ".join(status.approval_reasons)
+        if status.awaiting_approval:
+            since = status.awaiting_since or status.started_at
+            waited = ((now or datetime.now(UTC)) - since).total_seconds()
+            detail += (
+                f"; waiting {span_text(waited)}"
+                + ("" if status.awaiting_since else " (since the healing started)")
+                + f"; may decide: {approvers_text(status.approvers)}"
+            )
+        events.append(Event(status.awaiting_since, "approval", detail))
     elif status.candidates:
         events.append(Event(None, "approval", "not required"))
     execution = [_step_event(step) for step in status.steps]
     execution += [_validation_event(v) for v in status.validations]
-    # Steps and validations interleave when a plan fails and the next candidate runs.
+    execution += [Event(b.at, "side effect", breach_text(b), "bold red") for b in status.breaches]
+    breaker = _breaker_events(status.breaker) if status.breaker is not None else []
+    execution += [e for e in breaker if e.at is not None]
+    # Steps, validations, breaches and the breaker interleave: a plan fails, the next runs.
     events.extend(sorted(execution, key=lambda e: e.at or _END))
+    events.extend(e for e in breaker if e.at is None)
+    events.extend(
+        Event(None, "resolution disputed", disputed, "yellow")
+        for disputed in status.resolution_disputed
+    )
     if status.outcome is not None:
         detail = status.outcome_detail
         if status.time_to_recover_s is not None:
@@ -236,6 +335,37 @@ def timeline_table(status: HealingStatus, prelude: Prelude | None = None) -> Tab
         offset = "" if event.at is None or origin is None else _seconds(origin, event.at)
         clock = "" if event.at is None else f"{event.at:%H:%M:%S.%f}"[:-3]
         table.add_row(offset, clock, Text(event.what, style=event.style), Text(event.detail))
+    return table
+
+
+def pending_table(rows: list[PendingApproval]) -> Table:
+    """Healings awaiting approval: how long each has waited, who may decide, and why it asks."""
+    table = Table()
+    for column in ("workflow id", "service", "fault", "root cause", "risk"):
+        table.add_column(column)
+    table.add_column("waiting", no_wrap=True)
+    table.add_column("may decide")
+    table.add_column("why")
+    for row in rows:
+        if row.waited_s is None:
+            waiting = "-"
+        else:
+            waiting = span_text(row.waited_s) + (
+                "" if row.waited_since == "asked" else " (since start)"
+            )
+        why = "; ".join(row.reasons) or "-"
+        if row.detail:
+            why = f"{why} ({row.detail})" if row.reasons else row.detail
+        table.add_row(
+            row.workflow_id,
+            row.service or "-",
+            row.fault_type or "-",
+            row.root_cause or "-",
+            row.risk or "-",
+            waiting,
+            approvers_text(row.approvers) if row.waited_s is not None else "-",
+            why,
+        )
     return table
 
 

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from selfheal.core.yaml_source import Problem, load_yaml
 from selfheal.domain import Fault, IntakeError, MetricCheck
+from selfheal.domain.criteria import DEFAULT_GUARDS, ApprovalSpec, GuardSpec, ValidationCriterion
 from selfheal.domain.fault import fingerprint_of
 
 # Names end up quoted in Temporal visibility queries and in workflow ids: keep them plain.
@@ -123,6 +124,19 @@ class ServiceSpec(BaseModel):
         default=None, ge=0, le=100, description="blast radius in % of a workload's replicas"
     )
     evidence: EvidenceSpec = Field(default_factory=EvidenceSpec)
+    validation: list[ValidationCriterion] = Field(
+        default_factory=list,
+        description="what 'recovered' means for a solution that declares nothing; empty: the "
+        "health probe and the target's metric",
+    )
+    guards: list[GuardSpec] | None = Field(
+        default=None, description="side effects watched while acting; unset: DEFAULT_GUARDS"
+    )
+    approval: ApprovalSpec = Field(default_factory=ApprovalSpec)
+
+    @property
+    def watched_guards(self) -> list[GuardSpec]:
+        return list(DEFAULT_GUARDS) if self.guards is None else self.guards
 
     def target(self, name: str | None) -> TargetSpec | None:
         """The named target, or the default one; None when the name is not in the catalog."""
@@ -144,6 +158,10 @@ class ServiceCatalog(BaseModel):
 
     def get(self, name: str) -> ServiceSpec | None:
         return next((s for s in self.services if s.name == name), None)
+
+    def dependents(self, name: str) -> list[str]:
+        """The services that depend on ``name`` directly (a side effect there is ours too)."""
+        return [s.name for s in self.services if name in s.depends_on and s.name != name]
 
     def dependencies(self, name: str) -> list[str]:
         """Every service ``name`` depends on, directly or not, nearest first."""

@@ -37,6 +37,13 @@ class DatabaseSettings(BaseModel):
 
 class WorkerSettings(BaseModel):
     metrics_port: int = Field(default=9464, description="0 disables the SDK metrics endpoint")
+    kb_metrics_port: int = Field(
+        default=9465,
+        ge=0,
+        le=65535,
+        description="the knowledge base's figures (success rates, hit rates) for Prometheus; "
+        "0 disables the endpoint",
+    )
     max_concurrent_activities: int = 100
     max_concurrent_workflow_tasks: int = 100
     graceful_shutdown_s: float = 30.0
@@ -57,6 +64,24 @@ class HealingSettings(BaseModel):
     probe_interval_s: float = 5.0
     step_heartbeat_timeout_s: float = 15.0
     dry_run: bool = False
+    approvers: list[str] = Field(
+        default_factory=list,
+        description="who may approve any healing (JSON list); a service's 'approval.approvers' "
+        "narrows it; empty: anyone who may send the update",
+    )
+    approval_reminder_s: float = Field(
+        default=900.0, ge=0, description="notify again while an approval waited this long; 0: off"
+    )
+    read_retry_max_s: float = Field(
+        default=600.0, gt=0, description="reads (Postgres, evidence) outlast outages this long"
+    )
+    guard_interval_s: float = Field(default=5.0, gt=0, description="side-effect guards, polled")
+    breaker_open_s: float = Field(default=30.0, gt=0, description="a breaker's first open period")
+    breaker_backoff: float = Field(default=2.0, ge=1, description="open period multiplier")
+    breaker_max_open_s: float = Field(default=600.0, gt=0)
+    breaker_max_cycles: int = Field(
+        default=5, ge=1, description="half-open probes before escalating with the breaker open"
+    )
     suppression_s: float | None = Field(
         default=None,
         ge=0,
@@ -78,12 +103,47 @@ class HealingSettings(BaseModel):
             step_heartbeat_timeout_s=self.step_heartbeat_timeout_s,
             dry_run=self.dry_run,
             notify=notify,
+            approval_reminder_s=self.approval_reminder_s,
+            read_retry_max_s=self.read_retry_max_s,
+            guard_interval_s=self.guard_interval_s,
+            breaker_open_s=self.breaker_open_s,
+            breaker_backoff=self.breaker_backoff,
+            breaker_max_open_s=self.breaker_max_open_s,
+            breaker_max_cycles=self.breaker_max_cycles,
         )
 
 
 class NotifySettings(BaseModel):
-    webhook_url: str | None = None
+    webhook_url: str | None = Field(
+        default=None, description="Slack-compatible incoming webhook", repr=False
+    )
     timeout_s: float = 5.0
+    pagerduty_routing_key: str | None = Field(
+        default=None, description="PagerDuty Events API v2 integration key", repr=False
+    )
+    pagerduty_url: str = Field(
+        default="https://events.pagerduty.com/v2/enqueue",
+        description="Events API v2 endpoint (a local receiver in tests)",
+    )
+    temporal_ui_url: str | None = Field(
+        default=None,
+        description="base URL of the Temporal UI for links in notifications, e.g. "
+        "http://127.0.0.1:8233; unset: no link",
+    )
+
+
+class LearningSettings(BaseModel):
+    """How the knowledge base ranks candidate solutions (Thompson sampling)."""
+
+    half_life_s: float = Field(
+        default=30 * 86400.0, gt=0, description="an outcome counts half after this long"
+    )
+    min_service_attempts: float = Field(
+        default=5.0,
+        ge=0,
+        description="below this many (decayed) attempts on a service, a solution is ranked by "
+        "its global counts",
+    )
 
 
 class ProbeSettings(BaseModel):
@@ -216,6 +276,7 @@ class Settings(BaseSettings):
     postgres_targets: PostgresTargetSettings = PostgresTargetSettings()
     guardrails: GuardrailSettings = GuardrailSettings()
     evidence: EvidenceSettings = EvidenceSettings()
+    learning: LearningSettings = LearningSettings()
     dev: DevSettings = DevSettings()
     runbooks_dir: Path = Field(
         default=Path(selfheal.__file__).parent / "runbooks",

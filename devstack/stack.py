@@ -91,9 +91,10 @@ def dev_settings(base: Settings, data_dir: Path | None, *, demo: bool) -> Settin
     }
     chosen = base.worker.model_fields_set
     worker: dict[str, float] = {}
-    if "metrics_port" not in chosen:
-        # The SDK's metrics endpoint binds all interfaces: only when asked for.
-        worker["metrics_port"] = 0
+    for port in ("metrics_port", "kb_metrics_port"):
+        if port not in chosen:
+            # The metrics endpoints bind all interfaces: only when asked for.
+            worker[port] = 0
     if "graceful_shutdown_s" not in chosen:
         # Ctrl-C should be quick; an interrupted step is retried when dev runs again.
         worker["graceful_shutdown_s"] = DEV_SHUTDOWN_S

@@ -6,6 +6,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from selfheal.domain.criteria import (
+    ApprovalSpec,
+    BreakerSpec,
+    BreakerStatus,
+    CriterionResult,
+    GuardBreach,
+    ValidationCriterion,
+)
 from selfheal.domain.evidence import Finding, Hypothesis, MissingEvidence
 from selfheal.domain.fault import Fault
 from selfheal.domain.risk import RiskLevel
@@ -18,6 +26,7 @@ class HealingPhase(StrEnum):
     EXECUTING = "executing"
     VALIDATING = "validating"
     COMPENSATING = "compensating"
+    BREAKER_OPEN = "breaker_open"
     RECORDING = "recording"
     # final phases carry the outcome's value
     HEALED = "healed"
@@ -41,6 +50,16 @@ class HealingOutcome(StrEnum):
     @property
     def phase(self) -> HealingPhase:
         return HealingPhase(self.value)
+
+    @property
+    def pages(self) -> bool:
+        """An outcome a human must take over (PagerDuty trigger); the fault's later resolution
+        resolves that incident."""
+        return self in (
+            HealingOutcome.ESCALATED,
+            HealingOutcome.FAILED,
+            HealingOutcome.APPROVAL_TIMEOUT,
+        )
 
 
 class StepCall(BaseModel):
@@ -69,6 +88,11 @@ class RecoveryStep(BaseModel):
         default=True,
         description="False declares that this step cannot be undone (e.g. a cache flush)",
     )
+    breaker: BreakerSpec | None = Field(
+        default=None,
+        description="http.degrade in circuit_break or fallback mode: how the healing keeps the "
+        "degradation as a breaker (unset: the worker's defaults; enabled: false keeps it on)",
+    )
 
     @property
     def label(self) -> str:
@@ -89,6 +113,11 @@ class SolutionSpec(BaseModel):
     prior_attempts: int = Field(default=0, ge=0)
     enabled: bool = True
     steps: list[RecoveryStep] = Field(min_length=1)
+    validation: list[ValidationCriterion] = Field(
+        default_factory=list,
+        description="what 'recovered' means for this solution; empty: the service's criteria, "
+        "else the health probe",
+    )
 
 
 def smoothed_success_rate(successes: int, attempts: int) -> float:
@@ -114,6 +143,7 @@ class Solution(BaseModel):
     mean_time_to_recover_s: float | None = None
     last_used_at: datetime | None = None
     enabled: bool = True
+    validation: list[ValidationCriterion] = Field(default_factory=list)
 
     @property
     def success_rate(self) -> float:
@@ -132,6 +162,12 @@ class RecoveryPlan(BaseModel):
     steps: list[RecoveryStep]
     risk: RiskLevel = Field(description="the highest of the solution's and its actions' risks")
     success_rate: float = 0.5
+    validation: list[ValidationCriterion] = Field(
+        default_factory=list, description="the solution's criteria; empty: the service's"
+    )
+    sampled: float | None = Field(
+        default=None, description="the Thompson sample that ranked this plan (None: not sampled)"
+    )
 
 
 class Evidence(BaseModel):
@@ -244,6 +280,12 @@ class ValidationResult(BaseModel):
     failures: int
     window_s: float
     detail: str = ""
+    criteria: list[CriterionResult] = Field(
+        default_factory=list, description="each criterion's verdict with the values seen"
+    )
+    breach: GuardBreach | None = Field(
+        default=None, description="a side-effect guard that tripped during the window"
+    )
     started_at: datetime | None = Field(default=None, description="set by the workflow")
     ended_at: datetime | None = Field(default=None, description="set by the workflow")
 
@@ -297,6 +339,25 @@ class HealingPolicy(BaseModel):
     )
     dry_run: bool = False
     notify: bool = False
+    approval: ApprovalSpec = Field(
+        default_factory=ApprovalSpec,
+        description="the service's approval policy (always-actions, approvers, per action)",
+    )
+    approval_reminder_s: float = Field(
+        default=900.0, ge=0, description="remind (notify) after a pending approval waited this long"
+    )
+    read_retry_max_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="reads that depend on Postgres and evidence retry through outages this long",
+    )
+    guard_interval_s: float = Field(
+        default=5.0, gt=0, description="how often side-effect guards are evaluated"
+    )
+    breaker_open_s: float = Field(default=30.0, gt=0)
+    breaker_backoff: float = Field(default=2.0, ge=1)
+    breaker_max_open_s: float = Field(default=600.0, gt=0)
+    breaker_max_cycles: int = Field(default=5, ge=1)
     suppression_s: float = Field(
         default=0.0,
         ge=0,
@@ -340,6 +401,22 @@ class HealingStatus(BaseModel):
     )
     steps: list[StepResult] = Field(default_factory=list)
     validations: list[ValidationResult] = Field(default_factory=list)
+    breaches: list[GuardBreach] = Field(
+        default_factory=list, description="side-effect guards that tripped, with their values"
+    )
+    breaker: BreakerStatus | None = Field(
+        default=None, description="the breaker kept over a degradation step, with its history"
+    )
+    approvers: list[str] = Field(
+        default_factory=list, description="who may decide the pending approval (empty: anyone)"
+    )
+    awaiting_since: datetime | None = Field(
+        default=None, description="when the pending approval was asked for"
+    )
+    resolution_disputed: list[str] = Field(
+        default_factory=list,
+        description="'resolved' reports the evidence did not confirm (the healing went on)",
+    )
     outcome: HealingOutcome | None = None
     outcome_detail: str = ""
     solution_name: str | None = None

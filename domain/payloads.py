@@ -6,10 +6,12 @@ Which activity takes and returns which is the contract's (``selfheal.workflows.c
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from selfheal.domain.criteria import GuardBreach, ValidationCriterion
 from selfheal.domain.fault import Fault
 from selfheal.domain.healing import (
     Diagnosis,
@@ -86,6 +88,53 @@ class ValidateRecoveryInput(BaseModel):
         description="the target must recover within this long, then stay healthy for "
         "window_s; None: min(interval_s, 5 s), the window counted from the start",
     )
+    criteria: list[ValidationCriterion] = Field(
+        default_factory=list,
+        description="the plan's criteria; empty: the service's (services.yaml), else the "
+        "health probe and catalog metric as before",
+    )
+    resolved_at: datetime | None = Field(
+        default=None,
+        description="when the healing received the fault's 'resolved' report (alert_resolved "
+        "holds from then on without asking Alertmanager)",
+    )
+
+
+class WatchSideEffectsInput(BaseModel):
+    """Watch the guards of ``fault.service`` and of the services that depend on it, from the
+    moment the activity starts (its baseline) until cancelled or a guard trips."""
+
+    workflow_id: str
+    fault: Fault
+    interval_s: float = 5.0
+
+
+class WatchSideEffectsResult(BaseModel):
+    breach: GuardBreach | None = Field(default=None, description="None: cancelled, nothing tripped")
+    watched: list[str] = Field(
+        default_factory=list, description="'<service>:<guard>' of every guard watched"
+    )
+    skipped: list[str] = Field(
+        default_factory=list,
+        description="guards not watched, with why ('checkout:connection_pool: no query "
+        "pool_usage', 'already tripped at start')",
+    )
+
+
+class ProbeDependencyInput(BaseModel):
+    """Is the dependency behind a breaker healthy? ``trials`` probes, all must pass."""
+
+    service: str = Field(description="the degraded service")
+    dependency: str | None = Field(
+        default=None, description="the service to probe; None: every dependency of ``service``"
+    )
+    trials: int = 3
+
+
+class ProbeDependencyResult(BaseModel):
+    healthy: bool
+    probed: list[str] = Field(default_factory=list, description="the services probed")
+    detail: str = ""
 
 
 class SolutionAttempt(BaseModel):
@@ -105,9 +154,17 @@ class RecordOutcomeResult(BaseModel):
     already_recorded: bool = False
 
 
+NotifyEvent = Literal["outcome", "reminder", "resolved"]
+
+
 class NotifyInput(BaseModel):
     status: HealingStatus
     extra: dict[str, Any] = Field(default_factory=dict)
+    event: NotifyEvent = Field(
+        default="outcome",
+        description="outcome: the healing ended; reminder: an approval still waits; resolved: "
+        "the fault of an escalated healing resolved (PagerDuty 'resolve')",
+    )
 
 
 class CheckGuardrailsInput(BaseModel):

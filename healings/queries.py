@@ -1,12 +1,13 @@
 """Temporal's view of healings: the list filter, a row per listed healing, one healing's status,
-and why an update was refused. Used by the door (``Healings``) only."""
+a pending approval as the list shows it, and why an update was refused. Used by the door
+(``Healings``) and the CLI's rendering of what the door returns."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from temporalio.client import (
     Client,
     WorkflowExecution,
@@ -35,9 +36,11 @@ __all__ = [
     "WORKER_ANSWER_TIMEOUT",
     "FilterError",
     "HealingRow",
+    "PendingApproval",
     "describe_healing",
     "fetch_status",
     "healing_row",
+    "pending_approval",
     "update_failure_message",
     "visibility_query",
 ]
@@ -67,6 +70,54 @@ class HealingRow(BaseModel):
     outcome: str
     started_at: datetime | None
     closed_at: datetime | None
+
+
+class PendingApproval(HealingRow):
+    """A healing listed as awaiting approval, with what its ``status`` query adds: how long it
+    has waited and who may decide. Visibility lags the workflow, so a listed healing may have
+    been decided (or have ended) since: ``detail`` then says so and nothing is waited."""
+
+    awaiting_since: datetime | None = Field(
+        default=None, description="when the healing asked for approval, as it recorded it"
+    )
+    waited_s: float | None = Field(
+        default=None, description="how long it has waited; None: it no longer waits"
+    )
+    waited_since: Literal["asked", "started"] | None = Field(
+        default=None,
+        description="what waited_s counts from: when it asked, or (a healing started before "
+        "healings recorded that, or one whose status did not answer) when it started",
+    )
+    approvers: list[str] | None = Field(
+        default=None, description="who may decide; []: anyone; None: its status did not answer"
+    )
+    reasons: list[str] = Field(default_factory=list, description="why it asks")
+    detail: str = Field(default="", description="why waited_s or approvers are missing")
+
+
+def pending_approval(
+    row: HealingRow, status: HealingStatus | None, now: datetime, *, detail: str = ""
+) -> PendingApproval:
+    """``row`` with its wait and approvers from ``status`` (None: the query was not asked or
+    failed, ``detail`` says why)."""
+    fields = row.model_dump()
+    if row.status != "RUNNING":
+        state = row.status.lower()
+        return PendingApproval(**fields, detail=f"{state}: nothing to approve")
+    if status is not None and not status.awaiting_approval:
+        now_in = status.outcome.value if status.outcome is not None else status.phase.value
+        return PendingApproval(**fields, detail=f"no longer awaiting approval ({now_in})")
+    since = status.awaiting_since if status is not None else None
+    start = since or (status.started_at if status is not None else row.started_at)
+    return PendingApproval(
+        **fields,
+        awaiting_since=since,
+        waited_s=None if start is None else max(0.0, (now - start).total_seconds()),
+        waited_since=None if start is None else ("asked" if since is not None else "started"),
+        approvers=None if status is None else list(status.approvers),
+        reasons=[] if status is None else list(status.approval_reasons),
+        detail=detail,
+    )
 
 
 def visibility_query(phase: str | None) -> str:

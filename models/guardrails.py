@@ -2,8 +2,11 @@
 audit of every guardrail decision.
 
 - ``guardrail_state``: one row (id 1); no row means "not paused".
-- ``target_locks``: at most one healing run acting on a target at a time. Taken right before a
-  run's first mutating step, freed when the healing ends (``release``).
+- ``target_locks``: at most one healing run on a target at a time. Held from the guardrail check
+  at the start of a healing (``hold``: after planning, before the approval gate, so that a second
+  fault of the same target waits while the first waits for a human) or, for a healing that did
+  not take it then, from its first mutating step (``claim``); freed when the healing ends
+  (``release``). Holding is not acting.
 - ``healing_actions``: one row per healing run that acted (a mutating step was allowed), with
   when it first acted and when it ended. The per-service budget counts these rows; a target's
   cooldown starts at its latest ``ended_at``. Healings that never acted (dry runs, refusals,
@@ -148,7 +151,8 @@ class RecentEnd:
 
 @dataclass(frozen=True)
 class Claim:
-    """Outcome of ``Guardrails.claim``: ``ok``, or why not (with what the refusal needs)."""
+    """Outcome of ``Guardrails.claim`` and ``Guardrails.hold``: ``ok``, or why not (with what
+    the refusal needs)."""
 
     status: Literal["ok", "budget", "busy"]
     acted_last_hour: int = 0
@@ -211,6 +215,15 @@ class Guardrails:
         with self._transaction(f"cannot count the healings of {service}") as session:
             return _acted_count(session, service, exclude, now)
 
+    def hold(self, target: str, run: Run, now: datetime, *, dry_run: bool) -> Claim:
+        """At the start of a healing: take ``target``'s lock (idempotent for the same run), or
+        ``busy`` with its holder. Holding does not count as having acted: neither the budget nor
+        the cooldown sees it until ``claim``. A dry run only reads: it takes nothing."""
+        with self._transaction(f"cannot hold {target}") as session:
+            if not dry_run:
+                _take_lock(session, target, run, now)
+            return _holder_claim(session.get(TargetLockRow, target), run)
+
     def claim(
         self, service: str, target: str, run: Run, budget: int, now: datetime, *, dry_run: bool
     ) -> Claim:
@@ -232,21 +245,10 @@ class Guardrails:
                 if count >= budget:
                     return Claim("budget", acted_last_hour=count)
             if not dry_run:
-                session.execute(
-                    pg_insert(TargetLockRow)
-                    .values(
-                        target=target,
-                        workflow_id=run.workflow_id,
-                        run_id=run.run_id,
-                        acquired_at=now,
-                    )
-                    .on_conflict_do_nothing(index_elements=["target"])
-                )
-            holder = session.get(TargetLockRow, target)
-            if holder is not None and not (
-                holder.workflow_id == run.workflow_id and holder.run_id == run.run_id
-            ):
-                return Claim("busy", holder=holder.workflow_id, held_since=holder.acquired_at)
+                _take_lock(session, target, run, now)
+            held = _holder_claim(session.get(TargetLockRow, target), run)
+            if held.status == "busy":
+                return held
             if not acted and not dry_run:
                 session.add(
                     HealingActionRow(
@@ -366,6 +368,24 @@ def _is(run: Run) -> ColumnElement[bool]:
     return and_(
         HealingActionRow.workflow_id == run.workflow_id, HealingActionRow.run_id == run.run_id
     )
+
+
+def _take_lock(session: Session, target: str, run: Run, now: datetime) -> None:
+    """Take ``target``'s lock unless someone (this run included) holds it."""
+    session.execute(
+        pg_insert(TargetLockRow)
+        .values(target=target, workflow_id=run.workflow_id, run_id=run.run_id, acquired_at=now)
+        .on_conflict_do_nothing(index_elements=["target"])
+    )
+
+
+def _holder_claim(holder: TargetLockRow | None, run: Run) -> Claim:
+    """``busy`` when another run holds the lock, else ``ok``."""
+    if holder is not None and not (
+        holder.workflow_id == run.workflow_id and holder.run_id == run.run_id
+    ):
+        return Claim("busy", holder=holder.workflow_id, held_since=holder.acquired_at)
+    return Claim("ok")
 
 
 def _acted_count(session: Session, service: str, exclude: Run, now: datetime) -> int:

@@ -2,7 +2,8 @@
 
 ``solutions`` keeps every version of a solution: healings reference the exact version they ran.
 Only the ``current`` version of a name is offered to new healings (a partial unique index keeps
-it to one per name).
+it to one per name). ``solution_stats`` holds what each version learned on each service, with
+recency weights (``models/ranking.py``).
 """
 
 from __future__ import annotations
@@ -56,8 +57,33 @@ class SolutionRow(Base):
     mean_time_to_recover_s: Mapped[float | None]
     enabled: Mapped[bool] = mapped_column(default=True)
     content_hash: Mapped[str] = mapped_column(String(64))
+    # the solution's validation criteria (domain.criteria.ValidationCriterion), carried into plans
+    validation: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class SolutionStatsRow(Base):
+    """What one solution version learned on one service (the service acted on).
+
+    ``attempts``/``successes`` count every outcome; ``weighted_*`` weigh each by its age (it
+    halves every ``learning.half_life_s``) as of ``decayed_at``, and rank the solution. A
+    solution's record over every service is the sum of its rows, decayed to one time.
+    """
+
+    __tablename__ = "solution_stats"
+
+    solution_id: Mapped[int] = mapped_column(
+        ForeignKey("solutions.id", ondelete="CASCADE"), primary_key=True
+    )
+    service: Mapped[str] = mapped_column(String(200), primary_key=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    successes: Mapped[int] = mapped_column(default=0)
+    weighted_attempts: Mapped[float] = mapped_column(default=0.0)
+    weighted_successes: Mapped[float] = mapped_column(default=0.0)
+    decayed_at: Mapped[datetime]
+    mean_time_to_recover_s: Mapped[float | None]
+    last_used_at: Mapped[datetime | None]
 
 
 class HealingRow(Base):

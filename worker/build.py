@@ -62,13 +62,15 @@ def build_activities(
     from selfheal.activities.knowledge import KnowledgeBaseActivities
     from selfheal.activities.notify import NotifyActivities
     from selfheal.activities.policy import PolicyActivities
+    from selfheal.activities.side_effects import SideEffectActivities
     from selfheal.activities.steps import StepActivities
     from selfheal.activities.validation import ValidationActivities
     from selfheal.core.catalog import load_services
 
     registry = default_registry()
     client = http or httpx.AsyncClient()
-    policy = settings.healing.policy(notify=settings.notify.webhook_url is not None).model_copy(
+    notifies = bool(settings.notify.webhook_url or settings.notify.pagerduty_routing_key)
+    policy = settings.healing.policy(notify=notifies).model_copy(
         update={"guardrail_wait_max_s": settings.guardrails.pause_wait_max_s}
     )
     catalog = load_services(settings.runbooks_dir / "services.yaml")
@@ -79,7 +81,7 @@ def build_activities(
         settings.evidence,
         history=learned_records(session_factory),
     )
-    knowledge = KnowledgeBaseActivities(session_factory, registry)
+    knowledge = KnowledgeBaseActivities(session_factory, registry, learning=settings.learning)
     steps = StepActivities(
         registry,
         {
@@ -90,10 +92,22 @@ def build_activities(
             **kubernetes_services(settings.kubernetes),
         },
     )
-    validation = ValidationActivities(http=client, probe_timeout_s=settings.probe.timeout_s)
-    notify = NotifyActivities(
-        settings.notify.webhook_url, timeout_s=settings.notify.timeout_s, http=client
+    validation = ValidationActivities(
+        http=client,
+        probe_timeout_s=settings.probe.timeout_s,
+        catalog=catalog,
+        evidence=settings.evidence,
+        session_factory=session_factory,
+        kubernetes=settings.kubernetes,
     )
+    side_effects = SideEffectActivities(
+        catalog,
+        settings.evidence,
+        http=client,
+        session_factory=session_factory,
+        probe_timeout_s=settings.probe.timeout_s,
+    )
+    notify = NotifyActivities(settings.notify, namespace=settings.temporal.namespace, http=client)
     guardrails = GuardrailActivities(
         session_factory,
         catalog,
@@ -103,7 +117,12 @@ def build_activities(
         probe_timeout_s=settings.probe.timeout_s,
     )
     activities: list[Callable[..., Any]] = [
-        PolicyActivities(policy, catalog, suppression_s=settings.healing.suppression_s).load_policy,
+        PolicyActivities(
+            policy,
+            catalog,
+            suppression_s=settings.healing.suppression_s,
+            approvers=settings.healing.approvers,
+        ).load_policy,
         guardrails.check_guardrails,
         guardrails.release_target,
         diagnosis.collect_evidence,
@@ -113,6 +132,8 @@ def build_activities(
         steps.run_step,
         steps.compensate_step,
         validation.validate_recovery,
+        side_effects.watch_side_effects,
+        side_effects.probe_dependency,
         notify.notify,
     ]
     # A workflow calling an activity no worker registered would retry it until it gives up.
@@ -189,6 +210,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     from selfheal.core.database import make_engine, make_session_factory, resolve_database_url
     from selfheal.core.telemetry import setup_tracing
     from selfheal.core.temporal import connect
+    from selfheal.worker.kb_metrics import serve_kb_metrics
 
     tracer_provider = setup_tracing(settings.telemetry)
 
@@ -199,25 +221,32 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
     engine = make_engine(resolve_database_url(settings), pool_size=settings.database.pool_size)
+    session_factory = make_session_factory(engine)
     client = await connect(settings.temporal, runtime=metrics_runtime(settings.worker.metrics_port))
-    async with httpx.AsyncClient() as http:
-        worker = build_worker(
-            client,
-            settings,
-            activities=build_activities(
-                settings, session_factory=make_session_factory(engine), http=http
-            ),
-        )
-        log.info(
-            "worker started",
-            address=settings.temporal.address,
-            namespace=settings.temporal.namespace,
-            task_queue=settings.temporal.task_queue,
-            metrics_port=settings.worker.metrics_port,
-        )
-        async with worker:
-            await stop.wait()
-            log.info("worker stopping", grace_s=settings.worker.graceful_shutdown_s)
+    kb_metrics = serve_kb_metrics(
+        settings.worker.kb_metrics_port, session_factory, settings.learning
+    )
+    try:
+        async with httpx.AsyncClient() as http:
+            worker = build_worker(
+                client,
+                settings,
+                activities=build_activities(settings, session_factory=session_factory, http=http),
+            )
+            log.info(
+                "worker started",
+                address=settings.temporal.address,
+                namespace=settings.temporal.namespace,
+                task_queue=settings.temporal.task_queue,
+                metrics_port=settings.worker.metrics_port,
+                kb_metrics_port=kb_metrics.port if kb_metrics is not None else 0,
+            )
+            async with worker:
+                await stop.wait()
+                log.info("worker stopping", grace_s=settings.worker.graceful_shutdown_s)
+    finally:
+        if kb_metrics is not None:
+            kb_metrics.close()
     engine.dispose()
     if tracer_provider is not None:
         tracer_provider.shutdown()

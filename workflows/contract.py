@@ -48,11 +48,15 @@ from selfheal.domain.payloads import (
     GuardrailDecision,
     LoadPolicyInput,
     NotifyInput,
+    ProbeDependencyInput,
+    ProbeDependencyResult,
     RecordOutcomeInput,
     RecordOutcomeResult,
     ReleaseTargetInput,
     RunStepInput,
     ValidateRecoveryInput,
+    WatchSideEffectsInput,
+    WatchSideEffectsResult,
 )
 
 TASK_QUEUE = "selfheal"
@@ -130,6 +134,30 @@ class ActivityRef(Generic[InputT, ResultT]):
         )
         return result
 
+    def start(
+        self,
+        arg: InputT,
+        *,
+        start_to_close_timeout: timedelta | None = None,
+        heartbeat_timeout: timedelta | None = None,
+        retry_policy: RetryPolicy | None = None,
+        cancellation_type: workflow.ActivityCancellationType = (
+            workflow.ActivityCancellationType.TRY_CANCEL
+        ),
+    ) -> workflow.ActivityHandle[ResultT]:
+        """Start the activity and return its handle (a task), for one that runs beside others
+        until cancelled. Workflow code only."""
+        handle: workflow.ActivityHandle[ResultT] = workflow.start_activity(
+            self.name,
+            arg,
+            result_type=self.result_type,
+            start_to_close_timeout=start_to_close_timeout,
+            heartbeat_timeout=heartbeat_timeout,
+            retry_policy=retry_policy,
+            cancellation_type=cancellation_type,
+        )
+        return handle
+
 
 LOAD_POLICY = ActivityRef("load_policy", LoadPolicyInput, HealingPolicy)
 COLLECT_EVIDENCE = ActivityRef("collect_evidence", CollectEvidenceInput, Evidence)
@@ -142,6 +170,10 @@ RECORD_OUTCOME = ActivityRef("record_outcome", RecordOutcomeInput, RecordOutcome
 NOTIFY = ActivityRef("notify", NotifyInput, bool)
 CHECK_GUARDRAILS = ActivityRef("check_guardrails", CheckGuardrailsInput, GuardrailDecision)
 RELEASE_TARGET = ActivityRef("release_target", ReleaseTargetInput, type(None))
+WATCH_SIDE_EFFECTS = ActivityRef(
+    "watch_side_effects", WatchSideEffectsInput, WatchSideEffectsResult
+)
+PROBE_DEPENDENCY = ActivityRef("probe_dependency", ProbeDependencyInput, ProbeDependencyResult)
 
 ACTIVITIES: tuple[ActivityRef[Any, Any], ...] = (
     LOAD_POLICY,
@@ -155,6 +187,8 @@ ACTIVITIES: tuple[ActivityRef[Any, Any], ...] = (
     NOTIFY,
     CHECK_GUARDRAILS,
     RELEASE_TARGET,
+    WATCH_SIDE_EFFECTS,
+    PROBE_DEPENDENCY,
 )
 """Every activity the workflow may call: a worker registers one implementation of each."""
 

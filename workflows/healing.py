@@ -11,13 +11,15 @@ workflow sandbox, yet typed, so that mypy sees a changed payload).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from fnmatch import fnmatchcase
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from selfheal.domain import (
@@ -38,6 +40,14 @@ with workflow.unsafe.imports_passed_through():
         StepStatus,
         ValidationResult,
     )
+    from selfheal.domain.criteria import (
+        BreakerEvent,
+        BreakerSpec,
+        BreakerState,
+        BreakerStatus,
+        GuardBreach,
+        ValidationCriterion,
+    )
     from selfheal.domain.payloads import (
         CheckGuardrailsInput,
         CollectEvidenceInput,
@@ -46,12 +56,15 @@ with workflow.unsafe.imports_passed_through():
         FindSolutionsInput,
         GuardrailDecision,
         LoadPolicyInput,
+        NotifyEvent,
         NotifyInput,
+        ProbeDependencyInput,
         RecordOutcomeInput,
         ReleaseTargetInput,
         RunStepInput,
         SolutionAttempt,
         ValidateRecoveryInput,
+        WatchSideEffectsInput,
     )
     from selfheal.workflows.contract import (
         CHECK_GUARDRAILS,
@@ -65,6 +78,7 @@ with workflow.unsafe.imports_passed_through():
         NOTIFY,
         OUTCOME,
         PHASE,
+        PROBE_DEPENDENCY,
         QUERY_STATUS,
         RECORD_OUTCOME,
         RELEASE_TARGET,
@@ -77,6 +91,7 @@ with workflow.unsafe.imports_passed_through():
         UPDATE_APPROVE,
         UPDATE_REJECT,
         VALIDATE_RECOVERY,
+        WATCH_SIDE_EFFECTS,
         WORKFLOW_TYPE,
     )
     from selfheal.workflows.saga import Compensation, Saga
@@ -101,6 +116,16 @@ GUARDRAILS_PATCH = "guardrails-v1"
 SUPPRESSION_PATCH = "suppression-v1"
 # A refusal by these rules is about one candidate's steps: another candidate may fit.
 CANDIDATE_RULES = frozenset({"allowlist", "blast_radius"})
+# After acting (issue 10): approval policy and reminders, reads that outlast a database outage,
+# resolutions checked against the evidence, side-effect guards, breakers, escalation on any
+# unexpected error. Histories from before replay without.
+AFTER_ACTING_PATCH = "after-acting-v1"
+# The degradation modes a healing keeps as a breaker (closes them itself once the dependency
+# answers).
+BREAKER_ACTION = "http.degrade"
+BREAKER_MODES = frozenset({"circuit_break", "fallback"})
+# How long a side-effect watch may run: it is cancelled when its plan is done.
+WATCH_TIMEOUT = timedelta(hours=24)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -146,6 +171,13 @@ class HealingWorkflow:
         self._mutated = False  # True once any mutating step may have changed the target
         self._guarded = False  # guardrails are checked (every healing started since the patch)
         self._firing = True  # the last report said firing (the start signal is one)
+        self._v10 = False  # the after-acting behaviour (AFTER_ACTING_PATCH)
+        self._breach: GuardBreach | None = None  # a guard that tripped while the plan ran
+        self._recovered_at: datetime | None = None  # validation passed (a breaker may hold on)
+        self._policy = HealingPolicy()
+        self._watch_handle: workflow.ActivityHandle[Any] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self._nobody = False  # the approval policy leaves nobody who may decide
 
     @property
     def _acting(self) -> Fault:
@@ -210,8 +242,16 @@ class HealingWorkflow:
     def _validate_decision(self, decision: ApprovalDecision) -> None:
         if not self._status.awaiting_approval:
             raise ValueError(f"healing is not awaiting approval (phase {self._status.phase})")
-        if not decision.by.strip():
+        by = decision.by.strip()
+        if not by:
             raise ValueError("'by' is required: who approves or rejects")
+        allowed = self._status.approvers
+        if self._nobody:
+            raise ValueError("no approver is allowed by every action rule of the plan")
+        if allowed and by not in allowed:
+            raise ValueError(
+                f"{by!r} may not decide this healing (approvers: {', '.join(allowed)})"
+            )
 
     def _decide(self, approved: bool, decision: ApprovalDecision) -> Approval:
         self._decision = Approval(
@@ -245,23 +285,21 @@ class HealingWorkflow:
         )
         self._status.dry_run = input.dry_run or fault.dry_run or policy.dry_run
         self._guarded = workflow.patched(GUARDRAILS_PATCH)
+        self._v10 = workflow.patched(AFTER_ACTING_PATCH)
+        self._policy = policy
         attempts: list[SolutionAttempt] = []
         try:
-            diagnosis = await self._diagnose(input)
-            candidates = await self._plan(input, policy, diagnosis)
-            if self._guarded:
-                # After planning, so an escalation carries its diagnosis, and before the gate,
-                # so nobody is asked to approve a plan the guardrails would refuse.
-                decision = await self._check(policy)
-                if not decision.allowed:
-                    refusal = f"{decision.rule}: {decision.reason}"
-                    if self._status.dry_run:
-                        raise _Finished(
-                            HealingOutcome.DRY_RUN, f"dry run: would be refused by {refusal}"
-                        )
-                    raise _Finished(HealingOutcome.ESCALATED, f"guardrail {refusal}")
-            await self._gate(input, policy, diagnosis, candidates)
-            await self._execute(policy, candidates, attempts)
+            try:
+                await self._heal(input, policy, attempts)
+            except ActivityError as exc:
+                if not self._v10:
+                    raise
+                # Whatever failed unexpectedly (a read that outlasted its retries, a bug), the
+                # healing ends truthfully: escalated with the error, recorded and notified.
+                raise _Finished(
+                    HealingOutcome.ESCALATED,
+                    f"{self._status.phase.value} failed: {_error_text(exc)}",
+                ) from None
         except _Finished as finished:
             self._finish(finished.outcome, finished.detail)
         if self._guarded and not self._status.dry_run:
@@ -273,34 +311,71 @@ class HealingWorkflow:
             await self._suppress(policy.suppression_s)
         return self._status
 
+    async def _heal(
+        self, input: HealingInput, policy: HealingPolicy, attempts: list[SolutionAttempt]
+    ) -> None:
+        diagnosis = await self._diagnose(input)
+        candidates = await self._plan(input, policy, diagnosis)
+        if self._guarded:
+            # After planning, so an escalation carries its diagnosis, and before the gate, so
+            # nobody is asked to approve a plan the guardrails would refuse. From here the
+            # healing holds its target: another fault of it waits until this one is decided.
+            decision = await self._check(policy)
+            if not decision.allowed:
+                refusal = f"{decision.rule}: {decision.reason}"
+                if self._status.dry_run:
+                    raise _Finished(
+                        HealingOutcome.DRY_RUN, f"dry run: would be refused by {refusal}"
+                    )
+                raise _Finished(HealingOutcome.ESCALATED, f"guardrail {refusal}")
+        await self._gate(input, policy, diagnosis, candidates)
+        await self._execute(policy, candidates, attempts)
+
+    def _read_retry(self) -> dict[str, Any]:
+        """Reads that depend on Postgres or an evidence source: retried through an outage of
+        up to ``read_retry_max_s`` (bounded by the schedule-to-close timeout), then they fail
+        and the healing escalates with the error."""
+        if not self._v10:
+            return {"retry_policy": READ_RETRY}
+        return {
+            "retry_policy": RetryPolicy(
+                initial_interval=timedelta(seconds=1),
+                backoff_coefficient=2.0,
+                maximum_interval=timedelta(seconds=30),
+            ),
+            "schedule_to_close_timeout": timedelta(seconds=self._policy.read_retry_max_s),
+        }
+
     async def _suppress(self, seconds: float) -> None:
         """While the fault is still reported as firing after the outcome, keep answering for
         its fingerprint: a storm's repeated reports are counted here (``reports_after_outcome``)
         and start nothing, until the window ends or the fault resolves (a new episode may then
         start a new healing). A fault already resolved ends the healing at once."""
-        if not self._firing:
-            return
-        window = timedelta(seconds=seconds)
-        self._status.suppressed_until = workflow.now() + window
-        try:
-            await workflow.wait_condition(lambda: not self._firing, timeout=window)
-        except TimeoutError:
-            pass
+        if self._firing:
+            window = timedelta(seconds=seconds)
+            self._status.suppressed_until = workflow.now() + window
+            try:
+                await workflow.wait_condition(lambda: not self._firing, timeout=window)
+            except TimeoutError:
+                return
+        outcome = self._status.outcome
+        if self._v10 and self._policy.notify and outcome is not None and outcome.pages:
+            await self._notify("resolved")  # PagerDuty: resolve the incident it triggered
 
     async def _diagnose(self, input: HealingInput) -> Diagnosis:
         evidence = await COLLECT_EVIDENCE.execute(
             CollectEvidenceInput(fault=input.fault),
             start_to_close_timeout=timedelta(seconds=60),
-            retry_policy=READ_RETRY,
+            **self._read_retry(),
         )
         diagnosis = await DIAGNOSE_FAULT.execute(
             DiagnoseInput(fault=input.fault, evidence=evidence),
             start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=READ_RETRY,
+            **self._read_retry(),
         )
         self._status.diagnosis = diagnosis
         self._upsert(ROOT_CAUSE.value_set(diagnosis.root_cause))
-        self._stop_if_resolved()
+        await self._stop_if_resolved()
         return diagnosis
 
     async def _plan(
@@ -312,7 +387,7 @@ class HealingWorkflow:
                 fault=self._acting, diagnosis=diagnosis, limit=policy.max_candidates
             ),
             start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=READ_RETRY,
+            **self._read_retry(),
         )
         candidates = list(found.plans[: policy.max_candidates])
         if not candidates and found.default_plan is not None:
@@ -331,7 +406,7 @@ class HealingWorkflow:
                 f"no known solution for root cause {diagnosis.root_cause!r}",
             )
         self._upsert(RISK_LEVEL.value_set(self._risk(candidates)))
-        self._stop_if_resolved()
+        await self._stop_if_resolved()
         return candidates
 
     async def _gate(
@@ -362,32 +437,93 @@ class HealingWorkflow:
             )
         if input.require_approval:
             reasons.append("approval requested when the healing was started")
+        if self._v10:
+            reasons += self._policy_reasons(policy, diagnosis, candidates)
         self._status.approval_required = bool(reasons)
         self._status.approval_reasons = reasons
         if not reasons:
             return
         self._set_phase(HealingPhase.AWAITING_APPROVAL)
         self._status.awaiting_approval = True
+        self._status.awaiting_since = workflow.now()
         try:
-            await workflow.wait_condition(
-                lambda: self._decision is not None or self._status.resolved_at is not None,
-                timeout=timedelta(seconds=policy.approval_timeout_s),
-                timeout_summary="approval timeout",
-            )
-        except TimeoutError:
-            raise _Finished(
-                HealingOutcome.APPROVAL_TIMEOUT,
-                f"no decision within {policy.approval_timeout_s:.0f}s; nothing was executed",
-            ) from None
+            await self._await_decision(policy)
         finally:
             self._status.awaiting_approval = False
         self._status.approval = self._decision
-        self._stop_if_resolved()
+        await self._stop_if_resolved()
         if self._decision is not None and not self._decision.approved:
             raise _Finished(
                 HealingOutcome.REJECTED,
                 f"rejected by {self._decision.by}: {self._decision.reason}".rstrip(": "),
             )
+
+    def _policy_reasons(
+        self, policy: HealingPolicy, diagnosis: Diagnosis, candidates: list[RecoveryPlan]
+    ) -> list[str]:
+        """The service's approval policy: actions that always need approval, per-action
+        confidence thresholds; and who may decide (``status.approvers``)."""
+        spec = policy.approval
+        reasons: list[str] = []
+        approvers: list[str] = list(spec.approvers)
+        named: list[str] | None = None  # approvers every matching action rule allows
+        actions = sorted({step.action for plan in candidates for step in plan.steps})
+        for action in actions:
+            if any(fnmatchcase(action, pattern) for pattern in spec.always):
+                reasons.append(f"action {action} always needs approval (service policy)")
+            for rule in spec.action_rules(action):
+                if rule.always:
+                    reasons.append(f"action {action} always needs approval (action policy)")
+                if rule.min_confidence is not None and diagnosis.confidence < rule.min_confidence:
+                    reasons.append(
+                        f"diagnosis confidence {diagnosis.confidence:.2f} is below "
+                        f"{rule.min_confidence:.2f} for action {action}"
+                    )
+                if rule.approvers is not None:
+                    # an action's approvers replace the service's; several: all must allow
+                    named = (
+                        list(rule.approvers)
+                        if named is None
+                        else [a for a in named if a in rule.approvers]
+                    )
+        if named is not None:
+            approvers = named
+            if not named:
+                self._nobody = True
+                reasons.append(
+                    "no approver is allowed by every action rule of the plan: nobody can "
+                    "approve it (it will time out); fix the service's approval policy"
+                )
+        self._status.approvers = sorted(set(approvers))
+        return list(dict.fromkeys(reasons))
+
+    async def _await_decision(self, policy: HealingPolicy) -> None:
+        """Wait for a decision (or a resolution the evidence confirms), reminding the approvers
+        every ``approval_reminder_s``; time out after ``approval_timeout_s``."""
+        deadline = workflow.now() + timedelta(seconds=policy.approval_timeout_s)
+        reminder = policy.approval_reminder_s if self._v10 and policy.notify else 0.0
+        while True:
+            left = (deadline - workflow.now()).total_seconds()
+            if left <= 0:
+                raise _Finished(
+                    HealingOutcome.APPROVAL_TIMEOUT,
+                    f"no decision within {policy.approval_timeout_s:.0f}s; nothing was executed",
+                )
+            wait = min(left, reminder) if reminder > 0 else left
+            try:
+                await workflow.wait_condition(
+                    lambda: self._decision is not None or self._status.resolved_at is not None,
+                    timeout=timedelta(seconds=wait),
+                    timeout_summary="approval reminder" if wait < left else "approval timeout",
+                )
+            except TimeoutError:
+                if wait < left:
+                    await self._notify("reminder")
+                continue
+            if self._decision is not None:
+                return
+            # a resolution: ends the healing if the evidence agrees, else keep waiting
+            await self._stop_if_resolved()
 
     async def _execute(
         self,
@@ -400,18 +536,29 @@ class HealingWorkflow:
             self._status.current_candidate = index
             self._status.solution_name = plan.solution_name
             saga = Saga()
-            failure = await self._run_plan(policy, index, plan, saga)
-            if self._status.dry_run:
-                raise _Finished(
-                    HealingOutcome.DRY_RUN,
-                    f"dry run: {plan.solution_name} would run {len(plan.steps)} step(s)",
-                )
-            if failure is None:
-                invalid = await self._validate(policy)
-                failure = _PlanFailure(invalid) if invalid else None
+            self._breach = None  # a guard tripped by the previous candidate is not this one's
+            try:
+                failure = await self._run_plan(policy, index, plan, saga)
+                if self._status.dry_run:
+                    raise _Finished(
+                        HealingOutcome.DRY_RUN,
+                        f"dry run: {plan.solution_name} would run {len(plan.steps)} step(s)",
+                    )
+                if failure is None:
+                    invalid = await self._validate(policy, plan)
+                    failure = _PlanFailure(invalid) if invalid else None
+            finally:
+                await self._unwatch()
             if failure is None:
                 attempts.append(self._attempt(index, plan, succeeded=True))
-                raise _Finished(HealingOutcome.HEALED, f"healed by {plan.solution_name}")
+                self._recovered_at = workflow.now()
+                open_detail = await self._keep_breaker(policy, plan, saga)
+                if open_detail is not None:
+                    raise _Finished(HealingOutcome.ESCALATED, open_detail)
+                detail = f"healed by {plan.solution_name}"
+                if self._status.breaker is not None:
+                    detail += f"; breaker closed after {self._status.breaker.cycles} cycle(s)"
+                raise _Finished(HealingOutcome.HEALED, detail)
             failures.append(f"{plan.solution_name}: {failure.reason}")
             if saga:
                 self._set_phase(HealingPhase.COMPENSATING)
@@ -431,7 +578,9 @@ class HealingWorkflow:
         """Run the plan's steps in order; why it failed, or None."""
         self._set_phase(HealingPhase.EXECUTING)
         for order, step in enumerate(plan.steps):
-            self._stop_if_resolved()
+            if self._breach is not None:
+                return self._breached()
+            await self._stop_if_resolved()
             if self._guarded:
                 decision = await self._check(policy, step, index, order)
                 if not decision.allowed:
@@ -439,6 +588,9 @@ class HealingWorkflow:
                     if self._status.dry_run:
                         continue  # a dry run shows every refusal and runs nothing anyway
                     return refusal
+            if self._v10 and not self._status.dry_run and self._watch_task is None:
+                # from right before the first step runs: the guards' baseline
+                self._watch_task = self._watch(policy)
             entry = saga.register(index, order, step)
             started = workflow.now()
             try:
@@ -483,7 +635,144 @@ class HealingWorkflow:
             self._status.steps.append(result)
             if result.status == StepStatus.SUCCEEDED and result.mutating:
                 self._mutated = True
+        if self._breach is not None:
+            return self._breached()
         return None
+
+    # ------------------------------------------------------------------------- side effects
+
+    def _watch(self, policy: HealingPolicy) -> asyncio.Task[None]:
+        """Watch the side-effect guards from before the plan's first step until its validation
+        ends; a breach sets ``_breach`` (the plan stops after its current step)."""
+        handle = WATCH_SIDE_EFFECTS.start(
+            WatchSideEffectsInput(
+                workflow_id=self._status.workflow_id,
+                fault=self._acting,
+                interval_s=policy.guard_interval_s,
+            ),
+            start_to_close_timeout=WATCH_TIMEOUT,
+            heartbeat_timeout=timedelta(seconds=policy.guard_interval_s + 30),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=1),
+                maximum_interval=timedelta(seconds=30),
+                maximum_attempts=5,
+            ),
+        )
+
+        async def watching() -> None:
+            try:
+                result = await handle
+            except asyncio.CancelledError:
+                return
+            except ActivityError as exc:
+                if not isinstance(exc.cause, CancelledError):  # cancelled: the plan is done
+                    workflow.logger.warning("side-effect watch failed: %s", _error_text(exc))
+                return
+            if result.breach is not None:
+                self._breach = result.breach.model_copy(update={"at": workflow.now()})
+                self._status.breaches.append(self._breach)
+
+        self._watch_handle = handle
+        return asyncio.create_task(watching())
+
+    async def _unwatch(self) -> None:
+        task, self._watch_task = self._watch_task, None
+        if task is None:
+            return
+        if not task.done() and self._watch_handle is not None:
+            self._watch_handle.cancel()
+        await task
+
+    def _breached(self) -> _PlanFailure:
+        breach = self._breach
+        assert breach is not None
+        baseline = f" (was {breach.baseline:g})" if breach.baseline is not None else ""
+        return _PlanFailure(
+            f"side-effect guard {breach.guard} tripped on {breach.service}: {breach.expr}, "
+            f"value {breach.value:g}{baseline}"
+        )
+
+    # ------------------------------------------------------------------------------ breaker
+
+    async def _keep_breaker(
+        self, policy: HealingPolicy, plan: RecoveryPlan, saga: Saga
+    ) -> str | None:
+        """Keep a circuit-break or fallback degradation as a breaker: open for ``open_s``,
+        then half-open: probe the dependency; healthy → close (restore the switch, the step's
+        compensation); else open again, ``backoff`` times longer. After ``max_cycles``
+        half-open probes, the breaker is left open: what to say in the escalation. Durable
+        timers: a worker restart changes nothing. None when closed (or nothing to keep)."""
+        if not self._v10 or self._status.dry_run:
+            return None
+        entry = next(
+            (
+                e
+                for e in saga.pending
+                if e.step.action == BREAKER_ACTION
+                and e.step.params.get("mode") in BREAKER_MODES
+                and (e.step.breaker is None or e.step.breaker.enabled)
+                and e.result is not None
+                and e.result.status == StepStatus.SUCCEEDED
+            ),
+            None,
+        )
+        if entry is None:
+            return None
+        spec = entry.step.breaker or BreakerSpec()
+        open_s = spec.open_s or policy.breaker_open_s
+        backoff = spec.backoff or policy.breaker_backoff
+        max_open_s = spec.max_open_s or policy.breaker_max_open_s
+        max_cycles = spec.max_cycles or policy.breaker_max_cycles
+        diagnosis = self._status.diagnosis
+        dependency = spec.dependency
+        if dependency is None and diagnosis is not None and diagnosis.component:
+            if diagnosis.component != self._acting.service:
+                dependency = diagnosis.component
+        breaker = BreakerStatus(state="open", step=entry.step.label, dependency=dependency)
+        self._status.breaker = breaker
+        self._set_phase(HealingPhase.BREAKER_OPEN)
+        self._breaker_event("open", f"{entry.step.label} applied; open for {open_s:g}s")
+        while True:
+            breaker.open_until = workflow.now() + timedelta(seconds=open_s)
+            await workflow.sleep(timedelta(seconds=open_s), summary="breaker open")
+            breaker.cycles += 1
+            breaker.open_until = None
+            self._breaker_event("half_open", f"probe {breaker.cycles} of {max_cycles}")
+            probe = await PROBE_DEPENDENCY.execute(
+                ProbeDependencyInput(
+                    service=self._acting.service, dependency=dependency, trials=spec.trials
+                ),
+                start_to_close_timeout=timedelta(seconds=60 + 10 * spec.trials),
+                retry_policy=READ_RETRY,
+            )
+            if probe.healthy:
+                await self._compensate(entry)
+                saga.pending.remove(entry)
+                restored = self._status.steps[-1]
+                if restored.status == StepStatus.COMPENSATION_FAILED:
+                    self._breaker_event("open", f"closing failed: {restored.error}")
+                    return (
+                        f"dependency {', '.join(probe.probed) or '?'} recovered but the breaker "
+                        f"could not be closed ({restored.error}); it is left open"
+                    )
+                self._breaker_event("closed", probe.detail or "dependency healthy")
+                return None
+            if breaker.cycles >= max_cycles:
+                self._breaker_event("open", f"left open: {probe.detail}")
+                return (
+                    f"healed by {self._status.solution_name}, but the dependency "
+                    f"{', '.join(probe.probed) or dependency or '?'} is still unhealthy after "
+                    f"{breaker.cycles} half-open probe(s) ({probe.detail}); the breaker "
+                    f"({entry.step.label}) is left open"
+                )
+            open_s = min(open_s * backoff, max_open_s)
+            self._breaker_event("open", f"{probe.detail}; open again for {open_s:g}s")
+
+    def _breaker_event(self, state: BreakerState, detail: str) -> None:
+        breaker = self._status.breaker
+        assert breaker is not None
+        breaker.state = state
+        breaker.history.append(BreakerEvent(state=breaker.state, at=workflow.now(), detail=detail))
 
     async def _check(
         self,
@@ -508,7 +797,7 @@ class HealingWorkflow:
                     symptom=self._status.fault if self._acting is not self._status.fault else None,
                 ),
                 start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=READ_RETRY,
+                **self._read_retry(),
             )
             if (
                 decision.allowed
@@ -522,7 +811,7 @@ class HealingWorkflow:
             delay = max(1.0, min(decision.retry_after_s, policy.guardrail_wait_max_s - waited))
             await workflow.sleep(timedelta(seconds=delay), summary=f"guardrail {decision.rule}")
             waited += delay
-            self._stop_if_resolved()
+            await self._stop_if_resolved()
 
     def _refused(
         self, decision: GuardrailDecision, index: int, order: int, step: RecoveryStep
@@ -542,9 +831,10 @@ class HealingWorkflow:
         )
         reason = f"step {order + 1} ({step.label}) refused by {decision.rule}: {decision.reason}"
         if decision.fault_resolved:
+            # the guardrail re-probed the fault: the evidence already agrees
             if self._status.resolved_at is None:
                 self._status.resolved_at = now
-            self._stop_if_resolved()
+            self._end_if_resolved()
             return None  # some steps ran: whether the target is healthy is validation's call
         if decision.rule in CANDIDATE_RULES:
             return _PlanFailure(reason, counts=False)
@@ -603,27 +893,53 @@ class HealingWorkflow:
             )
         self._status.steps.append(result)
 
-    async def _validate(self, policy: HealingPolicy) -> str | None:
+    async def _validate(self, policy: HealingPolicy, plan: RecoveryPlan) -> str | None:
         self._set_phase(HealingPhase.VALIDATING)
         window = policy.stabilization_window_s
         started = workflow.now()
+        validation = ValidateRecoveryInput(
+            fault=self._status.fault,
+            window_s=window,
+            interval_s=policy.probe_interval_s,
+            grace_s=policy.validation_grace_s,
+            criteria=plan.validation,
+            resolved_at=self._status.resolved_at,
+        )
+        timeout = timedelta(seconds=window + policy.validation_grace_s + 60)
+        heartbeat = timedelta(seconds=policy.probe_interval_s + 30)
+        breach: GuardBreach | None = None
         try:
-            result = await VALIDATE_RECOVERY.execute(
-                ValidateRecoveryInput(
-                    fault=self._status.fault,
-                    window_s=window,
-                    interval_s=policy.probe_interval_s,
-                    grace_s=policy.validation_grace_s,
-                ),
-                start_to_close_timeout=timedelta(seconds=window + policy.validation_grace_s + 60),
-                heartbeat_timeout=timedelta(seconds=policy.probe_interval_s + 30),
-                retry_policy=READ_RETRY,
-            )
+            if not self._v10:
+                result = await VALIDATE_RECOVERY.execute(
+                    validation,
+                    start_to_close_timeout=timeout,
+                    heartbeat_timeout=heartbeat,
+                    retry_policy=READ_RETRY,
+                )
+            else:
+                # a guard that trips during the window ends it at once
+                handle = VALIDATE_RECOVERY.start(
+                    validation,
+                    start_to_close_timeout=timeout,
+                    heartbeat_timeout=heartbeat,
+                    retry_policy=READ_RETRY,
+                )
+                await workflow.wait_condition(lambda: handle.done() or self._breach is not None)
+                if handle.done():
+                    result = await handle
+                else:
+                    breach = self._breach
+                    handle.cancel()
+                    result = ValidationResult.unchecked(window, self._breached().reason)
         except ActivityError as exc:
             result = ValidationResult.unchecked(window, _error_text(exc))
         self._status.validations.append(
-            result.model_copy(update={"started_at": started, "ended_at": workflow.now()})
+            result.model_copy(
+                update={"started_at": started, "ended_at": workflow.now(), "breach": breach}
+            )
         )
+        if breach is not None:
+            return self._breached().reason
         if result.healthy:
             return None
         return f"validation failed: {result.detail}"
@@ -640,10 +956,10 @@ class HealingWorkflow:
             # The outcome stands (it is in this workflow's history); the audit row is missing.
             workflow.logger.error("recording the outcome failed: %s", _error_text(exc))
 
-    async def _notify(self) -> None:
+    async def _notify(self, event: NotifyEvent = "outcome") -> None:
         try:
             await NOTIFY.execute(
-                NotifyInput(status=self._status),
+                NotifyInput(status=self._status, event=event),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=READ_RETRY,
             )
@@ -652,7 +968,37 @@ class HealingWorkflow:
 
     # ------------------------------------------------------------------------------ helpers
 
-    def _stop_if_resolved(self) -> None:
+    async def _stop_if_resolved(self) -> None:
+        """A 'resolved' report ends a healing that has not acted yet only when the evidence
+        agrees: one check of the fault's validation (its probe, its catalog metric). A check
+        that fails is recorded (``resolution_disputed``) and the healing goes on; a fault with
+        nothing to check is believed."""
+        if self._status.resolved_at is None or self._mutated:
+            return
+        if self._v10:
+            at = self._status.resolved_at
+            check = await VALIDATE_RECOVERY.execute(
+                ValidateRecoveryInput(
+                    fault=self._status.fault,
+                    window_s=0.0,
+                    interval_s=1.0,
+                    grace_s=0.0,
+                    criteria=[ValidationCriterion(kind="probe")],
+                ),
+                start_to_close_timeout=timedelta(seconds=60),
+                heartbeat_timeout=timedelta(seconds=45),
+                retry_policy=READ_RETRY,
+            )
+            if not check.healthy and check.checks > 0:
+                self._status.resolution_disputed.append(
+                    f"{at.isoformat()}: 'resolved' reported, but {check.detail}"
+                )
+                self._status.resolved_at = None
+                self._firing = True
+                return
+        self._end_if_resolved()
+
+    def _end_if_resolved(self) -> None:
         if self._status.resolved_at is not None and not self._mutated:
             raise _Finished(
                 HealingOutcome.RESOLVED_BEFORE_ACTION,
@@ -666,7 +1012,11 @@ class HealingWorkflow:
         self._status.ended_at = now
         self._status.awaiting_approval = False
         if outcome == HealingOutcome.HEALED:
-            self._status.time_to_recover_s = (now - self._status.fault.detected_at).total_seconds()
+            # recovered when validation passed, even if a breaker was kept open longer
+            recovered = self._recovered_at if self._recovered_at is not None else now
+            self._status.time_to_recover_s = (
+                recovered - self._status.fault.detected_at
+            ).total_seconds()
         self._status.phase = outcome.phase
         self._upsert(PHASE.value_set(outcome.phase), OUTCOME.value_set(outcome))
 

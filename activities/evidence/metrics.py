@@ -418,26 +418,44 @@ class MetricsProvider:
         )
 
 
-def metrics_provider(
+def metric_source(
     settings: EvidenceSettings,
     http: httpx.AsyncClient,
     session_factory: sessionmaker[Session] | None,
-) -> MetricsProvider | None:
+) -> MetricSource | None:
     """Prometheus when ``prometheus_url`` is set; else the OTLP store when there is a database;
-    else None (no metrics evidence on this worker)."""
+    else None. The one choice of where series are read, for evidence, validation and guards."""
     if settings.prometheus_url:
         client = PrometheusClient(http, settings.prometheus_url, limits_of(settings))
-        return MetricsProvider(
-            PrometheusSource(client, settings.step_s), lead_s=settings.metrics_lead_s
-        )
+        return PrometheusSource(client, settings.step_s)
     if session_factory is not None:
         store = MetricStore(
             session_factory,
             max_points_per_series=settings.series_max_points,
             max_age_s=settings.series_max_age_s,
         )
-        return MetricsProvider(
-            StoreSource(store, max_series=settings.max_series, max_points=settings.max_points),
-            lead_s=settings.metrics_lead_s,
-        )
+        return StoreSource(store, max_series=settings.max_series, max_points=settings.max_points)
     return None
+
+
+async def read_latest(source: MetricSource, query: str, *, lookback_s: float) -> float | None:
+    """The latest value of ``query`` within the last ``lookback_s`` seconds, over every series
+    it returns (the largest, so that one bad instance is seen); None when there is none.
+
+    Raises ``UnsupportedQuery`` (a query the OTLP store cannot answer), ``PrometheusError`` or
+    ``KnowledgeBaseError`` (the source did not answer)."""
+    end = time.time()
+    series = await source.range(query, end - lookback_s, end)
+    latest = [s.points[-1][1] for s in series if s.points]
+    finite = [v for v in latest if math.isfinite(v)]
+    return max(finite) if finite else None
+
+
+def metrics_provider(
+    settings: EvidenceSettings,
+    http: httpx.AsyncClient,
+    session_factory: sessionmaker[Session] | None,
+) -> MetricsProvider | None:
+    """Metrics evidence from :func:`metric_source`; None when this worker has no source."""
+    source = metric_source(settings, http, session_factory)
+    return None if source is None else MetricsProvider(source, lead_s=settings.metrics_lead_s)

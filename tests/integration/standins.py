@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from selfheal.domain import (
@@ -26,6 +27,7 @@ from selfheal.domain import (
     StepStatus,
     ValidationResult,
 )
+from selfheal.domain.criteria import GuardBreach
 from selfheal.domain.payloads import (
     CheckGuardrailsInput,
     CollectEvidenceInput,
@@ -36,11 +38,15 @@ from selfheal.domain.payloads import (
     GuardrailDecision,
     LoadPolicyInput,
     NotifyInput,
+    ProbeDependencyInput,
+    ProbeDependencyResult,
     RecordOutcomeInput,
     RecordOutcomeResult,
     ReleaseTargetInput,
     RunStepInput,
     ValidateRecoveryInput,
+    WatchSideEffectsInput,
+    WatchSideEffectsResult,
 )
 from selfheal.workflows.contract import (
     CHECK_GUARDRAILS,
@@ -50,10 +56,12 @@ from selfheal.workflows.contract import (
     FIND_SOLUTIONS,
     LOAD_POLICY,
     NOTIFY,
+    PROBE_DEPENDENCY,
     RECORD_OUTCOME,
     RELEASE_TARGET,
     RUN_STEP,
     VALIDATE_RECOVERY,
+    WATCH_SIDE_EFFECTS,
     implements,
 )
 
@@ -88,6 +96,18 @@ class Scenario:
     diagnosis: Diagnosis | None = None  # instead of process_crashed at ``confidence``
     # the service each activity was asked about: "plan:checkout", "step:restart:inventory", ...
     seen: list[str] = field(default_factory=list)
+    # Side-effect guards: a step name -> the guard that trips once that step has run.
+    breach_after: dict[str, GuardBreach] = field(default_factory=dict)
+    # Breaker: the answers of the dependency probe, consumed in order, the last one repeating.
+    dependency_healthy: list[bool] = field(default_factory=lambda: [True])
+    probes: int = 0
+    # Validation while checking a 'resolved' report (window 0): healthy or not.
+    resolved_check_healthy: bool = True
+    # Notifications sent: their events ("outcome", "reminder", "resolved").
+    notified: list[str] = field(default_factory=list)
+    validations_asked: list[ValidateRecoveryInput] = field(default_factory=list)
+    # find_solutions fails (a retryable error: the knowledge base is unreachable)
+    fail_planning: bool = False
     _current_plan: str = ""
 
     def activities(self) -> list[Any]:
@@ -112,6 +132,8 @@ class Scenario:
         @implements(FIND_SOLUTIONS)
         async def find_solutions(input: FindSolutionsInput) -> FindSolutionsResult:
             scenario.seen.append(f"plan:{input.fault.service}")
+            if scenario.fail_planning:
+                raise ApplicationError("knowledge base unreachable", type="KnowledgeBaseError")
             return FindSolutionsResult(plans=scenario.plans)
 
         @implements(RUN_STEP)
@@ -154,6 +176,20 @@ class Scenario:
 
         @implements(VALIDATE_RECOVERY)
         async def validate_recovery(input: ValidateRecoveryInput) -> ValidationResult:
+            scenario.validations_asked.append(input)
+            if input.window_s == 0 and input.grace_s == 0:
+                ok = scenario.resolved_check_healthy
+                scenario.journal.append(f"resolved-check:{'ok' if ok else 'bad'}")
+                return ValidationResult(
+                    healthy=ok,
+                    checks=1,
+                    failures=0 if ok else 1,
+                    window_s=0,
+                    detail="" if ok else "health probe: connection refused",
+                )
+            if scenario.breach_after:
+                # long enough for a watch to trip while validating
+                await asyncio.sleep(0.5)
             healthy = scenario._current_plan not in scenario.unhealthy_after
             scenario.seen.append(f"validate:{input.fault.service}")
             scenario.journal.append(f"validate:{'ok' if healthy else 'bad'}")
@@ -187,9 +223,36 @@ class Scenario:
 
         @implements(NOTIFY)
         async def notify(input: NotifyInput) -> bool:
+            scenario.notified.append(input.event)
             return False
 
+        @implements(WATCH_SIDE_EFFECTS)
+        async def watch_side_effects(input: WatchSideEffectsInput) -> WatchSideEffectsResult:
+            while True:
+                for step, breach in scenario.breach_after.items():
+                    if f"run:{step}" in scenario.journal and f"breach:{breach.guard}" not in (
+                        scenario.journal
+                    ):
+                        scenario.journal.append(f"breach:{breach.guard}")
+                        return WatchSideEffectsResult(breach=breach)
+                activity.heartbeat()
+                await asyncio.sleep(0.05)
+
+        @implements(PROBE_DEPENDENCY)
+        async def probe_dependency(input: ProbeDependencyInput) -> ProbeDependencyResult:
+            answers = scenario.dependency_healthy
+            healthy = answers[min(scenario.probes, len(answers) - 1)]
+            scenario.probes += 1
+            scenario.journal.append(f"probe:{'ok' if healthy else 'bad'}")
+            return ProbeDependencyResult(
+                healthy=healthy,
+                probed=[input.dependency or "dep"],
+                detail="answers 200" if healthy else "connection refused",
+            )
+
         return [
+            watch_side_effects,
+            probe_dependency,
             load_policy,
             collect_evidence,
             diagnose_fault,

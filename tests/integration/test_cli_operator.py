@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from selfheal.cli.main import app
 from selfheal.core.settings import get_settings
-from selfheal.domain import HealingOutcome, HealingPhase, HealingStatus
+from selfheal.domain import HealingOutcome, HealingPhase, HealingPolicy, HealingStatus
+from selfheal.domain.criteria import ApprovalSpec
 from tests.integration.standins import Scenario
 from tests.integration.test_workflow_logic import running, status_when
 
@@ -135,6 +136,59 @@ async def test_submit_list_show_approve(client: Client, worker: Scenario, tmp_pa
 
     late = await cli("approve", workflow_id, "--by", "bob")
     one_line_error(late, f"healing {workflow_id} has already ended (completed)")
+
+
+async def listed_when(workflow_id: str) -> dict[str, object]:
+    """The healing's row of ``list --phase awaiting_approval --json``, once visibility has it."""
+    for _ in range(100):
+        rows = await listed("awaiting_approval")
+        found = [r for r in rows if r["workflow_id"] == workflow_id]
+        if found:
+            return found[0]
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{workflow_id} never listed as awaiting approval")
+
+
+async def test_pending_approvals_are_listed_with_their_wait_and_approvers(
+    client: Client, worker: Scenario, tmp_path: Path
+) -> None:
+    worker.policy = HealingPolicy(
+        stabilization_window_s=0,
+        probe_interval_s=1,
+        approval=ApprovalSpec(approvers=["name:alice", "bob"]),
+    )
+    workflow_id = await submitted(str(fault_file(tmp_path)), "--require-approval")
+    handle = client.get_workflow_handle(workflow_id)
+    asked = await status_when(handle, lambda s: s.awaiting_approval)
+    await asyncio.sleep(1.1)  # a wait that shows
+
+    row = await listed_when(workflow_id)
+    table = await cli("list", "--phase", "awaiting_approval")
+    shown = await cli("show", workflow_id)
+    refused = await cli("approve", workflow_id, "--by", "mallory")
+
+    assert row["approvers"] == ["bob", "name:alice"]
+    assert row["reasons"] == ["approval requested when the healing was started"]
+    assert row["waited_since"] == "asked" and asked.awaiting_since is not None
+    assert row["awaiting_since"] == asked.awaiting_since.isoformat().replace("+00:00", "Z")
+    assert isinstance(row["waited_s"], float) and row["waited_s"] >= 1.0
+    assert row["service"] == "checkout" and row["status"] == "RUNNING"  # the listing's row
+    assert table.exit_code == 0, table.output
+    [line] = [line for line in table.stdout.splitlines() if workflow_id in line]
+    assert "bob, name:alice" in line and "approval requested" in line
+    assert "decide with: selfheal approve ID --by NAME" in table.stdout
+    assert shown.exit_code == 0, shown.output
+    assert "may decide: bob, name:alice" in shown.stdout
+    one_line_error(refused, "'mallory' may not decide this healing")
+
+    approved = await cli("approve", workflow_id, "--by", "bob")
+    assert approved.exit_code == 0, approved.output
+    result = await client.get_workflow_handle(workflow_id, result_type=HealingStatus).result()
+    assert result.outcome == HealingOutcome.HEALED
+    assert result.approval is not None and result.approval.by == "bob"
+    # Ended: no longer pending, whatever the visibility store still says.
+    rows = await listed("awaiting_approval")
+    assert not [r for r in rows if r["workflow_id"] == workflow_id and r["waited_s"] is not None]
 
 
 async def test_reject_from_stdin_runs_nothing(client: Client, worker: Scenario) -> None:

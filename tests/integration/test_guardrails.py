@@ -419,6 +419,82 @@ def test_two_healings_cannot_both_take_the_last_budget_slot(store: Guardrails) -
     assert sorted(results) == ["budget", "budget", "budget", "ok"]
 
 
+# -- a healing holds its target from its start -------------------------------------------------
+
+
+def acted(store: Guardrails) -> int:
+    return store.acted_count("shop", Run("none", "none"), datetime.now(UTC))
+
+
+async def test_the_start_check_holds_the_target_without_counting_as_acting(
+    session_factory: sessionmaker[Session], http: httpx.AsyncClient, store: Guardrails
+) -> None:
+    checker = Checker(session_factory, http, shop(cooldown_s=0, budget_per_hour=1))
+
+    # Run A passes its start check (then, say, waits for a human): it holds shop/web.
+    start_a = await checker.check(workflow="heal-a", run="1")
+    # Run B, another fault of the same target, is told at its own start to wait for it.
+    start_b = await checker.check(workflow="heal-b", run="1")
+    # Holding is not acting: another target of the service still fits the budget of one.
+    start_c = await checker.check(workflow="heal-c", run="1", the_fault=fault("worker"))
+    held, acted_while_held = store.lock_holder("shop/web"), acted(store)
+    # A acts: its first mutating step counts it, once, however many steps it runs.
+    steps_a = [await checker.check(step(), workflow="heal-a", run="1") for _ in range(2)]
+    acted_after_a = acted(store)
+    step_c = await checker.check(
+        step("process.restart"), workflow="heal-c", run="1", the_fault=fault("worker")
+    )
+
+    assert start_a.allowed and "holds shop/web until it ends" in start_a.reason
+    assert held == Run("heal-a", "1")
+    reason = refused(start_b, "target_busy")
+    assert "shop/web is being healed by heal-a" in reason
+    assert start_b.retry_after_s is not None and start_b.retry_after_s > 0
+    assert start_c.allowed and acted_while_held == 0
+    assert all(s.allowed for s in steps_a) and acted_after_a == 1
+    assert "1 healings of shop acted within the last hour" in refused(step_c, "budget")
+    [b_record] = store.decisions("heal-b")
+    assert (b_record.step_order, b_record.allowed, b_record.rule) == (None, False, "target_busy")
+
+    await checker.release(workflow="heal-a", run="1")
+    assert store.lock_holder("shop/web") is None
+    # B asks again (with room in the budget): the target is free, and B holds it now.
+    roomy = Checker(session_factory, http, shop(cooldown_s=0, budget_per_hour=2))
+    again_b = await roomy.check(workflow="heal-b", run="1")
+    assert again_b.allowed and store.lock_holder("shop/web") == Run("heal-b", "1")
+
+
+async def test_a_holder_that_never_acted_leaves_no_cooldown(
+    checker: Checker, store: Guardrails
+) -> None:
+    # A (cooldown 600 s) holds the target through its approval gate and is rejected.
+    assert (await checker.check(workflow="heal-a", run="1")).allowed
+    waiting = await checker.check(workflow="heal-b", run="1")
+    await checker.release(workflow="heal-a", run="1")
+
+    after = await checker.check(workflow="heal-b", run="1")
+
+    assert refused(waiting, "target_busy") and waiting.retry_after_s is not None
+    assert after.allowed, after  # no cooldown: the held target was never acted on
+    assert acted(store) == 0
+
+
+async def test_a_dry_run_holds_nothing_at_its_start(checker: Checker, store: Guardrails) -> None:
+    dry = await checker.check(workflow="heal-dry", run="1", dry_run=True)
+    free_after_dry = store.lock_holder("shop/web")
+    real = await checker.check(workflow="heal-real", run="1")
+    dry_while_held = await checker.check(workflow="heal-dry", run="2", dry_run=True)
+
+    assert dry.allowed and "holds nothing" in dry.reason
+    assert free_after_dry is None
+    assert real.allowed and store.lock_holder("shop/web") == Run("heal-real", "1")
+    # A dry run shows it would wait, and never asks to.
+    assert "a healing would wait" in refused(dry_while_held, "target_busy")
+    assert dry_while_held.retry_after_s is None
+    assert store.lock_holder("shop/web") == Run("heal-real", "1")
+    assert acted(store) == 0
+
+
 # -- before each mutating step ----------------------------------------------------------------
 
 

@@ -37,6 +37,7 @@ from selfheal.core.settings import (
 )
 from selfheal.devstack.supervisor import serve_in_thread
 from selfheal.domain import (
+    ApprovalDecision,
     Fault,
     HealingOutcome,
     HealingPolicy,
@@ -377,8 +378,12 @@ async def test_a_busy_target_holds_the_second_healing_until_the_first_releases_i
     assert ran(world) == ["run:restart", "run:restart"]
     assert done_second.steps[0].started_at >= done_first.steps[0].ended_at
     assert [s.status for s in done_second.steps] == [StepStatus.SUCCEEDED]
-    rules = [d.rule for d in store.decisions(second.id) if d.step_order is not None]
-    assert rules == ["target_busy", ""]
+    # the second healing waits at its start check (the first holds the target from planning)
+    assert [(d.step_order, d.allowed, d.rule) for d in store.decisions(second.id)] == [
+        (None, False, "target_busy"),
+        (None, True, ""),
+        (0, True, ""),
+    ]
     assert store.lock_holder(target_key(spec.name, "web")) is None
 
 
@@ -507,3 +512,32 @@ async def test_a_dry_run_shows_the_step_it_would_run_and_touches_nothing(
     decisions = store.decisions(result.workflow_id)
     assert decisions and all(d.dry_run and d.allowed for d in decisions)
     assert store.lock_holder(target_key("checkout", TARGET)) is None
+
+
+async def test_a_pending_approval_holds_its_target(
+    client: Client, task_queue: str, sessions: sessionmaker[Session], store: Guardrails
+) -> None:
+    """Issue 10 §7: while a healing waits for approval, another fault of the same target (with
+    another fingerprint) waits too and acts on nothing until the first is decided."""
+    spec = service(cooldown_s=600)
+    world = scenario()
+    settings = GuardrailSettings(pause_wait_max_s=30)
+    async with guarded_worker(client, task_queue, sessions, spec, world, settings):
+        first = await start(client, task_queue, fault_of(spec, "web"), require_approval=True)
+        await status_when(first, lambda s: s.awaiting_approval)
+        second = await start(client, task_queue, fault_of(spec, "web"))
+        waiting = await status_when(second, lambda s: s.waiting_on is not None)
+        assert waiting.waiting_on is not None and waiting.waiting_on.startswith(
+            f"target_busy: {target_key(spec.name, 'web')} is being healed by {first.id}"
+        )
+        assert ran(world) == []
+        await first.execute_update(
+            HealingWorkflow.reject, ApprovalDecision(by="alice", reason="no")
+        )
+        done_first = await asyncio.wait_for(first.result(), timeout=30)
+        done_second = await asyncio.wait_for(second.result(), timeout=60)
+    assert done_first.outcome == HealingOutcome.REJECTED
+    # the rejected healing never acted: no cooldown, the waiting one heals
+    assert done_second.outcome == HealingOutcome.HEALED, done_second.outcome_detail
+    assert ran(world) == ["run:restart"]
+    assert store.lock_holder(target_key(spec.name, "web")) is None

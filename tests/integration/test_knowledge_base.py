@@ -1,5 +1,7 @@
 """The knowledge base on a real Postgres: import, ranking, learning, audit, activities, CLI.
 
+Learning per service, recency, statistics and their metrics: ``test_solution_learning.py``.
+
 The module has its own database (the session's shared one is used by workflow tests), emptied
 before every test.
 """
@@ -9,11 +11,13 @@ from __future__ import annotations
 import json
 import textwrap
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -42,6 +46,7 @@ from selfheal.domain import (
 )
 from selfheal.domain.payloads import FindSolutionsInput, RecordOutcomeInput, SolutionAttempt
 from selfheal.models import KnowledgeBase
+from selfheal.models.knowledge_base import RankedSolution
 from selfheal.models.migrate import head_revision
 from selfheal.models.tables import HealingRow, HealingStepRow, SolutionRow
 from tests.support import sample_registry, scratch_database, sessions
@@ -66,7 +71,9 @@ def session_factory(kb_url: str) -> Iterator[sessionmaker[Session]]:
 @pytest.fixture(autouse=True)
 def empty_tables(session_factory: sessionmaker[Session]) -> None:
     with session_factory() as session, session.begin():
-        session.execute(text("TRUNCATE solutions, healings, healing_steps RESTART IDENTITY"))
+        session.execute(
+            text("TRUNCATE solutions, solution_stats, healings, healing_steps RESTART IDENTITY")
+        )
 
 
 @pytest.fixture
@@ -211,47 +218,64 @@ def test_spelling_out_defaults_is_not_a_change(kb: KnowledgeBase) -> None:
 # --- ranking ------------------------------------------------------------------------------
 
 
-def test_solutions_are_ranked_by_smoothed_success_rate_including_priors(
+def names(ranked: list[RankedSolution]) -> list[str]:
+    return [r.solution.name for r in ranked]
+
+
+def test_solutions_are_ranked_by_draws_from_their_posterior_priors_included(
     kb: KnowledgeBase,
 ) -> None:
     kb.import_solutions(
         [
-            spec("untried"),  # 1/2 = 0.5
-            spec("proven", prior=(9, 10)),  # 10/12 = 0.83
-            spec("flaky", prior=(1, 10)),  # 2/12 = 0.17
+            spec("untried"),  # Beta(1, 1)
+            spec("proven", prior=(9, 10)),  # Beta(10, 2): mean 10/12
+            spec("flaky", prior=(1, 10)),  # Beta(2, 10): mean 2/12
             spec("other-cause", "disk_full", prior=(100, 100)),
             spec("disabled", prior=(100, 100), enabled=False),
         ]
     )
 
-    found = kb.find_solutions("process_crashed", "demo")
-    assert [s.name for s in found] == ["proven", "untried", "flaky"]
-    assert found[0].success_rate == pytest.approx(10 / 12)
-    assert [s.name for s in kb.find_solutions("process_crashed", "demo", limit=2)] == [
-        "proven",
-        "untried",
-    ]
+    found = kb.find_solutions("process_crashed", "demo", rng=np.random.default_rng(3))
+    assert sorted(names(found)) == ["flaky", "proven", "untried"]
+    assert [r.sampled for r in found] == sorted((r.sampled for r in found), reverse=True)
+    rates = {r.solution.name: r.success_rate for r in found}
+    assert rates == pytest.approx({"untried": 0.5, "proven": 10 / 12, "flaky": 2 / 12})
+    assert {r.basis for r in found} == {"global"}  # nothing learned on demo yet
+    again = kb.find_solutions("process_crashed", "demo", rng=np.random.default_rng(3))
+    assert names(again) == names(found), "a seeded generator gives the same ranking"
+    assert len(kb.find_solutions("process_crashed", "demo", limit=2)) == 2
 
-    # Two failures of "proven" bring it to 10/14 = 0.71 — still first; four more: 10/18 = 0.56;
-    # a success of "untried" lifts it to 2/3 = 0.67, above.
-    ids = {s.name: s.id for s in found}
-    for n in range(6):
+    rng = np.random.default_rng(0)
+    firsts = Counter(names(kb.find_solutions("process_crashed", "demo", rng=rng))[0]
+                     for _ in range(300))  # fmt: skip
+    # P(first): proven ~0.83, untried ~0.17, flaky ~0.0001
+    assert firsts["proven"] > firsts["untried"] > firsts["flaky"]
+    assert firsts["untried"] > 20, "an untried solution is explored"
+
+    # Twenty failures of "proven" and twenty successes of "untried" on demo: the order is now
+    # near-certain (Beta(10, 22) against Beta(21, 1)).
+    ids = {r.solution.name: r.solution.id for r in found}
+    for n in range(20):
         kb.record_outcome(
             RecordOutcomeInput(
                 status=status(run_id=f"fail-{n}", outcome=HealingOutcome.FAILED),
                 attempts=[attempt(ids["proven"], succeeded=False)],
             )
         )
-    kb.record_outcome(
-        RecordOutcomeInput(
-            status=status(run_id="ok"), attempts=[attempt(ids["untried"], succeeded=True)]
+        kb.record_outcome(
+            RecordOutcomeInput(
+                status=status(run_id=f"ok-{n}"), attempts=[attempt(ids["untried"], succeeded=True)]
+            )
         )
-    )
-    assert [s.name for s in kb.find_solutions("process_crashed", "demo")] == [
-        "untried",
-        "proven",
-        "flaky",
-    ]
+    soon = T0 + timedelta(hours=1)  # the outcomes ended at T0 + 30 s: hardly decayed yet
+    for _ in range(50):
+        ranked = kb.find_solutions("process_crashed", "demo", rng=rng, now=soon)
+        assert names(ranked)[0] == "untried"
+    assert {r.solution.name: r.basis for r in ranked} == {
+        "untried": "service",
+        "proven": "service",
+        "flaky": "global",
+    }
 
 
 def test_the_service_selector_picks_solutions_for_the_faulty_service(kb: KnowledgeBase) -> None:
@@ -264,10 +288,13 @@ def test_the_service_selector_picks_solutions_for_the_faulty_service(kb: Knowled
         ]
     )
 
-    assert [s.name for s in kb.find_solutions("process_crashed", "demo")] == ["demo-only", "any"]
-    assert [s.name for s in kb.find_solutions("process_crashed", "web-1")] == ["web-family", "any"]
-    assert [s.name for s in kb.find_solutions("process_crashed", "db")] == ["glob-pattern", "any"]
-    assert [s.name for s in kb.find_solutions("process_crashed", "Demo")] == ["any"]
+    def found(service: str) -> set[str]:
+        return set(names(kb.find_solutions("process_crashed", service)))
+
+    assert found("demo") == {"demo-only", "any"}
+    assert found("web-1") == {"web-family", "any"}
+    assert found("db") == {"glob-pattern", "any"}
+    assert found("Demo") == {"any"}
 
 
 # --- record_outcome -----------------------------------------------------------------------
@@ -442,15 +469,19 @@ def find_input(
 async def test_find_solutions_turns_solutions_into_plans_with_their_risk(
     kb: KnowledgeBase, session_factory: sessionmaker[Session]
 ) -> None:
+    validation = [{"kind": "metric", "expr": "error_ratio < 0.01"}, {"kind": "alert_resolved"}]
     kb.import_solutions(
         [
-            spec("restart", prior=(9, 10), risk="low"),
-            spec("failover", risk="low", steps=[{"action": "test.failover"}]),
+            spec("restart", prior=(9, 10), risk="low", validation=validation),
+            # Beta(1, 21) against restart's Beta(10, 2): second, but for a ~1e-6 chance
+            spec("failover", prior=(0, 20), risk="low", steps=[{"action": "test.failover"}]),
             spec("retired-action", prior=(50, 50), steps=[{"action": "test.gone"}]),
             spec("elsewhere", service="billing"),
         ]
     )
-    activities = KnowledgeBaseActivities(session_factory, sample_registry())
+    activities = KnowledgeBaseActivities(
+        session_factory, sample_registry(), rng=np.random.default_rng(5)
+    )
 
     result = await activities.find_solutions(
         find_input(default_plan=[RecoveryStep(action="test.wait")])
@@ -460,15 +491,20 @@ async def test_find_solutions_turns_solutions_into_plans_with_their_risk(
         ("restart", RiskLevel.MEDIUM, "knowledge_base"),  # the action's risk wins over "low"
         ("failover", RiskLevel.HIGH, "knowledge_base"),
     ]
-    restart = result.plans[0]
+    restart, failover = result.plans
     assert restart.solution_version == 1
     assert restart.solution_id == by_name(kb)["restart"].id
     assert restart.success_rate == pytest.approx(10 / 12)
+    assert restart.sampled is not None and failover.sampled is not None
+    assert restart.sampled > failover.sampled
+    assert [c.model_dump(exclude_defaults=True) for c in restart.validation] == validation
+    assert failover.validation == []
     assert result.default_plan is not None
     assert result.default_plan.source == "rule_default"
     assert result.default_plan.solution_name == "rule:crash-rule"
     assert result.default_plan.solution_id is None
     assert result.default_plan.risk is RiskLevel.LOW
+    assert result.default_plan.sampled is None
 
 
 async def test_find_solutions_limits_runnable_plans_and_skips_an_unrunnable_default(
@@ -478,10 +514,12 @@ async def test_find_solutions_limits_runnable_plans_and_skips_an_unrunnable_defa
         [
             spec("retired-action", prior=(50, 50), steps=[{"action": "test.gone"}]),
             spec("good", prior=(5, 5)),
-            spec("fine"),
+            spec("fine", prior=(0, 10)),  # Beta(1, 11) against Beta(6, 1): below, but for ~1e-4
         ]
     )
-    activities = KnowledgeBaseActivities(session_factory, sample_registry())
+    activities = KnowledgeBaseActivities(
+        session_factory, sample_registry(), rng=np.random.default_rng(5)
+    )
 
     result = await activities.find_solutions(
         find_input(default_plan=[RecoveryStep(action="test.gone")], limit=1)

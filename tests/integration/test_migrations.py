@@ -33,6 +33,7 @@ TABLES = {
     "guardrail_decisions",
     "metric_samples",
     "trace_spans",
+    "solution_stats",
 }
 
 

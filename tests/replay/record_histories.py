@@ -3,7 +3,7 @@
 Histories of older versions stay, because replaying them is what catches non-determinism;
 after a workflow change, record a new generation beside them:
 
-    .venv/bin/python -m tests.replay.record_histories --suffix v6 [--only CASE ...]
+    .venv/bin/python -m tests.replay.record_histories --suffix v7 [--only CASE ...]
 """
 
 from __future__ import annotations
@@ -26,7 +26,11 @@ from selfheal.domain import (
     HealingPolicy,
     HealingStatus,
     Hypothesis,
+    RecoveryPlan,
+    RecoveryStep,
+    RiskLevel,
 )
+from selfheal.domain.criteria import ApprovalSpec, BreakerSpec, GuardBreach
 from selfheal.domain.payloads import GuardrailDecision
 from selfheal.healings.start import report_resolved, start_healing
 from selfheal.worker import workflow_runner
@@ -172,6 +176,103 @@ CASES.update(
     {
         "acting_on_component": (moved((0.8, 0.1)), nothing, {}),
         "close_hypotheses_approved": (moved((0.75, 0.7)), approve, {}),
+    }
+)
+
+
+def breaker_plan(max_cycles: int) -> RecoveryPlan:
+    return RecoveryPlan(
+        source="knowledge_base",
+        solution_id=7,
+        solution_name="degrade-to-fallback",
+        steps=[
+            RecoveryStep(
+                name="fallback",
+                action="http.degrade",
+                params={"base_url": "http://demo", "mode": "fallback"},
+                breaker=BreakerSpec(open_s=1, max_cycles=max_cycles),
+            )
+        ],
+        risk=RiskLevel.MEDIUM,
+    )
+
+
+async def dispute_then_approve(
+    client: Client, handle: WorkflowHandle[HealingWorkflow, HealingStatus], f: Fault
+) -> None:
+    """A 'resolved' report the probe denies (recorded, the healing goes on), then approval."""
+    await wait_for_approval(handle)
+    await report_resolved(client, f)
+    while not (await handle.query(HealingWorkflow.status)).resolution_disputed:
+        await asyncio.sleep(0.1)
+    await approve(client, handle, f)
+
+
+async def resolve_after_outcome(
+    client: Client, handle: WorkflowHandle[HealingWorkflow, HealingStatus], f: Fault
+) -> None:
+    while (await handle.query(HealingWorkflow.status)).suppressed_until is None:
+        await asyncio.sleep(0.1)
+    await report_resolved(client, f)
+
+
+QUICK = {"stabilization_window_s": 0, "probe_interval_s": 1}
+CASES.update(
+    {
+        "guard_breach_next_candidate": (
+            Scenario(
+                plans=[plan("first", "a1", "a2"), plan("second", "b1")],
+                breach_after={
+                    "a1": GuardBreach(
+                        guard="server_errors", service="demo", expr="error_ratio > 0.15", value=0.4
+                    )
+                },
+                step_delay_s=0.3,
+            ),
+            nothing,
+            {},
+        ),
+        "breaker_closed": (
+            Scenario(plans=[breaker_plan(3)], dependency_healthy=[False, True]),
+            nothing,
+            {},
+        ),
+        "breaker_left_open": (
+            Scenario(plans=[breaker_plan(2)], dependency_healthy=[False]),
+            nothing,
+            {},
+        ),
+        "resolution_disputed": (
+            Scenario(confidence=0.4, resolved_check_healthy=False),
+            dispute_then_approve,
+            {},
+        ),
+        "policy_approvers": (
+            Scenario(
+                policy=HealingPolicy(
+                    **QUICK, approval=ApprovalSpec(always=["test.*"], approvers=["alice"])
+                )
+            ),
+            approve,
+            {},
+        ),
+        "unexpected_error_escalated": (
+            Scenario(
+                policy=HealingPolicy(**QUICK, notify=True, read_retry_max_s=2),
+                fail_planning=True,
+            ),
+            nothing,
+            {},
+        ),
+        "escalated_then_resolved": (
+            Scenario(
+                policy=HealingPolicy(**QUICK, notify=True, suppression_s=600),
+                plans=[plan("only", "x1")],
+                unhealthy_after={"only"},
+            ),
+            resolve_after_outcome,
+            {},
+        ),
     }
 )
 

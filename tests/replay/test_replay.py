@@ -17,8 +17,12 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
 def test_there_are_histories_to_replay() -> None:
-    assert len(HISTORIES) >= 40  # five generations; the third adds guardrail paths, the fourth
-    # was recorded through the Temporal contract, the fifth adds the suppression window
+    assert len(HISTORIES) >= 68  # seven generations; the third adds guardrail paths, the fourth
+    # was recorded through the Temporal contract, the fifth adds the suppression window, the
+    # seventh the after-acting paths (guards, breaker, disputed resolution, approvers, escalation
+    # on an unexpected error, the PagerDuty resolve)
+    stems = {p.stem for p in HISTORIES}
+    assert {"breaker_closed.v7", "breaker_left_open.v7", "guard_breach_next_candidate.v7"} <= stems
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

@@ -48,7 +48,7 @@ def test_addresses_follow_the_dev_ports(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert settings.temporal.address == "127.0.0.1:17001"
     assert settings.supervisor.url == "http://127.0.0.1:17002"
     assert settings.dev.data_dir == (tmp_path / "data").resolve()
-    assert settings.worker.metrics_port == 0
+    assert settings.worker.metrics_port == settings.worker.kb_metrics_port == 0
     assert settings.worker.graceful_shutdown_s == DEV_SHUTDOWN_S
     assert settings.healing == base.healing
 
