@@ -61,6 +61,10 @@ WATCH_INTERVAL_S = 1.0
 # The demo's validation window: long enough to see a relapse, short enough to wait for.
 DEMO_WINDOW_S = 5.0
 DEMO_PROBE_INTERVAL_S = 1.0
+# The demo's inventory recovers from dependency_slow by itself after this long, and the breaker
+# kept over checkout's fallback probes it this often: the fallback is switched off again.
+DEMO_SLOW_FOR_S = 15.0
+DEMO_BREAKER_OPEN_S = 10.0
 # The intake's token when SELFHEAL_INTAKE__TOKENS is unset: dev listens on loopback only.
 DEV_TOKEN = "selfheal-dev-token"
 DEV_LEAD_S = 2.0
@@ -106,6 +110,8 @@ def dev_settings(base: Settings, data_dir: Path | None, *, demo: bool) -> Settin
             healing["stabilization_window_s"] = DEMO_WINDOW_S
         if "probe_interval_s" not in chosen:
             healing["probe_interval_s"] = DEMO_PROBE_INTERVAL_S
+        if "breaker_open_s" not in chosen:
+            healing["breaker_open_s"] = DEMO_BREAKER_OPEN_S
         update["healing"] = base.healing.model_copy(update=healing)
     if "metrics_lead_s" not in base.evidence.model_fields_set:
         # the watcher probes every second: a fault it reports began about 3 s before
@@ -347,7 +353,11 @@ async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncE
     supervisor.add(
         INVENTORY_PROCESS,
         inventory_command(
-            int(inventory_url.rsplit(":", 1)[1]), dev.data_dir / "inventory", otlp_url=otlp_url
+            int(inventory_url.rsplit(":", 1)[1]),
+            dev.data_dir / "inventory",
+            otlp_url=otlp_url,
+            # a slow inventory recovers by itself: the breaker over checkout's fallback closes
+            slow_for_s=DEMO_SLOW_FOR_S,
         ),
         health_url=f"{inventory_url}/healthz",
         env=telemetry,

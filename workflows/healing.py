@@ -745,9 +745,11 @@ class HealingWorkflow:
                 start_to_close_timeout=timedelta(seconds=60 + 10 * spec.trials),
                 retry_policy=READ_RETRY,
             )
+            detail = probe.detail
             if probe.healthy:
+                # Half-open: let the traffic through again (restore the switch), and keep it
+                # so only if the reported fault stays away; else degrade again.
                 await self._compensate(entry)
-                saga.pending.remove(entry)
                 restored = self._status.steps[-1]
                 if restored.status == StepStatus.COMPENSATION_FAILED:
                     self._breaker_event("open", f"closing failed: {restored.error}")
@@ -755,18 +757,72 @@ class HealingWorkflow:
                         f"dependency {', '.join(probe.probed) or '?'} recovered but the breaker "
                         f"could not be closed ({restored.error}); it is left open"
                     )
-                self._breaker_event("closed", probe.detail or "dependency healthy")
-                return None
+                trial = await self._validate(policy, plan, trial=True)
+                if trial is None:
+                    saga.pending.remove(entry)
+                    self._breaker_event("closed", probe.detail or "dependency healthy")
+                    return None
+                detail = f"dependency answered, but with the switch restored {trial}"
+                reopened = await self._reapply(policy, entry)
+                if reopened is not None:
+                    self._breaker_event("open", f"could not open again: {reopened}")
+                    return f"the breaker could not be opened again ({reopened})"
+                self._set_phase(HealingPhase.BREAKER_OPEN)
             if breaker.cycles >= max_cycles:
-                self._breaker_event("open", f"left open: {probe.detail}")
+                self._breaker_event("open", f"left open: {detail}")
                 return (
                     f"healed by {self._status.solution_name}, but the dependency "
                     f"{', '.join(probe.probed) or dependency or '?'} is still unhealthy after "
-                    f"{breaker.cycles} half-open probe(s) ({probe.detail}); the breaker "
+                    f"{breaker.cycles} half-open probe(s) ({detail}); the breaker "
                     f"({entry.step.label}) is left open"
                 )
             open_s = min(open_s * backoff, max_open_s)
-            self._breaker_event("open", f"{probe.detail}; open again for {open_s:g}s")
+            self._breaker_event("open", f"{detail}; open again for {open_s:g}s")
+
+    async def _reapply(self, policy: HealingPolicy, entry: Compensation) -> str | None:
+        """Open the breaker again: run the degradation step once more (a new activity, its own
+        idempotency key per cycle); None when it applied, else why not."""
+        assert self._status.breaker is not None
+        cycle = self._status.breaker.cycles
+        started = workflow.now()
+        try:
+            result = await RUN_STEP.execute(
+                RunStepInput(
+                    workflow_id=self._status.workflow_id,
+                    run_id=f"{self._status.run_id}/breaker-{cycle}",
+                    candidate=entry.candidate,
+                    order=entry.order,
+                    step=entry.step,
+                    fault=self._acting,
+                ),
+                start_to_close_timeout=timedelta(seconds=entry.step.timeout_s),
+                heartbeat_timeout=timedelta(
+                    seconds=min(entry.step.timeout_s, policy.step_heartbeat_timeout_s)
+                ),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=1),
+                    maximum_interval=timedelta(seconds=30),
+                    maximum_attempts=entry.step.max_attempts,
+                    non_retryable_error_types=NON_RETRYABLE_STEP_ERRORS,
+                ),
+            )
+        except ActivityError as exc:
+            error = _error_text(exc)
+            self._status.steps.append(
+                StepResult.for_step(
+                    entry.step,
+                    candidate=entry.candidate,
+                    order=entry.order,
+                    status=StepStatus.FAILED,
+                    error=error,
+                    started_at=started,
+                    ended_at=workflow.now(),
+                )
+            )
+            return error
+        entry.result = result  # what a later close restores from
+        self._status.steps.append(result)
+        return None
 
     def _breaker_event(self, state: BreakerState, detail: str) -> None:
         breaker = self._status.breaker
@@ -893,7 +949,11 @@ class HealingWorkflow:
             )
         self._status.steps.append(result)
 
-    async def _validate(self, policy: HealingPolicy, plan: RecoveryPlan) -> str | None:
+    async def _validate(
+        self, policy: HealingPolicy, plan: RecoveryPlan, *, trial: bool = False
+    ) -> str | None:
+        """Validate the recovery over the stabilization window; why it failed, or None. A
+        breaker's half-open ``trial`` validates the same way, with no guard watching."""
         self._set_phase(HealingPhase.VALIDATING)
         window = policy.stabilization_window_s
         started = workflow.now()

@@ -121,13 +121,20 @@ def checkout_command(
 
 
 def inventory_command(
-    port: int, state_dir: Path, *, host: str = "127.0.0.1", otlp_url: str | None = None
+    port: int,
+    state_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    otlp_url: str | None = None,
+    slow_for_s: float = 0.0,
 ) -> list[str]:
     """The command line that runs inventory (for the supervisor)."""
     command = [
         sys.executable, "-m", "selfheal.devstack.demo.inventory",
         "--host", host, "--port", str(port), "--state-dir", str(state_dir),
     ]  # fmt: skip
+    if slow_for_s:
+        command += ["--slow-for-s", f"{slow_for_s:g}"]
     return command + (["--otlp-url", otlp_url] if otlp_url else [])
 
 

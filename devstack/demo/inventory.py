@@ -12,7 +12,9 @@
     POST /admin/reset         back to normal: fast, index intact
 
 Faults: ``dependency_slow`` makes every reservation take ``SLOW_S`` (the spans stay OK, only
-slow) and is kept in the state directory, so a restart does not end it; ``inventory_errors``
+slow) and is kept in the state directory, so a restart does not end it; with ``--slow-for-s N``
+it ends by itself N seconds after its injection (a dependency that recovers, as ``selfheal dev``
+runs it, so that the breaker kept over checkout's fallback can close); ``inventory_errors``
 corrupts the in-memory index, so every reservation fails with an ``IndexCorruption`` exception
 until the process restarts (and only then).
 """
@@ -51,17 +53,28 @@ class IndexCorruption(Exception):
 
 
 class InventoryState:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, slow_for_s: float = 0.0) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
         self._file = state_dir / "inventory.json"
         self._lock = threading.Lock()
-        self.slow = bool(read_json(self._file).get("slow"))
+        saved = read_json(self._file)
+        self._slow = bool(saved.get("slow"))
+        self._slow_until: float | None = saved.get("slow_until")
+        self._slow_for_s = slow_for_s
         self.index_corrupt = False  # in memory only: a restart reloads the index
+
+    @property
+    def slow(self) -> bool:
+        if self._slow and self._slow_until is not None and time.time() >= self._slow_until:
+            self.set_slow(False)
+        return self._slow
 
     def set_slow(self, slow: bool) -> None:
         with self._lock:
-            self.slow = slow
-            write_json(self._file, {"slow": slow})
+            self._slow = slow
+            # wall-clock: the end survives a restart of the process
+            self._slow_until = time.time() + self._slow_for_s if slow and self._slow_for_s else None
+            write_json(self._file, {"slow": slow, "slow_until": self._slow_until})
 
     def reset(self) -> None:
         self.set_slow(False)
@@ -158,8 +171,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--window-s", type=float, default=3.0, help="of the ratio and p99 gauges")
     parser.add_argument("--otlp-url", help="OTLP/HTTP base URL to push to, e.g. <intake>/v1/otlp")
     parser.add_argument("--export-interval-s", type=float, default=1.0)
+    parser.add_argument(
+        "--slow-for-s", type=float, default=0.0, help="dependency_slow ends after this; 0: never"
+    )
     args = parser.parse_args(argv)
-    server = InventoryServer((args.host, args.port), InventoryState(args.state_dir), args.window_s)
+    server = InventoryServer(
+        (args.host, args.port), InventoryState(args.state_dir, args.slow_for_s), args.window_s
+    )
     start_exporter(args.otlp_url, server.tracer, server.samples, args.export_interval_s)
     print(f"demo inventory on http://{args.host}:{server.server_port}", flush=True)
     server.serve_forever()

@@ -106,6 +106,9 @@ class Scenario:
     # Notifications sent: their events ("outcome", "reminder", "resolved").
     notified: list[str] = field(default_factory=list)
     validations_asked: list[ValidateRecoveryInput] = field(default_factory=list)
+    # Answers of validation (stabilization windows), consumed in order, the last one repeating;
+    # empty: healthy unless the plan is in unhealthy_after.
+    validation_answers: list[bool] = field(default_factory=list)
     # find_solutions fails (a retryable error: the knowledge base is unreachable)
     fail_planning: bool = False
     _current_plan: str = ""
@@ -191,6 +194,9 @@ class Scenario:
                 # long enough for a watch to trip while validating
                 await asyncio.sleep(0.5)
             healthy = scenario._current_plan not in scenario.unhealthy_after
+            if scenario.validation_answers:
+                answers = scenario.validation_answers
+                healthy = answers.pop(0) if len(answers) > 1 else answers[0]
             scenario.seen.append(f"validate:{input.fault.service}")
             scenario.journal.append(f"validate:{'ok' if healthy else 'bad'}")
             return ValidationResult(

@@ -134,8 +134,8 @@ async def test_breaker_closes_once_the_dependency_answers(
     states = [e.state for e in breaker.history]
     assert states[0] == "open" and states[-1] == "closed"
     assert states.count("half_open") == failing_probes + 1
-    # the switch was restored by the step's compensation, once, at the end
-    assert scenario.journal[-1] == "undo:fallback"
+    # the switch was restored by the step's compensation, once, and the symptom checked again
+    assert scenario.journal[-3:] == ["probe:ok", "undo:fallback", "validate:ok"]
     assert scenario.journal.count("undo:fallback") == 1
     # exponential backoff: each open period after a failed probe doubles (30, 60, ...)
     reopened = [e.detail for e in breaker.history if "open again" in e.detail]
@@ -144,6 +144,31 @@ async def test_breaker_closes_once_the_dependency_answers(
     ]
     # time to recover is when validation passed, not when the breaker closed
     assert result.time_to_recover_s is not None and result.time_to_recover_s < 30
+
+
+async def test_a_half_open_trial_that_fails_opens_the_breaker_again(
+    temporal_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """The dependency answers its probe, but with the switch restored the reported fault comes
+    back: the degradation is applied again, and the breaker closes on a later cycle."""
+    scenario = Scenario(
+        policy=quick_policy(),
+        plans=[degrade_plan()],
+        dependency_healthy=[True],
+        validation_answers=[True, False, True],  # healed; first trial fails; second holds
+    )
+    async with running(temporal_env.client, task_queue, scenario):
+        result = await heal(temporal_env.client, task_queue, new_fault(service="checkout"))
+    assert result.outcome == HealingOutcome.HEALED, result.outcome_detail
+    assert result.breaker is not None and result.breaker.state == "closed"
+    assert result.breaker.cycles == 2
+    assert scenario.journal == [
+        "run:fallback", "validate:ok",
+        "probe:ok", "undo:fallback", "validate:bad", "run:fallback",
+        "probe:ok", "undo:fallback", "validate:ok",
+    ]  # fmt: skip
+    reopened = [e.detail for e in result.breaker.history if "open again" in e.detail]
+    assert len(reopened) == 1 and "with the switch restored" in reopened[0]
 
 
 async def test_breaker_left_open_escalates_after_max_cycles(

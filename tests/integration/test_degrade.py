@@ -45,6 +45,7 @@ from tests.integration.demo_stack import (
     demo_stack_with_evidence,
     wait_until,
 )
+from tests.integration.test_workflow_logic import status_when
 from tests.support import runbooks_for, scratch_database, sessions
 
 pytestmark = pytest.mark.integration
@@ -259,7 +260,9 @@ async def healing_worker(
     settings = Settings(
         runbooks_dir=runbooks,
         supervisor=SupervisorSettings(url=target.supervisor_url),
-        healing=HealingSettings(stabilization_window_s=1.5, probe_interval_s=0.5, suppression_s=0),
+        healing=HealingSettings(
+            stabilization_window_s=1.5, probe_interval_s=0.5, suppression_s=0, breaker_open_s=2
+        ),
         evidence=EvidenceSettings(metrics_lead_s=2.0),  # the fault is reported seconds after
     )
     async with httpx.AsyncClient() as http:
@@ -287,22 +290,39 @@ async def run_healing(client: Client, task_queue: str, fault: Fault) -> HealingS
 
 
 @pytest.mark.usefixtures("healing_worker")
-async def test_a_slow_dependency_is_healed_by_the_fallback(
+async def test_a_slow_dependency_is_healed_by_the_fallback_kept_as_a_breaker(
     client: Client, task_queue: str, target: DemoStack
 ) -> None:
+    """The fallback heals checkout; the healing keeps it as a breaker. While inventory stays
+    slow, a half-open trial (inventory's shallow probe answers, but with the switch restored
+    checkout fails again) opens it again; once inventory recovers, the breaker closes: the
+    switch is back to normal and checkout healthy."""
     target.inject("dependency_slow")
     wait_until(lambda: target.health() == 503, what="checkout to fail its health check")
 
-    result = await run_healing(client, task_queue, fault_for(target))
+    started = await start_healing(client, fault_for(target), task_queue=task_queue)
+    handle = client.get_workflow_handle(started.workflow_id, result_type=HealingStatus)
+    await status_when(
+        handle,
+        lambda s: s.breaker is not None and "open again" in s.breaker.history[-1].detail,
+        within_s=60,
+    )
+    assert switch(control(target)) == {"mode": "fallback", "rate_limit_rps": None}
+    wait_until(lambda: target.health() == 200, what="checkout to recover on its fallback again")
+    async with httpx.AsyncClient() as http:  # inventory recovers
+        (await http.post(f"{target.inventory_url}/admin/reset", timeout=5)).raise_for_status()
+    result = await asyncio.wait_for(handle.result(), timeout=120)
 
     assert result.diagnosis is not None
     assert result.diagnosis.root_cause == "dependency_degraded"
     assert result.outcome == HealingOutcome.HEALED, result.outcome_detail
     assert result.solution_name == "degrade-to-fallback"
-    (step,) = result.steps
-    assert (step.action, step.status) == ("http.degrade", StepStatus.SUCCEEDED)
-    assert step.output["previous"] == NORMAL
-    assert switch(control(target)) == {"mode": "fallback", "rate_limit_rps": None}
+    forward = [s for s in result.steps if not s.compensation]
+    assert {(s.action, s.status) for s in forward} == {("http.degrade", StepStatus.SUCCEEDED)}
+    assert forward[0].output["previous"] == NORMAL
+    assert result.breaker is not None and result.breaker.state == "closed"
+    assert result.breaker.cycles >= 2  # one trial while inventory was still slow
+    assert switch(control(target)) == NORMAL
     assert target.health() == 200
     assert target.restarts() == 0
 
