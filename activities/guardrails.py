@@ -144,7 +144,7 @@ class GuardrailActivities:
                 decision = refused.decision
             await asyncio.to_thread(self._store.record_decision, _record(input, key, decision))
         except SelfhealError as exc:
-            raise as_application_error(exc) from exc
+            raise as_application_error(exc) from None
         if not decision.allowed:
             log.info("guardrail refused", rule=decision.rule, reason=decision.reason, target=key)
         return decision
@@ -154,7 +154,7 @@ class GuardrailActivities:
         try:
             await asyncio.to_thread(self._store.release, Run(input.workflow_id, input.run_id))
         except SelfhealError as exc:
-            raise as_application_error(exc) from exc
+            raise as_application_error(exc) from None
 
     async def _at_start(
         self, input: CheckGuardrailsInput, spec: ServiceSpec | None, key: str

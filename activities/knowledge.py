@@ -59,7 +59,7 @@ class KnowledgeBaseActivities:
                 self._kb.find_solutions, input.diagnosis.root_cause, input.fault.service
             )
         except SelfhealError as exc:
-            raise as_application_error(exc) from exc
+            raise as_application_error(exc) from None
         plans: list[RecoveryPlan] = []
         for ranked in solutions:
             if len(plans) >= input.limit:
@@ -83,7 +83,7 @@ class KnowledgeBaseActivities:
         try:
             return await asyncio.to_thread(self._kb.record_outcome, input)
         except SelfhealError as exc:
-            raise as_application_error(exc) from exc
+            raise as_application_error(exc) from None
 
     def _solution_plan(self, ranked: RankedSolution) -> RecoveryPlan | None:
         solution = ranked.solution

@@ -66,7 +66,7 @@ class StepActivities:
                 output = await action.run(self._context(input.idempotency_key, input), params)
                 status = StepStatus.SUCCEEDED
         except SelfhealError as exc:
-            raise as_application_error(exc) from exc
+            raise as_application_error(exc) from None
         return StepResult.for_step(
             step,
             candidate=input.candidate,
@@ -96,7 +96,7 @@ class StepActivities:
                 output = await undo(self._context(input.idempotency_key, input))
                 status = StepStatus.COMPENSATED
         except SelfhealError as exc:
-            raise as_application_error(exc) from exc
+            raise as_application_error(exc) from None
         return StepResult.for_step(
             input.step,
             candidate=input.candidate,

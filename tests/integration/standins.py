@@ -27,7 +27,7 @@ from selfheal.domain import (
     StepStatus,
     ValidationResult,
 )
-from selfheal.domain.criteria import GuardBreach
+from selfheal.domain.criteria import BreakerSpec, GuardBreach
 from selfheal.domain.payloads import (
     CheckGuardrailsInput,
     CollectEvidenceInput,
@@ -73,6 +73,24 @@ def plan(name: str, *steps: str, risk: RiskLevel = RiskLevel.MEDIUM) -> Recovery
         solution_name=name,
         steps=[RecoveryStep(name=s, action="test.act", params={"step": s}) for s in steps],
         risk=risk,
+    )
+
+
+def degrade_plan(breaker: BreakerSpec | None = None, mode: str = "fallback") -> RecoveryPlan:
+    """checkout's fallback (``http.degrade``), which a healing keeps as a breaker."""
+    return RecoveryPlan(
+        source="knowledge_base",
+        solution_id=7,
+        solution_name="degrade-to-fallback",
+        steps=[
+            RecoveryStep(
+                name="fallback",
+                action="http.degrade",
+                params={"base_url": "http://checkout", "mode": mode},
+                breaker=breaker,
+            )
+        ],
+        risk=RiskLevel.MEDIUM,
     )
 
 

@@ -20,14 +20,12 @@ from selfheal.domain import (
     HealingPhase,
     HealingPolicy,
     HealingStatus,
-    RecoveryPlan,
-    RecoveryStep,
     RiskLevel,
     StepStatus,
 )
 from selfheal.domain.criteria import ActionApproval, ApprovalSpec, BreakerSpec, GuardBreach
 from selfheal.healings.start import report_resolved, start_healing
-from tests.integration.standins import Scenario, plan
+from tests.integration.standins import Scenario, degrade_plan, plan
 from tests.integration.test_workflow_logic import heal, new_fault, running, status_when
 
 pytestmark = pytest.mark.integration
@@ -48,23 +46,6 @@ def breach(guard: str = "latency_p99_rise") -> GuardBreach:
         baseline=0.1,
         detail="p99 up 0.8 s",
         at=datetime.now(UTC),
-    )
-
-
-def degrade_plan(breaker: BreakerSpec | None = None, mode: str = "fallback") -> RecoveryPlan:
-    return RecoveryPlan(
-        source="knowledge_base",
-        solution_id=7,
-        solution_name="degrade-to-fallback",
-        steps=[
-            RecoveryStep(
-                name="fallback",
-                action="http.degrade",
-                params={"base_url": "http://checkout", "mode": mode},
-                breaker=breaker,
-            )
-        ],
-        risk=RiskLevel.MEDIUM,
     )
 
 

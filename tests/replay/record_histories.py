@@ -27,15 +27,13 @@ from selfheal.domain import (
     HealingStatus,
     Hypothesis,
     RecoveryPlan,
-    RecoveryStep,
-    RiskLevel,
 )
 from selfheal.domain.criteria import ApprovalSpec, BreakerSpec, GuardBreach
 from selfheal.domain.payloads import GuardrailDecision
 from selfheal.healings.start import report_resolved, start_healing
 from selfheal.worker import workflow_runner
 from selfheal.workflows.healing import HealingWorkflow
-from tests.integration.standins import Scenario, plan
+from tests.integration.standins import Scenario, degrade_plan, plan
 from tests.support import start_dev_server
 
 HERE = Path(__file__).parent / "histories"
@@ -181,20 +179,7 @@ CASES.update(
 
 
 def breaker_plan(max_cycles: int) -> RecoveryPlan:
-    return RecoveryPlan(
-        source="knowledge_base",
-        solution_id=7,
-        solution_name="degrade-to-fallback",
-        steps=[
-            RecoveryStep(
-                name="fallback",
-                action="http.degrade",
-                params={"base_url": "http://demo", "mode": "fallback"},
-                breaker=BreakerSpec(open_s=1, max_cycles=max_cycles),
-            )
-        ],
-        risk=RiskLevel.MEDIUM,
-    )
+    return degrade_plan(BreakerSpec(open_s=1, max_cycles=max_cycles))
 
 
 async def dispute_then_approve(
