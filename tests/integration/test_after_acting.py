@@ -332,7 +332,8 @@ async def test_escalated_then_resolved_sends_the_resolve(client: Client, task_qu
     async with running(client, task_queue, scenario):
         started = await start_healing(client, fault, task_queue=task_queue)
         handle = client.get_workflow_handle(started.workflow_id, result_type=HealingStatus)
-        await status_when(handle, lambda s: s.outcome is not None)
+        # the suppression window begins once the outcome is recorded and notified
+        await status_when(handle, lambda s: s.suppressed_until is not None)
         assert scenario.notified == ["outcome"]
         await report_resolved(client, fault)
         result = await asyncio.wait_for(handle.result(), timeout=30)
