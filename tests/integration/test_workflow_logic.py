@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -56,6 +57,11 @@ async def running(client: Client, task_queue: str, scenario: Scenario) -> AsyncI
         workflows=[HealingWorkflow],
         activities=scenario.activities(),
         workflow_runner=workflow_runner(),
+        # A cancelled activity (the side-effect watch) learns of it at its next heartbeat sent
+        # to the server: throttled to 0.8 x its heartbeat timeout by default, during which the
+        # running activity keeps the time-skipping server from skipping.
+        max_heartbeat_throttle_interval=timedelta(seconds=0.5),
+        default_heartbeat_throttle_interval=timedelta(seconds=0.5),
     ):
         yield
 
