@@ -23,12 +23,16 @@ read-only step (``wait``) is allowed unchecked. Before a mutating step, in this 
   ``namespace`` param, else the action's default, else the target's) is not in
   ``allowed_namespaces``; the fault's target is not one of the service's targets; or the
   params cannot be resolved against the fault;
-- ``blast_radius``: a ``max_pods`` param (``kubernetes.delete_pod``) above the limit, or a
-  ``replicas`` param (``kubernetes.scale``) changing the workload by more than the limit. The
-  limit is ``max_pods_per_step`` pods; with ``max_percent_per_step`` and a known replica count,
-  the larger of that and the percentage of the replicas (rounded down). The replica count is
-  known when the fault carries it in ``values["replicas"]``; a scale whose current count is
-  unknown is not limited (the decision's reason says so);
+- ``blast_radius``: a ``max_pods`` param (``kubernetes.delete_pod``, ``kubernetes.drain``) above
+  the limit, or a ``replicas`` param (``kubernetes.scale``) changing the workload by more than
+  the limit. The limit is ``max_pods_per_step`` pods; with ``max_percent_per_step`` and a known
+  replica count, the larger of that and the percentage of the replicas (rounded down). The
+  replica count is the workload's, read from the Kubernetes API when the worker has one (the
+  Deployment a scale names, the workload of a pod named by ``delete_pod``, else the fault's
+  target when it is a Deployment or StatefulSet): desired replicas, or a DaemonSet's desired
+  pods. Without an API, or when it cannot tell, the fault's ``values["replicas"]`` is used as
+  before, and the decision's reason says which; a scale whose current count is still unknown
+  is not limited (the reason says so too);
 - ``fault_resolved`` (``fault_resolved=True``): with ``recheck_fault``, the fault's
   ``health_url`` answers 2xx and its ``metric`` reads at most its ``max`` — the fault no longer
   fires. A fault with neither cannot be re-checked and passes;
@@ -54,20 +58,37 @@ from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import structlog
+from kubernetes.client import ApiClient
 from pydantic_core import PydanticUndefined
 from sqlalchemy.orm import Session, sessionmaker
 
+from selfheal.activities.actions.kubernetes import (
+    WORKLOADS,
+    KubeApi,
+    _apps,
+    _core,
+    desired_pods,
+    workload_of_pod,
+)
 from selfheal.activities.actions.registry import Action, ActionRegistry
 from selfheal.activities.errors import as_application_error
 from selfheal.core.catalog import ServiceCatalog, ServiceSpec
 from selfheal.core.probes import http_client, probe_health, read_metric
 from selfheal.core.settings import GuardrailSettings
-from selfheal.domain import ActionNotFound, Fault, RecoveryStep, SelfhealError, render_params
+from selfheal.domain import (
+    ActionNotFound,
+    Fault,
+    RecoveryStep,
+    SelfhealError,
+    TargetError,
+    render_params,
+)
 from selfheal.domain.payloads import (
     CheckGuardrailsInput,
     GuardrailDecision,
@@ -113,6 +134,9 @@ def _refuse(
 
 
 class GuardrailActivities:
+    """``kubernetes``: the worker's API client (``kubernetes_client(settings.kubernetes)``), from
+    which the blast radius reads workloads' replica counts; None without a cluster."""
+
     def __init__(
         self,
         session_factory: sessionmaker[Session],
@@ -121,6 +145,7 @@ class GuardrailActivities:
         registry: ActionRegistry,
         http: httpx.AsyncClient | None = None,
         probe_timeout_s: float = 3.0,
+        kubernetes: ApiClient | None = None,
     ) -> None:
         self._store = Guardrails(session_factory)
         self._catalog = catalog
@@ -128,6 +153,7 @@ class GuardrailActivities:
         self._registry = registry
         self._http = http
         self._probe_timeout_s = probe_timeout_s
+        self._kube = KubeApi(kubernetes) if kubernetes is not None else None
 
     @implements(CHECK_GUARDRAILS)
     async def check_guardrails(self, input: CheckGuardrailsInput) -> GuardrailDecision:
@@ -194,10 +220,39 @@ class GuardrailActivities:
         await self._kill_switch(input)
         params = _rendered(step, input.fault)
         _check_allowlists(spec, action, params, input.fault)
-        notes = _check_blast_radius(spec, action, params, input.fault)
+        count = None
+        if _needs_replicas(spec, action, params):
+            count = await self._replica_count(spec, action, params, input.fault)
+        notes = _check_blast_radius(spec, action, params, count)
         await self._recheck_fault(input.symptom or input.fault)
         await self._claim(input, spec, key)
         return GuardrailDecision(allowed=True, reason="; ".join(["may act", *notes]))
+
+    async def _replica_count(
+        self, spec: ServiceSpec, action: Action[Any], params: dict[str, Any], fault: Fault
+    ) -> ReplicaCount:
+        """The workload's replica count from the API; the fault's values when there is no API,
+        no workload to read, or the read fails (the source says which, and why)."""
+        if self._kube is None:
+            return _fault_replicas(fault, "no Kubernetes API configured")
+        workload = _workload_of_step(spec, action, params, fault)
+        if workload is None:
+            return _fault_replicas(fault, "the step names no Kubernetes workload")
+        kind, namespace, name = workload
+        try:
+            if kind == "Pod":
+                pod = await self._kube.get(_core(namespace, "pods", name))
+                found = await workload_of_pod(self._kube, namespace, pod)
+                if found is None:
+                    return _fault_replicas(fault, f"pod {name!r} belongs to no workload")
+                key, obj = found
+                kind, name = key.split("/", 1)
+            else:
+                obj = await self._kube.get(_apps(namespace, WORKLOADS[kind], name))
+        except TargetError as exc:
+            return _fault_replicas(fault, f"reading {kind} {name!r} failed: {exc}")
+        where = f"{kind} {name!r} in namespace {namespace!r}, read from the API"
+        return ReplicaCount(desired_pods(kind, obj), where)
 
     async def _kill_switch(self, input: CheckGuardrailsInput) -> None:
         state = await asyncio.to_thread(self._store.state)
@@ -354,25 +409,74 @@ def _check_allowlists(
         )
 
 
-def _check_blast_radius(
+@dataclass(frozen=True)
+class ReplicaCount:
+    """A workload's replica count (None: unknown) and where it came from, for the reason."""
+
+    value: int | None
+    source: str
+
+
+def _needs_replicas(spec: ServiceSpec, action: Action[Any], params: dict[str, Any]) -> bool:
+    """Whether the blast radius of this step depends on the workload's replica count."""
+    if _int_param(action, params, "replicas") is not None:
+        return True
+    return spec.max_percent_per_step is not None and (
+        _int_param(action, params, "max_pods") is not None
+    )
+
+
+def _workload_of_step(
     spec: ServiceSpec, action: Action[Any], params: dict[str, Any], fault: Fault
+) -> tuple[str, str, str] | None:
+    """(kind, namespace, name) of what the step acts on: the Deployment a scale names, the pod
+    a delete_pod names (its workload is looked up), else the fault's target when it is a
+    Deployment or StatefulSet."""
+    target = spec.target(fault.target)
+    namespace = str(
+        _param(action, params, "namespace") or (target and target.namespace) or "default"
+    )
+    name = params.get("name")
+    if action.name == "kubernetes.scale" and isinstance(name, str):
+        return "Deployment", namespace, name
+    if action.name == "kubernetes.delete_pod" and isinstance(name, str):
+        return "Pod", namespace, name
+    if target is not None and target.kind in ("deployment", "statefulset"):
+        kind = "Deployment" if target.kind == "deployment" else "StatefulSet"
+        return kind, namespace, target.name
+    return None
+
+
+def _fault_replicas(fault: Fault, why: str) -> ReplicaCount:
+    """Today's fallback: the count the fault carries in ``values["replicas"]``."""
+    value = fault.values.get("replicas")
+    if value is None or not math.isfinite(value):
+        return ReplicaCount(None, f"{why}, and the fault does not carry values.replicas")
+    return ReplicaCount(int(value), f"the fault's values.replicas; {why}")
+
+
+def _check_blast_radius(
+    spec: ServiceSpec, action: Action[Any], params: dict[str, Any], count: ReplicaCount | None
 ) -> list[str]:
-    """Refuse a step above the limit; notes for the decision when something went unchecked."""
-    current = _replica_count(fault)
+    """Refuse a step above the limit; notes for the decision: where the replica count came
+    from, or that something went unchecked."""
+    current = count.value if count is not None else None
     limit = spec.max_pods_per_step
     if spec.max_percent_per_step is not None and current is not None:
         limit = max(limit, math.floor(current * spec.max_percent_per_step / 100))
-    limit_text = _limit_text(spec, current, limit)
+    limit_text = _limit_text(spec, count, limit)
     pods = _int_param(action, params, "max_pods")
     if pods is not None and pods > limit:
         raise _refuse(
             BLAST_RADIUS, f"{action.name} may touch {pods} pods in one step; {limit_text}"
         )
+    notes = [] if count is None or current is None else [f"{current} replicas ({count.source})"]
     replicas = _int_param(action, params, "replicas")
     if replicas is None:
-        return []
+        return notes
     if current is None:
-        return ["replica change unchecked: the fault does not carry values.replicas"]
+        source = count.source if count is not None else "no replica count"
+        return [f"replica change unchecked: {source}"]
     change = abs(replicas - current)
     if change > limit:
         raise _refuse(
@@ -380,12 +484,7 @@ def _check_blast_radius(
             f"{action.name} from {current} to {replicas} replicas changes {change} pods in one "
             f"step; {limit_text}",
         )
-    return []
-
-
-def _replica_count(fault: Fault) -> int | None:
-    value = fault.values.get("replicas")
-    return int(value) if value is not None and math.isfinite(value) else None
+    return notes
 
 
 def _int_param(action: Action[Any], params: dict[str, Any], name: str) -> int | None:
@@ -400,10 +499,13 @@ def _int_param(action: Action[Any], params: dict[str, Any], name: str) -> int | 
         ) from None
 
 
-def _limit_text(spec: ServiceSpec, current: int | None, limit: int) -> str:
+def _limit_text(spec: ServiceSpec, count: ReplicaCount | None, limit: int) -> str:
     text = f"{spec.name} allows {limit} per step (max_pods_per_step {spec.max_pods_per_step}"
     if spec.max_percent_per_step is not None:
-        of = f" of {current} replicas" if current is not None else ", replica count unknown"
+        if count is not None and count.value is not None:
+            of = f" of {count.value} replicas ({count.source})"
+        else:
+            of = f", replica count unknown ({count.source if count else 'not read'})"
         text += f", max_percent_per_step {spec.max_percent_per_step:g}%{of}"
     return text + ")"
 

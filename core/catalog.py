@@ -8,6 +8,17 @@ in ``CATALOG_LABELS`` plus the target's own ``labels``, which are overwritten (o
 the target declares none) so that an alert carrying ``base_url: http://elsewhere`` or a
 ``cache_prefix`` never steers an action. Guardrails read their limits from the same catalog.
 
+Kubernetes objects named by labels. An alert of kube-prometheus carries no ``service``: it names
+the object (``namespace``, ``deployment``, ``statefulset``, ``pod``, ``container``, ``node``).
+``resolve_workload`` finds the one catalog target those labels describe — a deployment or
+statefulset target by its name in its (declared) namespace, a pod by its workload's name
+(``<deployment>-<hash>-<5>``, ``<statefulset>-<ordinal>``), a node target by its name — and
+refuses with the reason when none or several match: the labels choose among the catalog's
+targets, never an object of their own. ``resolve_fault`` then keeps the labels that describe the
+resolved target only: ``pod`` (and its ``container``) when the pod is one of the workload's,
+``node`` set to the node target's name, and neither on any other Kubernetes target, so that a
+plan's ``${fault.labels.pod}`` or ``${fault.labels.node}`` can only name an object of its target.
+
 Fingerprints: a fingerprint derived from service, type and target is derived again from the
 resolved target. An explicit upstream fingerprint (Alertmanager's) is kept readable but scoped to
 the resolved target, ``<upstream>-<target>``, so two targets never share a healing; a target name
@@ -18,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Literal
@@ -28,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from selfheal.core.yaml_source import Problem, load_yaml
 from selfheal.domain import Fault, IntakeError, MetricCheck
 from selfheal.domain.criteria import DEFAULT_GUARDS, ApprovalSpec, GuardSpec, ValidationCriterion
-from selfheal.domain.fault import fingerprint_of
+from selfheal.domain.fault import clip, fingerprint_of
 
 # Names end up quoted in Temporal visibility queries and in workflow ids: keep them plain.
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -38,7 +49,21 @@ CATALOG_LABELS = ("base_url", "namespace")
 # The Redis key prefix of a cache, which a plan may delete: set by a target's ``labels`` only
 # (``selfheal dev`` declares its demo cache there), dropped from every report.
 CACHE_PREFIX_LABEL = "cache_prefix"
-INTERNAL_LABELS = frozenset({CACHE_PREFIX_LABEL})
+# The replica count a saturated workload may be scaled out to (``kubernetes.scale``): set by a
+# target's ``labels`` only, dropped from every report (a sender never chooses a count).
+SCALE_TO_LABEL = "scale_to"
+INTERNAL_LABELS = frozenset({CACHE_PREFIX_LABEL, SCALE_TO_LABEL})
+# Labels of an alert that name a Kubernetes object (kube-state-metrics' own names), in the order
+# ``resolve_workload`` reads them.
+WORKLOAD_LABELS = ("deployment", "statefulset", "pod", "node")
+WORKLOAD_KINDS = frozenset({"deployment", "statefulset", "pod"})
+KUBERNETES_KINDS = WORKLOAD_KINDS | {"node"}
+# Generated names (k8s.io/apimachinery util/rand and the apiserver's name generator): a
+# ReplicaSet is ``<deployment>-<hash>``, its pods ``<replicaset>-<5 random>``; a base longer
+# than 58 characters is cut to 58 before the random suffix.
+_RANDOM = "[bcdfghjklmnpqrstvwxz2456789]"
+_GENERATED_BASE_MAX = 58
+_ORDINAL = "(?:0|[1-9][0-9]*)"
 
 _SAFE_SUFFIX = re.compile(r"^[A-Za-z0-9._:-]{1,40}$")
 _FINGERPRINT_MAX = 128
@@ -298,6 +323,7 @@ def resolve_fault(fault: Fault, catalog: ServiceCatalog) -> Fault:
     for key, value in (("base_url", target.base_url), ("namespace", target.namespace)):
         if value is not None:
             labels[key] = value
+    _keep_own_objects(labels, target)
     labels.update(target.labels)
     derived = fault.fingerprint == fingerprint_of(fault.service, fault.type, fault.target)
     fingerprint = (
@@ -348,3 +374,117 @@ def scoped_fingerprint(upstream: str, target: str) -> str:
 
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _keep_own_objects(labels: dict[str, str], target: TargetSpec) -> None:
+    """On a Kubernetes target, drop the object labels that describe something else: a ``pod``
+    that is not one of the workload's (kube-state-metrics' own pod, on a deployment's alert)
+    with its ``container``, and any ``node``; a node target's ``node`` is its name."""
+    if target.kind not in KUBERNETES_KINDS:
+        return
+    pod = labels.get("pod")
+    if pod is not None and (target.kind == "node" or not is_pod_of(pod, target)):
+        labels.pop("pod", None)
+        labels.pop("container", None)
+    labels.pop("node", None)
+    if target.kind == "node":
+        labels["node"] = target.name
+
+
+# ------------------------------------------------------------------------ Kubernetes labels
+
+
+class WorkloadMatch(BaseModel):
+    """The catalog target an alert's Kubernetes labels name, and the label that named it."""
+
+    service: str
+    target: str
+    label: str = Field(description="deployment, statefulset, pod or node")
+
+
+def is_pod_of(pod: str, target: TargetSpec) -> bool:
+    """Whether a pod named ``pod`` belongs to ``target`` by its name: a Deployment's pods are
+    ``<name>-<replicaset hash>-<5 random>`` (the base cut to 58 characters for long names), a
+    StatefulSet's ``<name>-<ordinal>``, a pod target is its own name. The namespace is not
+    checked here."""
+    if target.kind == "pod":
+        return pod == target.name
+    if target.kind == "statefulset":
+        return re.fullmatch(f"{re.escape(target.name)}-{_ORDINAL}", pod) is not None
+    if target.kind != "deployment":
+        return False
+    if re.fullmatch(f"{re.escape(target.name)}-{_RANDOM}{{1,10}}-{_RANDOM}{{5}}", pod):
+        return True
+    # A long base was cut to 58 characters: what is left of ``<name>-<hash>-``, then 5 random.
+    if len(pod) != _GENERATED_BASE_MAX + 5 or not re.fullmatch(f"{_RANDOM}{{5}}", pod[-5:]):
+        return False
+    base, full = pod[:_GENERATED_BASE_MAX], f"{target.name}-"
+    if len(full) >= _GENERATED_BASE_MAX:
+        return base == full[:_GENERATED_BASE_MAX]
+    rest = base.removeprefix(full)
+    return rest != base and re.fullmatch(f"{_RANDOM}{{1,10}}", rest) is not None
+
+
+def _names_target(target: TargetSpec, label: str, value: str, namespace: str | None) -> bool:
+    if label == "node":
+        return target.kind == "node" and value == target.name
+    # A workload is matched in the namespace the catalog declares for it, never in another.
+    if target.namespace is None or target.namespace != namespace:
+        return False
+    if label == "pod":
+        return target.kind in WORKLOAD_KINDS and is_pod_of(value, target)
+    return target.kind == label and value == target.name
+
+
+def resolve_workload(
+    labels: Mapping[str, str], catalog: ServiceCatalog, *, within: str | None = None
+) -> WorkloadMatch:
+    """The one catalog target an alert's Kubernetes labels name (of service ``within`` only,
+    when given). Raises ``IntakeError`` with the reason when none or several match.
+
+    A ``deployment`` or ``statefulset`` label names the alert's object whenever there is one:
+    a ``pod`` beside it is the exporter's (kube-state-metrics' scrape labels), not the
+    workload's, and is not read. Otherwise ``pod`` (a pod of a deployment, statefulset or pod
+    target) and ``node`` (a node target) both count, and must agree. Workload targets are
+    matched only in the namespace they declare, against the alert's ``namespace``."""
+    namespace = labels.get("namespace") or None
+    named = [(k, labels[k]) for k in ("deployment", "statefulset") if labels.get(k)]
+    if not named:
+        named = [(k, labels[k]) for k in ("pod", "node") if labels.get(k)]
+    if not named:
+        raise IntakeError(
+            "the alert names no Kubernetes object (labels " + ", ".join(WORKLOAD_LABELS) + ")"
+        )
+    scope = catalog.services
+    if within is not None:
+        spec = catalog.get(within)
+        scope = [spec] if spec is not None else []
+    found: dict[tuple[str, str], str] = {}
+    for label, value in named:
+        for service in scope:
+            for target in service.targets:
+                if _names_target(target, label, value, namespace):
+                    found.setdefault((service.name, target.name), label)
+    what = " or ".join(_described(label, value, namespace) for label, value in named)
+    where = f"service {within!r}" if within is not None else "the service catalog"
+    if not found:
+        raise IntakeError(
+            f"no target of {where} matches {what}: a deployment or statefulset target in its "
+            "declared namespace, a pod of one, or a node target"
+        )
+    if len(found) > 1:
+        matches = ", ".join(f"{s}/{t}" for s, t in found)
+        raise IntakeError(
+            f"{what} matches several targets of {where} ({matches}): a service label chooses"
+        )
+    [((service_name, target_name), label)] = found.items()
+    return WorkloadMatch(service=service_name, target=target_name, label=label)
+
+
+def _described(label: str, value: str, namespace: str | None) -> str:
+    text = f"{label} {clip(value, 80)!r}"
+    if label == "node":
+        return text
+    return text + (
+        f" in namespace {clip(namespace, 80)!r}" if namespace else " (no namespace label)"
+    )

@@ -2,7 +2,11 @@
 
 - Alertmanager webhook (version 4, and only 4): each alert becomes an ``AlertSignal`` (a Fault,
   whether it fires or resolved, and the ``PayloadWarning``s of what was taken on a guess: an
-  unknown severity, a flag label spelled neither true nor false, a summary clipped).
+  unknown severity, a flag label spelled neither true nor false, a summary clipped). Given the
+  service catalog, an alert that names no catalog service but a Kubernetes object (the labels
+  of kube-prometheus: ``namespace``, ``deployment``, ``statefulset``, ``pod``, ``node``) takes
+  its service and target from the catalog target those labels name
+  (``core.catalog.resolve_workload``), or is refused with the reason (``AlertSignal.refused``).
 - selfheal's own Fault JSON.
 - OTLP/HTTP metrics and traces, protobuf or JSON: decoded with the generated classes of
   ``opentelemetry-proto`` into flat ``MetricPoint``s and, for traces that hold an error, their
@@ -38,7 +42,13 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from selfheal.core.catalog import scoped_fingerprint
+from selfheal.core.catalog import (
+    WORKLOAD_LABELS,
+    ServiceCatalog,
+    WorkloadMatch,
+    resolve_workload,
+    scoped_fingerprint,
+)
 from selfheal.domain import Fault
 from selfheal.domain.errors import IntakeError
 from selfheal.domain.fault import SUMMARY_MAX, clip
@@ -139,9 +149,15 @@ class AlertmanagerWebhook(BaseModel):
 
 @dataclass(frozen=True)
 class AlertSignal:
-    fault: Fault
+    fault: Fault | None
+    """None when the alert was refused: ``refused`` says why"""
     firing: bool
     warnings: tuple[PayloadWarning, ...] = ()
+    refused: str = ""
+    fingerprint: str = ""
+    """Alertmanager's, to name a refused alert"""
+    service: str = ""
+    """the service label (or job) of a refused alert, if any"""
 
 
 def label_flag(
@@ -179,17 +195,50 @@ def alert_severity(labels: dict[str, str], where: str) -> tuple[str, PayloadWarn
     )
 
 
-def alert_to_fault(alert: AlertmanagerAlert, where: str) -> AlertSignal:
+def workload_of_alert(
+    labels: dict[str, str], named: str, catalog: ServiceCatalog
+) -> WorkloadMatch | str | None:
+    """The catalog target an alert's Kubernetes labels name, the reason it is refused (a
+    string), or None when its service label (or job) decides as before.
+
+    The labels are read when the alert has no ``target`` label and names at least one
+    Kubernetes object. A ``service`` (or ``job``) naming a catalog service confines the match
+    to that service's targets, and when none matches there the service decides (its target
+    from the ``target``/``deployment``/``pod`` label, which the door checks). Any other alert
+    (no service label, or one the catalog does not know: kube-state-metrics' own ``job`` and
+    ``service``) must name exactly one catalog target, or it is refused."""
+    if labels.get("target") or not any(labels.get(k) for k in WORKLOAD_LABELS):
+        return None
+    known = named if named and catalog.get(named) is not None else None
+    try:
+        return resolve_workload(labels, catalog, within=known)
+    except IntakeError as exc:
+        if known is not None:
+            return None
+        return f"unknown service {clip(named, 80)!r}, and {exc}" if named else str(exc)
+
+
+def alert_to_fault(
+    alert: AlertmanagerAlert, where: str, catalog: ServiceCatalog | None = None
+) -> AlertSignal:
     labels = alert.labels
     alertname = labels.get("alertname", "")
     if not alertname:
         raise PayloadError(f"{where}.labels.alertname", "required: it names the fault type")
     service_label = "service" if labels.get("service") else "job"
     service = labels.get(service_label) or ""
-    if not service:
-        raise PayloadError(f"{where}.labels.service", "required (or label job): the service")
     target_label = next((k for k in TARGET_LABELS if labels.get(k)), None)
     target = labels[target_label] if target_label else None
+    matched = workload_of_alert(labels, service, catalog) if catalog is not None else None
+    if isinstance(matched, str):
+        fingerprint = alert.fingerprint if _FINGERPRINT.match(alert.fingerprint) else ""
+        firing = alert.status == "firing"
+        return AlertSignal(None, firing, refused=matched, fingerprint=fingerprint, service=service)
+    if matched is not None:
+        service, target, target_label = matched.service, matched.target, matched.label
+        service_label = matched.label
+    if not service:
+        raise PayloadError(f"{where}.labels.service", "required (or label job): the service")
     severity, severity_warning = alert_severity(labels, where)
     dry_run, dry_run_warning = label_flag(labels, DRY_RUN_LABEL, where, "a dry run")
     require_approval, approval_warning = label_flag(
@@ -234,13 +283,17 @@ def alert_to_fault(alert: AlertmanagerAlert, where: str) -> AlertSignal:
     return AlertSignal(fault, alert.status == "firing", tuple(warnings))
 
 
-def parse_alertmanager(body: bytes) -> list[AlertSignal]:
+def parse_alertmanager(body: bytes, catalog: ServiceCatalog | None = None) -> list[AlertSignal]:
+    """Every alert of a webhook as a signal. With ``catalog``, alerts that name Kubernetes
+    objects instead of a service are resolved through it (see ``workload_of_alert``)."""
     data = parse_json_object(body)
     try:
         webhook = AlertmanagerWebhook.model_validate(data)
     except ValidationError as exc:
         raise describe_errors(exc) from None
-    return [alert_to_fault(alert, f"alerts[{i}]") for i, alert in enumerate(webhook.alerts)]
+    return [
+        alert_to_fault(alert, f"alerts[{i}]", catalog) for i, alert in enumerate(webhook.alerts)
+    ]
 
 
 def parse_fault(body: bytes) -> Fault:

@@ -52,7 +52,7 @@ def build_activities(
     """Every activity of the contract, once, as bound methods of classes built once with their
     clients."""
     from selfheal.activities.actions import POSTGRES_DSNS, REDIS_URL, default_registry
-    from selfheal.activities.actions.kubernetes import kubernetes_services
+    from selfheal.activities.actions.kubernetes import KUBERNETES, kubernetes_services
     from selfheal.activities.diagnosis import (
         DiagnosisActivities,
         RulesSource,
@@ -81,6 +81,7 @@ def build_activities(
         settings.evidence,
         history=learned_records(session_factory),
     )
+    kube = kubernetes_services(settings.kubernetes)  # one API client for steps and guardrails
     knowledge = KnowledgeBaseActivities(session_factory, registry, learning=settings.learning)
     steps = StepActivities(
         registry,
@@ -89,7 +90,7 @@ def build_activities(
             "http": client,
             REDIS_URL: settings.redis.url,
             POSTGRES_DSNS: settings.postgres_targets.dsns,
-            **kubernetes_services(settings.kubernetes),
+            **kube,
         },
     )
     validation = ValidationActivities(
@@ -115,6 +116,7 @@ def build_activities(
         registry,
         http=client,
         probe_timeout_s=settings.probe.timeout_s,
+        kubernetes=kube.get(KUBERNETES),
     )
     activities: list[Callable[..., Any]] = [
         PolicyActivities(

@@ -6,6 +6,12 @@ mutating action declares either ``compensate(ctx, params, output) -> output`` or
 are stored in the step's result, so a compensation can read the state the action found
 ("scale back to the count it found").
 
+Risk is the action's declared level, or more for some params: an action whose harm depends on
+what it is asked (``kubernetes.set_resources`` above its ``approve_above``) gives
+``risk_for(params) -> RiskLevel``, read from the step's params as the plan states them, before
+any placeholder is filled. A step whose params cannot be judged then (a placeholder, a bad
+value) counts as high: the approval gate asks rather than guess.
+
 Drivers register their actions in one place, ``activities.actions.default_registry()``.
 """
 
@@ -17,7 +23,13 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from selfheal.domain import ActionNotFound, InvalidParams, RecoveryStep, RiskLevel
+from selfheal.domain import (
+    ActionNotFound,
+    InvalidParams,
+    RecoveryStep,
+    RiskLevel,
+    SelfhealError,
+)
 
 P = TypeVar("P", bound=BaseModel)
 
@@ -42,6 +54,7 @@ class ActionContext:
 
 RunFn = Callable[[ActionContext, P], Awaitable[Output]]
 CompensateFn = Callable[[ActionContext, P, Output], Awaitable[Output]]
+RiskFn = Callable[[dict[str, Any]], RiskLevel]
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,9 @@ class Action(Generic[P]):
     compensation_in_plan: bool = False
     idempotency: str = "idempotency key"
     description: str = ""
+    # The risk of one step from its (unrendered) params, when it depends on them; never below
+    # ``risk``. Raising ``InvalidParams`` or a ``ValueError`` makes the step count as high.
+    risk_for: RiskFn | None = None
 
     def __post_init__(self) -> None:
         if (
@@ -79,6 +95,16 @@ class Action(Generic[P]):
                 for e in exc.errors()
             )
             raise InvalidParams(f"{self.name} params: {details}") from exc
+
+    def step_risk(self, params: dict[str, Any]) -> RiskLevel:
+        """How risky a step of this action is, with these params (see the module doc)."""
+        if self.risk_for is None:
+            return self.risk
+        try:
+            judged = self.risk_for(params)
+        except (SelfhealError, ValueError):  # InvalidParams; pydantic's ValidationError
+            judged = RiskLevel.HIGH
+        return RiskLevel.highest([self.risk, judged])
 
 
 class ActionRegistry:
@@ -127,8 +153,10 @@ class ActionRegistry:
             )
 
     def plan_risk(self, steps: list[RecoveryStep], declared: RiskLevel) -> RiskLevel:
-        """A plan is as risky as its riskiest part: the declared level or any step's action."""
-        return RiskLevel.highest([declared, *(self.get(s.action).risk for s in steps)])
+        """A plan is as risky as its riskiest part: the declared level or any step (its action's
+        risk, raised by the step's params for an action that says so)."""
+        risks = [self.get(step.action).step_risk(step.params) for step in steps]
+        return RiskLevel.highest([declared, *risks])
 
     def is_mutating(self, step: RecoveryStep) -> bool:
         return self.get(step.action).mutating

@@ -3,8 +3,13 @@
 For a service whose target is a Deployment, StatefulSet or Pod (``services.yaml``), it reads the
 workload, its pods (the workload's selector, or ``evidence.kubernetes.selector``), the events of
 those objects within the window, the rollout history, and the conditions of the nodes the pods
-run on; ``assess`` turns what was read into ``k8s.*`` facts and findings (pure, tested without a
-cluster). Any other target kind gets no Kubernetes evidence (nothing to look at, not a failure).
+run on; for a Node target, the node and its events. ``assess`` turns what was read into
+``k8s.*`` facts and findings (pure, tested without a cluster). Any other target kind gets no
+Kubernetes evidence (nothing to look at, not a failure).
+
+What the alert named is looked at too: the pod of the fault's ``pod`` label (kept by the
+catalog only when it is one of the workload's) gives ``k8s.pod.*``, and the target's catalog
+label ``scale_to`` gives the room a scale-out has (``k8s.replicas.room``).
 
 Bounded: every list asks for at most ``MAX_*`` objects (``limit=``), every call runs in a thread
 with the client's request timeout, and the fan-out's own timeout bounds the whole. Events are
@@ -39,6 +44,7 @@ from selfheal.activities.actions.kubernetes import (
     kubernetes_client,
 )
 from selfheal.activities.evidence.base import EvidenceRequest, Gathered
+from selfheal.core.catalog import SCALE_TO_LABEL
 from selfheal.core.settings import EvidenceSettings, KubernetesSettings
 from selfheal.diagnosis.rules import Facts
 from selfheal.domain import Finding, TargetError
@@ -48,6 +54,7 @@ log = structlog.get_logger(__name__)
 Obj = dict[str, Any]
 
 WORKLOAD_KINDS = ("deployment", "statefulset", "pod")
+TARGET_KINDS = (*WORKLOAD_KINDS, "node")
 MAX_PODS = 100
 MAX_EVENTS = 500
 MAX_REPLICA_SETS = 100
@@ -56,6 +63,10 @@ SOURCE = "kubernetes"
 # Conditions that are bad when True (Ready is bad when it is not True).
 NODE_PRESSURES = ("MemoryPressure", "DiskPressure", "PIDPressure", "NetworkUnavailable")
 MOUNT_REASONS = ("FailedMount", "FailedAttachVolume")
+# A Deployment whose rollout made no progress within its progressDeadlineSeconds.
+PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+# Kubelets record a node's events in this namespace.
+NODE_EVENTS_NAMESPACE = "default"
 _LONG_AGO = datetime.min.replace(tzinfo=UTC)
 
 
@@ -88,6 +99,14 @@ class Observed:
     """(kind, name) of the workload and its ReplicaSets, whose events count too"""
     nodes: list[Obj] = field(default_factory=list)
     rollout: Rollout | None = None
+    kind: str = ""
+    """the target's kind (deployment, statefulset, pod, node); empty: unknown"""
+    workload: Obj | None = None
+    """the Deployment or StatefulSet itself (its replicas and conditions)"""
+    pod: str | None = None
+    """the pod the fault names (its ``pod`` label), looked at among ``pods``"""
+    scale_to: int | None = None
+    """the catalog's ``scale_to`` label of the target"""
 
 
 @dataclass(frozen=True)
@@ -103,7 +122,18 @@ def assess(observed: Observed, *, service: str, window: Window) -> Gathered:
     """The ``k8s.*`` facts and findings for ``service`` from what was read."""
     gathered = Gathered()
     facts = gathered.facts
-    facts.update(pod_facts(observed.pods))
+    if observed.kind:
+        facts["k8s.kind"] = observed.kind
+    if observed.kind == "node":
+        facts.update(node_target_facts(observed.nodes, window))
+    else:
+        facts.update(pod_facts(observed.pods))
+        facts.update(waiting_facts(observed.pods))
+    if observed.workload is not None:
+        facts.update(replica_facts(observed.workload, observed.scale_to))
+        facts.update(progress_facts(observed.workload))
+    if observed.pod is not None:
+        facts.update(named_pod_facts(observed.pods, observed.pod))
     terminations = last_terminations(observed.pods)
     if terminations:
         last = terminations[0]
@@ -200,6 +230,101 @@ def pod_facts(pods: list[Obj]) -> Facts:
         "k8s.not_ready": len(pods) - ready,
         "k8s.restarts": restarts,
     }
+
+
+def waiting_facts(pods: list[Obj]) -> Facts:
+    """``k8s.waiting.<Reason>``: containers waiting with that reason (``CrashLoopBackOff``,
+    ``ImagePullBackOff``, ``CreateContainerConfigError``, ``ContainerCreating``...), and
+    ``k8s.containers.waiting`` their total; absent when no container waits."""
+    reasons: Counter[str] = Counter(
+        str(waiting.get("reason") or "Unknown")
+        for pod in pods
+        for status in _container_statuses(pod)
+        if (waiting := (status.get("state") or {}).get("waiting")) is not None
+    )
+    if not reasons:
+        return {}
+    facts: Facts = {f"k8s.waiting.{reason}": count for reason, count in sorted(reasons.items())}
+    facts["k8s.containers.waiting"] = sum(reasons.values())
+    return facts
+
+
+def replica_facts(workload: Obj, scale_to: int | None = None) -> Facts:
+    """A Deployment's or StatefulSet's replicas: ``desired`` (spec, 1 when unset), ``ready``,
+    ``available`` (ready for a StatefulSet that does not report it), ``updated``, ``missing``
+    (desired not available, at least 0) and, with the catalog's ``scale_to``, ``room`` (how
+    many replicas a scale-out to it adds; 0 or less: none)."""
+    spec = workload.get("spec") or {}
+    status = workload.get("status") or {}
+    desired = int(spec["replicas"]) if isinstance(spec.get("replicas"), int) else 1
+    ready = int(status.get("readyReplicas") or 0)
+    available = status.get("availableReplicas")
+    available = int(available) if isinstance(available, int) else ready
+    facts: Facts = {
+        "k8s.replicas.desired": desired,
+        "k8s.replicas.ready": ready,
+        "k8s.replicas.available": available,
+        "k8s.replicas.updated": int(status.get("updatedReplicas") or 0),
+        "k8s.replicas.missing": max(desired - available, 0),
+    }
+    if scale_to is not None:
+        facts["k8s.replicas.scale_to"] = scale_to
+        facts["k8s.replicas.room"] = scale_to - desired
+    return facts
+
+
+def progress_facts(workload: Obj) -> Facts:
+    """``k8s.rollout.stuck``: a Deployment's Progressing condition is False for
+    ``ProgressDeadlineExceeded`` (what ``KubeDeploymentRolloutStuck`` watches); absent when the
+    workload reports no Progressing condition (a StatefulSet)."""
+    progressing = next((c for c in _conditions(workload) if c.get("type") == "Progressing"), None)
+    if progressing is None:
+        return {}
+    stuck = (
+        progressing.get("status") == "False"
+        and progressing.get("reason") == PROGRESS_DEADLINE_EXCEEDED
+    )
+    return {"k8s.rollout.stuck": stuck}
+
+
+def named_pod_facts(pods: list[Obj], name: str) -> Facts:
+    """The pod the fault names: ``k8s.pod.found`` (among the workload's pods), and when found
+    ``.phase``, ``.ready``, ``.restarts`` and ``.waiting`` (the reason its first waiting
+    container gives; absent when none waits)."""
+    pod = next((p for p in pods if _name(p) == name), None)
+    if pod is None:
+        return {"k8s.pod.found": False}
+    statuses = _container_statuses(pod)
+    facts: Facts = {
+        "k8s.pod.found": True,
+        "k8s.pod.phase": str((pod.get("status") or {}).get("phase") or "Unknown"),
+        "k8s.pod.ready": _is_ready(pod),
+        "k8s.pod.restarts": sum(int(s.get("restartCount") or 0) for s in statuses),
+    }
+    waiting = next(
+        (w for s in statuses if (w := (s.get("state") or {}).get("waiting")) is not None), None
+    )
+    if waiting is not None:
+        facts["k8s.pod.waiting"] = str(waiting.get("reason") or "Unknown")
+    return facts
+
+
+def node_target_facts(nodes: list[Obj], window: Window) -> Facts:
+    """A Node target: ``k8s.node.ready`` (its Ready condition is True; absent when it reports
+    none), ``k8s.node.unschedulable`` (cordoned), ``k8s.node.not_ready_s`` (how long Ready has
+    not been True at the fault's time, from the condition's last transition)."""
+    if not nodes:
+        return {}
+    node = nodes[0]
+    facts: Facts = {"k8s.node.unschedulable": bool((node.get("spec") or {}).get("unschedulable"))}
+    ready = next((c for c in _conditions(node) if c.get("type") == "Ready"), None)
+    if ready is None:
+        return facts
+    facts["k8s.node.ready"] = ready.get("status") == "True"
+    since = parse_time(ready.get("lastTransitionTime"))
+    if not facts["k8s.node.ready"] and since is not None:
+        facts["k8s.node.not_ready_s"] = round(max((window.at - since).total_seconds(), 0.0), 1)
+    return facts
 
 
 def last_terminations(pods: list[Obj]) -> list[Termination]:
@@ -373,7 +498,7 @@ def _name(obj: Obj) -> str:
 @dataclass(frozen=True)
 class Workload:
     kind: str
-    """deployment, statefulset or pod"""
+    """deployment, statefulset, pod or node"""
     name: str
     namespace: str
     selector: str | None
@@ -381,13 +506,15 @@ class Workload:
 
 
 def workload_of(request: EvidenceRequest) -> Workload | None:
-    """The faulted service's target when it is a Kubernetes workload, else None."""
+    """The faulted service's target when it is a Kubernetes workload or node, else None."""
     service = request.service
     if service is None:
         return None
     target = service.target(request.fault.target)
-    if target is None or target.kind not in WORKLOAD_KINDS:
+    if target is None or target.kind not in TARGET_KINDS:
         return None
+    if target.kind == "node":
+        return Workload(kind="node", name=target.name, namespace="", selector=None)
     wanted = service.evidence.kubernetes
     return Workload(
         kind=target.kind,
@@ -416,11 +543,16 @@ class KubernetesProvider:
             rollout_s=self._rollout_window_s,
         )
         observed = await self.observe(workload)
+        if workload.kind != "node":
+            observed.pod = request.fault.labels.get("pod")
+            observed.scale_to = scale_to(request.fault.labels.get(SCALE_TO_LABEL))
         return assess(observed, service=request.fault.service, window=window)
 
     async def observe(self, workload: Workload) -> Observed:
         """Read the workload, its pods, events, rollout and nodes (failures raise
-        ``TargetError``, except reading nodes)."""
+        ``TargetError``, except reading nodes); for a node, the node and its events."""
+        if workload.kind == "node":
+            return await self._node(workload.name)
         ns = workload.namespace
         observed, listed = await asyncio.gather(
             self._workload(workload), self._kube.get(_core(ns, "events"), limit=str(MAX_EVENTS))
@@ -429,9 +561,23 @@ class KubernetesProvider:
         observed.nodes = await self._nodes(observed.pods)
         return observed
 
+    async def _node(self, name: str) -> Observed:
+        node, listed = await asyncio.gather(
+            self._kube.find(f"/api/v1/nodes/{name}"),
+            self._kube.get(_core(NODE_EVENTS_NAMESPACE, "events"), limit=str(MAX_EVENTS)),
+        )
+        if node is None:
+            raise TargetError(f"node {name!r} not found")
+        return Observed(
+            kind="node",
+            nodes=[node],
+            owners=[("Node", name)],
+            events=list(listed.get("items") or []),
+        )
+
     async def _workload(self, workload: Workload) -> Observed:
         ns, name = workload.namespace, workload.name
-        observed = Observed()
+        observed = Observed(kind=workload.kind)
         selector = workload.selector
         if workload.kind == "pod":
             if selector is None:
@@ -444,6 +590,7 @@ class KubernetesProvider:
             selector = selector or own
             kind = str(obj.get("kind") or workload.kind.title())
             observed.owners.append((kind, name))
+            observed.workload = obj
             if workload.kind == "deployment":
                 listed = await self._kube.get(
                     _apps(ns, "replicasets"), labelSelector=own, limit=str(MAX_REPLICA_SETS)
@@ -478,6 +625,15 @@ class KubernetesProvider:
             log.warning("kubernetes evidence without nodes", reason=str(exc))
             return []
         return [node for node in found if node is not None]
+
+
+def scale_to(raw: str | None) -> int | None:
+    """The catalog's ``scale_to`` label as a replica count; None when unset or not a count."""
+    try:
+        count = int(raw) if raw is not None else None
+    except ValueError:
+        return None
+    return count if count is not None and count >= 0 else None
 
 
 def kubernetes_provider(

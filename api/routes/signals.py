@@ -99,21 +99,35 @@ async def alertmanager(request: Request, intake: IntakeDep, body: IngestBody) ->
     What was taken on a guess is listed under ``warnings`` (and logged)."""
     received_at = time.monotonic()
     require_json(request)
-    signals = parse_alertmanager(body)
+    # An alert without a catalog service that names Kubernetes objects (kube-prometheus'
+    # namespace/deployment/statefulset/pod/node labels) heals the catalog target they name.
+    signals = parse_alertmanager(body, intake.door.catalog)
     warnings = [w for s in signals for w in s.warnings]
     for warning in warnings:
         log.warning("alert taken on a guess", field=warning.field, warning=warning.message)
-    firing = [s.fault for s in signals if s.firing]
+    # Refused by the catalog before becoming faults (Kubernetes labels that name no target of
+    # it): listed with the door's refusals, counted as they are.
+    uncatalogued = [
+        Refusal(fingerprint=s.fingerprint, service=s.service, reason=s.refused)
+        for s in signals
+        if s.fault is None and s.firing
+    ]
+    for refusal in uncatalogued:
+        log.warning("fault refused", fingerprint=refusal.fingerprint, reason=refusal.reason)
+    if uncatalogued:
+        intake.metrics.received.labels("alertmanager").inc(len(uncatalogued))
+        intake.metrics.faults.labels("alertmanager", "refused").inc(len(uncatalogued))
+    firing = [s.fault for s in signals if s.firing and s.fault is not None]
     delivered = await intake.deliver(firing, "alertmanager", received_at)
-    for signal in signals:
-        if not signal.firing:
-            await intake.resolve(signal.fault, "alertmanager")
+    resolved = [s.fault for s in signals if not s.firing and s.fault is not None]
+    for fault in resolved:
+        await intake.resolve(fault, "alertmanager")
     return AlertmanagerResult(
         accepted=len(delivered.faults),
         started=[d.workflow_id for d in delivered.faults if d.started],
         joined=[d.workflow_id for d in delivered.faults if not d.started],
-        refused=delivered.refused,
-        resolved=len(signals) - len(firing),
+        refused=[*uncatalogued, *delivered.refused],
+        resolved=sum(1 for s in signals if not s.firing),
         warnings=warnings,
     )
 

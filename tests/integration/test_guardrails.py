@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,21 +19,24 @@ import pytest
 import typer
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
+from kubernetes.client import ApiClient
 from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.testing import ActivityEnvironment
 from typer.testing import CliRunner
 
+from selfheal.activities.actions.kubernetes import KubeApi, kubernetes_client
 from selfheal.activities.actions.registry import Action, ActionContext, ActionRegistry
 from selfheal.activities.guardrails import GuardrailActivities
 from selfheal.cli.guardrails import register
 from selfheal.core.catalog import ServiceCatalog, ServiceSpec, TargetSpec
-from selfheal.core.settings import GuardrailSettings, get_settings
+from selfheal.core.settings import GuardrailSettings, KubernetesSettings, get_settings
 from selfheal.devstack.supervisor import ServerHandle, serve_in_thread
 from selfheal.domain import Fault, MetricCheck, RecoveryStep, RiskLevel
 from selfheal.domain.payloads import CheckGuardrailsInput, GuardrailDecision, ReleaseTargetInput
 from selfheal.models.guardrails import Guardrails, Run
+from tests.integration.k8s_cluster import Cluster
 from tests.support import scratch_database, sessions
 
 pytestmark = pytest.mark.integration
@@ -178,6 +182,7 @@ class Checker:
         http: httpx.AsyncClient,
         service: ServiceSpec | None = None,
         settings: GuardrailSettings | None = None,
+        kubernetes: ApiClient | None = None,
     ) -> None:
         catalog = ServiceCatalog(services=[service or shop()])
         self.activities = GuardrailActivities(
@@ -187,6 +192,7 @@ class Checker:
             registry(),
             http=http,
             probe_timeout_s=1.0,
+            kubernetes=kubernetes,
         )
         self.env = ActivityEnvironment()
 
@@ -579,7 +585,143 @@ async def test_a_scale_of_unknown_size_goes_through_and_says_so(checker: Checker
     decision = await checker.check(step("kubernetes.scale", name="web", replicas=10))
 
     assert decision.allowed
-    assert "replica change unchecked" in decision.reason
+    assert "replica change unchecked: no Kubernetes API configured" in decision.reason
+
+    counted = await checker.check(
+        step("kubernetes.scale", name="web", replicas=5),
+        the_fault=fault(values={"replicas": 4.0}),
+    )
+    assert counted.allowed
+    assert "4 replicas (the fault's values.replicas; no Kubernetes API configured)" in (
+        counted.reason
+    )
+
+
+# -- blast radius from the cluster's own replica counts ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kube_api(k8s_cluster: Cluster) -> ApiClient:
+    api = kubernetes_client(KubernetesSettings(kubeconfig=k8s_cluster.kubeconfig))
+    assert api is not None
+    return api
+
+
+async def workloads(api: ApiClient) -> str:
+    """A namespace with Deployment web (4 replicas) and StatefulSet db (6 replicas)."""
+    kube = KubeApi(api)
+    ns = f"g-{uuid.uuid4().hex[:8]}"
+    await kube.create("/api/v1/namespaces", {"metadata": {"name": ns}})
+    for plural, name, replicas in (("deployments", "web", 4), ("statefulsets", "db", 6)):
+        template = {
+            "metadata": {"labels": {"app": name}},
+            "spec": {"containers": [{"name": "app", "image": f"{name}:1"}]},
+        }
+        spec: dict[str, Any] = {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": template,
+        }
+        if plural == "statefulsets":
+            spec["serviceName"] = name
+        await kube.create(
+            f"/apis/apps/v1/namespaces/{ns}/{plural}", {"metadata": {"name": name}, "spec": spec}
+        )
+    return ns
+
+
+def in_cluster(ns: str, **overrides: Any) -> ServiceSpec:
+    targets = [
+        TargetSpec(name="web", kind="deployment", namespace=ns),
+        TargetSpec(name="db", kind="statefulset", namespace=ns),
+    ]
+    return shop(targets=targets, allowed_namespaces=[ns], **overrides)
+
+
+async def test_blast_radius_counts_the_replicas_the_api_reports(
+    session_factory: sessionmaker[Session], http: httpx.AsyncClient, kube_api: ApiClient
+) -> None:
+    ns = await workloads(kube_api)
+    checker = Checker(session_factory, http, in_cluster(ns), kubernetes=kube_api)
+    # The fault's values say 40 replicas; the cluster says 4, and the cluster is believed.
+    lying = fault(values={"replicas": 40.0})
+
+    allowed = await checker.check(
+        step("kubernetes.scale", namespace=ns, name="web", replicas=5), the_fault=lying
+    )
+    assert allowed.allowed, allowed
+    assert f"4 replicas (Deployment 'web' in namespace {ns!r}, read from the API)" in (
+        allowed.reason
+    )
+    too_many = await checker.check(
+        step("kubernetes.scale", namespace=ns, name="web", replicas=6), the_fault=lying
+    )
+    assert "kubernetes.scale from 4 to 6 replicas changes 2 pods" in refused(
+        too_many, "blast_radius"
+    )
+
+
+async def test_a_percentage_of_the_workload_s_replicas_read_from_the_api(
+    session_factory: sessionmaker[Session], http: httpx.AsyncClient, kube_api: ApiClient
+) -> None:
+    ns = await workloads(kube_api)
+    service = in_cluster(ns, max_percent_per_step=50)
+    checker = Checker(session_factory, http, service, kubernetes=kube_api)
+    lying = fault(values={"replicas": 40.0})
+
+    # Deployment web: 50% of 4 = 2 pods per step (the fault's 40 would have allowed 20).
+    assert (await checker.check(step(namespace=ns, max_pods=2), the_fault=lying)).allowed
+    decision = await checker.check(step(namespace=ns, max_pods=3), the_fault=lying)
+    assert "max_percent_per_step 50% of 4 replicas (Deployment 'web'" in refused(
+        decision, "blast_radius"
+    )
+    # StatefulSet db: 50% of 6 = 3.
+    on_db = fault("db", values={"replicas": 2.0})
+    assert (await checker.check(step(namespace=ns, max_pods=3), the_fault=on_db, run="r2")).allowed
+
+
+async def test_a_named_pod_counts_its_workload_s_replicas(
+    session_factory: sessionmaker[Session], http: httpx.AsyncClient, kube_api: ApiClient
+) -> None:
+    ns = await workloads(kube_api)
+    kube = KubeApi(kube_api)
+
+    async def web_pod() -> str | None:
+        listed = await kube.get(f"/api/v1/namespaces/{ns}/pods", labelSelector="app=web")
+        return str(listed["items"][0]["metadata"]["name"]) if listed["items"] else None
+
+    deadline = asyncio.get_running_loop().time() + 20
+    while (pod := await web_pod()) is None:
+        assert asyncio.get_running_loop().time() < deadline, "no pod of web"
+        await asyncio.sleep(0.2)
+    # The fault's target is db (6 replicas); the pod named is web's (4): web's count applies.
+    service = in_cluster(ns, max_percent_per_step=50)
+    checker = Checker(session_factory, http, service, kubernetes=kube_api)
+
+    decision = await checker.check(
+        step(namespace=ns, name=pod, max_pods=3), the_fault=fault("db", values={})
+    )
+
+    assert f"of 4 replicas (Deployment 'web' in namespace {ns!r}" in refused(
+        decision, "blast_radius"
+    )
+
+
+async def test_an_unreadable_workload_falls_back_to_the_fault_and_says_why(
+    session_factory: sessionmaker[Session], http: httpx.AsyncClient, kube_api: ApiClient
+) -> None:
+    ns = await workloads(kube_api)
+    checker = Checker(session_factory, http, in_cluster(ns), kubernetes=kube_api)
+
+    decision = await checker.check(
+        step("kubernetes.scale", namespace=ns, name="gone", replicas=5),
+        the_fault=fault(values={"replicas": 4.0}),
+    )
+
+    assert decision.allowed
+    assert "4 replicas (the fault's values.replicas; reading Deployment 'gone' failed" in (
+        decision.reason
+    )
 
 
 async def test_one_healing_acts_on_a_target_at_a_time(checker: Checker, store: Guardrails) -> None:
