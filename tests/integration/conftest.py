@@ -2,6 +2,6 @@
 (it binds 127.0.0.1:6443): defined once here, not imported into each module, which would make
 pytest start one per module."""
 
-from tests.integration.k8s_cluster import k8s_cluster
+from tests.integration.k8s_cluster import admin_api, k8s_cluster
 
-__all__ = ["k8s_cluster"]
+__all__ = ["admin_api", "k8s_cluster"]

@@ -18,6 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from kubernetes.client import ApiClient
+
+from selfheal.activities.actions.kubernetes import kubernetes_client
+from selfheal.core.settings import KubernetesSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = Path(os.environ.get("SELFHEAL_K8S_SCRIPTS", ROOT / ".ci" / "k8s"))
@@ -81,3 +85,12 @@ def k8s_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield Cluster(kubeconfig=kubeconfig, limited_kubeconfig=limited)
     finally:
         subprocess.run([SCRIPTS / "stop-apiserver", *scripts], check=False, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def admin_api(k8s_cluster: Cluster) -> ApiClient:
+    """An API client of the control plane's admin (system:masters), built as the worker builds
+    its own (``kubernetes_client``)."""
+    api = kubernetes_client(KubernetesSettings(kubeconfig=k8s_cluster.kubeconfig))
+    assert api is not None
+    return api

@@ -322,13 +322,6 @@ class Applied:
 
 
 @pytest.fixture(scope="module")
-def admin_api(k8s_cluster: Cluster) -> ApiClient:
-    api = kubernetes_client(KubernetesSettings(kubeconfig=k8s_cluster.kubeconfig))
-    assert api is not None
-    return api
-
-
-@pytest.fixture(scope="module")
 async def applied(admin_api: ApiClient) -> AsyncIterator[Applied]:
     """The manifests applied; on the way out, what this module created is deleted again (the
     cluster is shared by the session)."""

@@ -19,24 +19,16 @@ from typing import Any
 import pytest
 from kubernetes.client import ApiClient
 
-from selfheal.activities.actions.kubernetes import KubeApi, kubernetes_client
+from selfheal.activities.actions.kubernetes import KubeApi
 from selfheal.activities.evidence.base import EvidenceProviders, EvidenceRequest, Gathered
 from selfheal.activities.evidence.kubernetes import KubernetesProvider, kubernetes_provider
 from selfheal.core.catalog import ServiceCatalog, ServiceSpec, TargetSpec
 from selfheal.core.settings import EvidenceSettings, KubernetesSettings
 from selfheal.devstack.processes import free_port
 from selfheal.domain import Fault
-from tests.integration.k8s_cluster import Cluster
 
 Obj = dict[str, Any]
 WAIT_S = 30.0
-
-
-@pytest.fixture(scope="module")
-def admin_api(k8s_cluster: Cluster) -> ApiClient:
-    api = kubernetes_client(KubernetesSettings(kubeconfig=k8s_cluster.kubeconfig))
-    assert api is not None
-    return api
 
 
 @pytest.fixture

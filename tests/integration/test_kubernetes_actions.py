@@ -28,7 +28,6 @@ from selfheal.activities.actions import default_registry
 from selfheal.activities.actions.kubernetes import (
     KUBERNETES,
     KubeApi,
-    kubernetes_client,
     kubernetes_services,
 )
 from selfheal.activities.steps import StepActivities
@@ -39,13 +38,6 @@ from tests.integration.k8s_cluster import LIMITED_USER, ROOT, Cluster
 
 Obj = dict[str, Any]
 WAIT_S = 20.0
-
-
-@pytest.fixture(scope="module")
-def admin_api(k8s_cluster: Cluster) -> ApiClient:
-    api = kubernetes_client(KubernetesSettings(kubeconfig=k8s_cluster.kubeconfig))
-    assert api is not None
-    return api
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
 from selfheal.activities.actions import default_registry
-from selfheal.activities.actions.kubernetes import KubeApi, kubernetes_client
+from selfheal.activities.actions.kubernetes import KubeApi
 from selfheal.api.app import IntakeDeps, create_app
 from selfheal.core.catalog import load_services
 from selfheal.core.database import make_engine, make_session_factory
@@ -90,13 +90,6 @@ KSM = {
 }
 HEALING_TIMEOUT_S = 60.0
 Obj = dict[str, Any]
-
-
-@pytest.fixture(scope="module")
-def admin_api(k8s_cluster: Cluster) -> ApiClient:
-    api = kubernetes_client(KubernetesSettings(kubeconfig=k8s_cluster.kubeconfig))
-    assert api is not None
-    return api
 
 
 @pytest.fixture(scope="module")

@@ -20,10 +20,8 @@ from typing import Any
 import pytest
 from kubernetes.client import ApiClient
 
-from selfheal.activities.actions.kubernetes import KubeApi, kubernetes_client
-from selfheal.core.settings import KubernetesSettings
+from selfheal.activities.actions.kubernetes import KubeApi
 from selfheal.domain import TargetError
-from tests.integration.k8s_cluster import Cluster
 from tests.integration.node_agent import (
     BEHAVIOR,
     CRASHLOOP,
@@ -38,13 +36,6 @@ from tests.integration.node_agent import (
 Obj = dict[str, Any]
 WAIT_S = 20.0
 StartAgent = Callable[..., NodeAgent]
-
-
-@pytest.fixture(scope="module")
-def admin_api(k8s_cluster: Cluster) -> ApiClient:
-    api = kubernetes_client(KubernetesSettings(kubeconfig=k8s_cluster.kubeconfig))
-    assert api is not None
-    return api
 
 
 @pytest.fixture
