@@ -39,6 +39,7 @@ from temporalio.client import (
 from temporalio.service import RPCError
 from typer.testing import CliRunner
 
+from selfheal.activities.actions import default_registry
 from selfheal.api.app import IntakeDeps, create_app
 from selfheal.cli.main import app as cli_app
 from selfheal.core.catalog import load_services
@@ -56,19 +57,35 @@ from selfheal.domain import (
 )
 from selfheal.healings import Healings
 from selfheal.healings.queries import update_failure_message
+from selfheal.models.catalog import load_catalog
 from selfheal.models.knowledge_base import KnowledgeBase
 from selfheal.worker import build_activities, build_worker
 from selfheal.workflows.contract import SIGNAL_FAULT_UPDATE
 from selfheal.workflows.healing import HealingWorkflow
 from tests.integration.demo_stack import TARGET, DemoStack, demo_stack, wait_until
 from tests.integration.test_doors import started_input
-from tests.integration.test_healing_e2e import fault_for, kb_sessions, settings_for
+from tests.integration.test_healing_e2e import fault_for, settings_for
 from tests.integration.test_workflow_logic import status_when
-from tests.support import runbooks_for
+from tests.support import runbooks_for, scratch_database, sessions
 
 pytestmark = pytest.mark.integration
 
-__all__ = ["kb_sessions"]  # the knowledge base loaded from runbooks/, shared with the e2e tests
+
+@pytest.fixture(scope="module")
+def kb_sessions(postgres_admin_url: str) -> Iterator[sessionmaker[Session]]:
+    """A database of its own: a healing of checkout that a path leaves awaiting approval holds
+    its target (guardrails), and must not hold it for the other modules' healings."""
+    with (
+        scratch_database(postgres_admin_url, "selfheal_approval_paths") as url,
+        sessions(url) as factory,
+    ):
+        KnowledgeBase(factory).import_solutions(
+            load_catalog(
+                Path(__file__).resolve().parents[2] / "runbooks", registry=default_registry()
+            )
+        )
+        yield factory
+
 
 ALICE = "name:alice"
 POLICY_REASON = "action process.restart always needs approval (service policy)"
