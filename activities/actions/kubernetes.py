@@ -151,7 +151,7 @@ class KubeApi:
         missing_ok: bool = False,
     ) -> Obj:
         try:
-            return await asyncio.to_thread(self._call, method, path, body, query, content_type)
+            return await asyncio.to_thread(self.call_sync, method, path, body, query, content_type)
         except ApiException as exc:
             if missing_ok and exc.status == 404:
                 raise _Missing from exc
@@ -159,7 +159,7 @@ class KubeApi:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise TargetError(f"kubernetes API unreachable ({method} {path}): {exc}") from exc
 
-    def _call(
+    def call_sync(
         self,
         method: str,
         path: str,
@@ -167,6 +167,7 @@ class KubeApi:
         query: dict[str, str] | None,
         content_type: str | None,
     ) -> Obj:
+        """One call, blocking, as JSON; errors stay ``ApiException`` (``request`` translates)."""
         headers = {"Accept": "application/json"}
         if content_type is not None:
             headers["Content-Type"] = content_type

@@ -71,6 +71,8 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
+from selfheal.activities.actions.kubernetes import KubeApi
+
 Obj = dict[str, Any]
 
 BEHAVIOR = "selfheal.test/behavior"
@@ -107,7 +109,7 @@ class _Api:
     between a v1.20 server and a much newer client. Errors stay ``ApiException``."""
 
     def __init__(self, api: ApiClient) -> None:
-        self._api = api
+        self._kube = KubeApi(api)
 
     def get(self, path: str, **query: str) -> Obj:
         return self.call("GET", path, query=query)
@@ -121,21 +123,7 @@ class _Api:
         query: Mapping[str, str] | None = None,
         content_type: str | None = None,
     ) -> Obj:
-        headers = {"Accept": "application/json"}
-        if content_type is not None:
-            headers["Content-Type"] = content_type
-        request = self._api.param_serialize(
-            method,
-            path,
-            query_params=list((query or {}).items()),
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        response = self._api.call_api(*request, _request_timeout=REQUEST_TIMEOUT_S)
-        response.read()  # type: ignore[no-untyped-call]
-        data: Any = self._api.response_deserialize(response, {"2XX": "object"}).data
-        return data if isinstance(data, dict) else {}
+        return self._kube.call_sync(method, path, body, dict(query or {}), content_type)
 
 
 @dataclass
