@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -65,15 +66,40 @@ def temporal_binary() -> Path:
 
 
 def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports free on 127.0.0.1 right now (all bound at once, then released)."""
-    sockets = [socket.socket() for _ in range(count)]
+    """``count`` distinct ports free on 127.0.0.1 right now, taken below the kernel's ephemeral
+    range: a port the kernel hands out (to an outgoing connection, or to a server binding port
+    0, as the Temporal dev server does for its internal services) cannot take it between this
+    call and the bind of the process it is meant for."""
+    low, high = _assignable_range()
+    chosen: list[int] = []
+    sockets: list[socket.socket] = []
     try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
+        for port in random.sample(range(low, high), min(high - low, 64 * count)):
+            sock = socket.socket()
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                sock.close()
+                continue
+            sockets.append(sock)
+            chosen.append(port)
+            if len(chosen) == count:
+                return chosen
+        raise DevStackError(f"no {count} free ports on 127.0.0.1 between {low} and {high}")
     finally:
         for sock in sockets:
             sock.close()
+
+
+def _assignable_range() -> tuple[int, int]:
+    """Ports neither privileged nor in the ephemeral range (Linux's ``ip_local_port_range``;
+    32768-60999 elsewhere)."""
+    ephemeral_low = 32768
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        ephemeral_low = int(text.split()[0])
+    low = 10000 if ephemeral_low > 12000 else 1024
+    return low, max(ephemeral_low, low + 1000)
 
 
 def free_port() -> int:

@@ -184,7 +184,10 @@ class Owner:
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
-        assert line, f"the stand-in exited with {self.process.wait(5)}"
+        if not line:
+            code = self.process.wait(5)
+            self.process.stdout.close()
+            raise AssertionError(f"the stand-in exited with {code}")
         self.pids: dict[str, int] = json.loads(line)
 
     def kill(self) -> None:
