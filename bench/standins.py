@@ -24,6 +24,14 @@ from selfheal.domain import (
     StepStatus,
     ValidationResult,
 )
+from selfheal.domain.forecast import (
+    ChooseWindowInput,
+    ChosenWindow,
+    Prediction,
+    ReportPredictionInput,
+    ReportPredictionResult,
+    RunForecastInput,
+)
 from selfheal.domain.payloads import (
     CheckGuardrailsInput,
     CollectEvidenceInput,
@@ -46,6 +54,7 @@ from selfheal.domain.payloads import (
 )
 from selfheal.workflows.contract import (
     CHECK_GUARDRAILS,
+    CHOOSE_WINDOW,
     COLLECT_EVIDENCE,
     COMPENSATE_STEP,
     DIAGNOSE_FAULT,
@@ -55,6 +64,8 @@ from selfheal.workflows.contract import (
     PROBE_DEPENDENCY,
     RECORD_OUTCOME,
     RELEASE_TARGET,
+    REPORT_PREDICTION,
+    RUN_FORECAST,
     RUN_STEP,
     VALIDATE_RECOVERY,
     WATCH_SIDE_EFFECTS,
@@ -98,6 +109,9 @@ class NoOpActivities:
             self.release_target,
             self.watch_side_effects,
             self.probe_dependency,
+            self.run_forecast,
+            self.choose_window,
+            self.report_prediction,
         ]
         check_implementations(activities)
         return activities
@@ -170,3 +184,22 @@ class NoOpActivities:
     @implements(PROBE_DEPENDENCY)
     async def probe_dependency(self, input: ProbeDependencyInput) -> ProbeDependencyResult:
         return ProbeDependencyResult(healthy=True)
+
+    @implements(RUN_FORECAST)
+    async def run_forecast(self, input: RunForecastInput) -> Prediction:
+        return Prediction(
+            rule=input.rule,
+            at=datetime.now(UTC),
+            probability=0.0,
+            min_probability=0.7,
+            crossing_at=None,
+            threshold=0.0,
+        )
+
+    @implements(CHOOSE_WINDOW)
+    async def choose_window(self, input: ChooseWindowInput) -> ChosenWindow:
+        return ChosenWindow(start=datetime.now(UTC), act_now=True)
+
+    @implements(REPORT_PREDICTION)
+    async def report_prediction(self, input: ReportPredictionInput) -> ReportPredictionResult:
+        return ReportPredictionResult(workflow_id=None, detail="bench: not reported")

@@ -5,7 +5,18 @@ from __future__ import annotations
 import typer
 from pydantic import ValidationError
 
-from selfheal.cli import detect, dev, guardrails, kb, operator, rca, rules, serve, worker_cmd
+from selfheal.cli import (
+    detect,
+    dev,
+    forecast,
+    guardrails,
+    kb,
+    operator,
+    rca,
+    rules,
+    serve,
+    worker_cmd,
+)
 from selfheal.cli.errors import describe_validation_error, fail
 from selfheal.core.logging import configure_logging
 from selfheal.core.settings import get_settings
@@ -43,6 +54,7 @@ dev.register(app)
 guardrails.register(app)
 serve.register(app)
 detect.register(app)
+forecast.register(app)
 rca.register(app)
 
 

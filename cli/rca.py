@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -33,9 +32,7 @@ from selfheal.diagnosis.rca import (
     parse_metrics_csv,
 )
 from selfheal.domain.errors import ConfigError
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+from selfheal.domain.maintenance import parse_duration
 
 
 def register(app: typer.Typer) -> None:
@@ -161,10 +158,10 @@ def _time(option: str, text: str) -> float:
 
 
 def _duration(option: str, text: str) -> float:
-    match = _DURATION.match(text)
-    if match is None or float(match.group(1)) <= 0:
-        raise UserError(f"{option}: expected a positive duration like 900, 15m or 1h; got {text!r}")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UserError(f"{option}: {exc}") from None
 
 
 # --------------------------------------------------------------------------- Prometheus

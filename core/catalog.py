@@ -40,6 +40,7 @@ from selfheal.core.yaml_source import Problem, load_yaml
 from selfheal.domain import Fault, IntakeError, MetricCheck
 from selfheal.domain.criteria import DEFAULT_GUARDS, ApprovalSpec, GuardSpec, ValidationCriterion
 from selfheal.domain.fault import clip, fingerprint_of
+from selfheal.domain.maintenance import MaintenanceWindow
 
 # Names end up quoted in Temporal visibility queries and in workflow ids: keep them plain.
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -158,6 +159,10 @@ class ServiceSpec(BaseModel):
         default=None, description="side effects watched while acting; unset: DEFAULT_GUARDS"
     )
     approval: ApprovalSpec = Field(default_factory=ApprovalSpec)
+    maintenance_windows: list[MaintenanceWindow] = Field(
+        default_factory=list,
+        description="when a predicted fault's plan may run (weekly, local time); none: at once",
+    )
 
     @property
     def watched_guards(self) -> list[GuardSpec]:

@@ -82,6 +82,9 @@ class HealingSettings(BaseModel):
     breaker_max_cycles: int = Field(
         default=5, ge=1, description="half-open probes before escalating with the breaker open"
     )
+    predicted_approval: bool = Field(
+        default=True, description="a predicted fault (forecast) asks a human before acting"
+    )
     suppression_s: float | None = Field(
         default=None,
         ge=0,
@@ -110,6 +113,7 @@ class HealingSettings(BaseModel):
             breaker_backoff=self.breaker_backoff,
             breaker_max_open_s=self.breaker_max_open_s,
             breaker_max_cycles=self.breaker_max_cycles,
+            predicted_approval=self.predicted_approval,
         )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
@@ -303,6 +304,212 @@ class AdaptiveTimeout:
         return score
 
 
+_SQRT2 = math.sqrt(2.0)
+
+
+def surprise(z: float, decades: float = 10.0) -> float:
+    """How unlikely a gaussian deviation of ``z`` sigmas (one tail) is, on [0, 1]:
+    ``-log10(Q(z)) / decades``, so 0.5 is a tail probability of 10**-(decades / 2)."""
+    if z <= 0.0:
+        return 0.0
+    tail = 0.5 * math.erfc(z / _SQRT2)
+    if tail <= 0.0:
+        return 1.0
+    return min(1.0, -math.log10(tail) / decades)
+
+
+class LikelihoodParams(_Params):
+    alpha: float = Field(
+        default=0.001, gt=0, le=1, description="weight of the newest value in its mean and variance"
+    )
+    short: int = Field(default=3, ge=1, le=100, description="surprises averaged short-term")
+    likelihood_alpha: float = Field(
+        default=0.001,
+        gt=0,
+        le=1,
+        description="weight of the newest short-term surprise in their long-term mean and variance",
+    )
+    min_points: int = Field(default=50, ge=2, description="values learnt before any surprise")
+    warmup: int = Field(default=150, ge=2, description="points learnt before any score")
+    hold: int = Field(
+        default=100,
+        ge=0,
+        description="after a score of 0.5 or more, points scored 0 (one alert per episode)",
+    )
+    direction: Direction = "both"
+    season: float = Field(
+        default=86_400.0,
+        ge=0,
+        description="seconds of the seasonal period (a day); 0: no seasonal model",
+    )
+    slots: int = Field(
+        default=24, ge=1, le=1440, description="slots of the period (24: hours of the day)"
+    )
+    slot_alpha: float = Field(
+        default=0.02,
+        gt=0,
+        le=1,
+        description="floor of the weight of the newest point in its slot's mean",
+    )
+    slot_min_points: int = Field(
+        default=5, ge=1, description="points a slot learns before its residuals are scored"
+    )
+    season_warmup: float = Field(
+        default=2.0, ge=0, description="periods of history before the seasonal model may score"
+    )
+
+
+# Counters stop here, long after every warm-up they gate: the state never grows.
+_COUNT_CAP = 1 << 30
+
+
+class _Surprise:
+    """Exponentially weighted mean and variance of a stream, and how surprising a new value is."""
+
+    __slots__ = ("mean", "n", "var")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.mean = 0.0
+        self.var = 0.0
+
+    def update(self, value: float, p: LikelihoodParams) -> float:
+        """``surprise`` of ``value`` against what came before (0 for the first ``min_points``),
+        then learn it."""
+        n = self.n
+        if n < _COUNT_CAP:
+            self.n = n + 1
+        level = 0.0
+        if n >= p.min_points:
+            std = max(math.sqrt(self.var), 1e-6)
+            level = surprise(_signed(value - self.mean, p.direction) / std)
+        alpha = p.alpha if n >= p.min_points else 1.0 / (n + 1)
+        diff = value - self.mean
+        self.mean += alpha * diff
+        self.var = (1.0 - alpha) * (self.var + alpha * diff * diff)
+        return level
+
+
+class _Tail:
+    """HTM's anomaly likelihood: the mean of the last ``short`` surprises against the long-term
+    mean and variance of that mean, as a ``surprise`` (0 for the first ``warmup`` points)."""
+
+    __slots__ = ("mean", "n", "recent", "var")
+
+    def __init__(self, short: int) -> None:
+        self.n = 0
+        self.mean = 0.0
+        self.var = 0.0
+        self.recent: deque[float] = deque(maxlen=short)
+
+    def update(self, level: float, p: LikelihoodParams) -> float:
+        n = self.n
+        if n < _COUNT_CAP:
+            self.n = n + 1
+        recent = self.recent
+        recent.append(level)
+        short = sum(recent) / len(recent)
+        score = 0.0
+        if n >= p.warmup:
+            score = surprise((short - self.mean) / max(math.sqrt(self.var), 1e-3))
+        alpha = p.likelihood_alpha if n >= p.warmup else 1.0 / (n + 1)
+        diff = short - self.mean
+        self.mean += alpha * diff
+        self.var = (1.0 - alpha) * (self.var + alpha * diff * diff)
+        return score
+
+
+class Likelihood:
+    """Anomaly likelihood of the better of two predictions: NAB's best detector here.
+
+    Two predictions of each value, each with its own surprise and likelihood (all exponentially
+    weighted: bounded memory, O(1) per point):
+
+    - *level*: the mean of the last ~1/``alpha`` values;
+    - *season*: that level plus the usual offset of the value's slot of the period (the hour of
+      the day by default: an additive seasonal profile, as Holt-Winters).
+
+    For each, the value's surprise is ``surprise(z)`` of its deviation from the prediction in
+    units of the prediction's error spread, and its likelihood (as HTM's) the mean of the last
+    ``short`` surprises against the long-term mean and variance of that mean: a series that is
+    always noisy has high surprises all the time and scores low; a quiet one scores high at its
+    first jolt. The score is the likelihood of the prediction whose recent errors are smaller:
+    a series with a daily shape is judged against its hour of the day (a missing peak, a flat
+    stretch at a usual level, a jump within the daily range count), any other one against its
+    level. The seasonal prediction competes once ``season_warmup`` periods have passed, the
+    value's slot has learnt ``slot_min_points`` points and its likelihood has warmed up.
+
+    0.5 is a recent surprise 1e-5 unlikely (HTM's threshold on NAB), comparable from one series
+    to the next. After a score of 0.5 or more the next ``hold`` points score 0: NAB (and an
+    on-call human) counts the first alert of an episode, the rest are noise.
+    """
+
+    __slots__ = (
+        "_hold",
+        "_level",
+        "_level_tail",
+        "_p",
+        "_residual",
+        "_residual_tail",
+        "_since",
+        "_slot_count",
+        "_slot_offset",
+    )
+
+    def __init__(self, params: LikelihoodParams | None = None) -> None:
+        p = self._p = params or LikelihoodParams()
+        self._level = _Surprise()
+        self._level_tail = _Tail(p.short)
+        self._residual = _Surprise()
+        self._residual_tail = _Tail(p.short)
+        slots = p.slots if p.season > 0 else 0
+        self._slot_offset = array("d", bytes(8 * slots))
+        self._slot_count = array("l", bytes(array("l").itemsize * slots))
+        self._since: float | None = None
+        self._hold = 0
+
+    def update(self, timestamp: float, value: float) -> float:
+        p = self._p
+        level = self._level
+        mean, var = level.mean, level.var
+        score = self._level_tail.update(level.update(value, p), p)
+        if p.season > 0 and math.isfinite(timestamp):
+            score = self._seasonal(timestamp, value - mean, var, score)
+
+        if self._hold > 0:
+            self._hold -= 1
+            return 0.0
+        if score >= 0.5 and p.hold:
+            self._hold = p.hold
+        return score
+
+    def _seasonal(
+        self, timestamp: float, deviation: float, level_var: float, score: float
+    ) -> float:
+        """Learn the slot's offset from the level; the seasonal likelihood when it predicts
+        better than the level alone, else ``score``."""
+        p = self._p
+        if self._since is None:
+            self._since = timestamp
+        slot = min(int(timestamp % p.season * p.slots / p.season), p.slots - 1)
+        count = self._slot_count[slot]
+        offset = self._slot_offset[slot]
+        if count >= p.slot_min_points:
+            residual = self._residual
+            residual_var = residual.var
+            level = residual.update(deviation - offset, p)
+            if timestamp - self._since >= p.season_warmup * p.season and residual.n > p.min_points:
+                tail = self._residual_tail
+                seasonal = tail.update(level, p)
+                if residual_var < level_var and tail.n > p.warmup:
+                    score = seasonal
+        alpha = max(1.0 / (count + 1), p.slot_alpha)
+        self._slot_offset[slot] = offset + alpha * (deviation - offset)
+        if count < _COUNT_CAP:
+            self._slot_count[slot] = count + 1
+        return score
+
+
 P = TypeVar("P", bound=BaseModel)
 
 
@@ -330,6 +537,11 @@ DETECTORS: dict[str, DetectorKind[Any]] = {
     ),
     "adaptive_timeout": DetectorKind(
         AdaptiveTimeoutParams, AdaptiveTimeout, "duration over a percentile of recent ones"
+    ),
+    "likelihood": DetectorKind(
+        LikelihoodParams,
+        Likelihood,
+        "anomaly likelihood against the level or the hour of the day (NAB-measured)",
     ),
 }
 

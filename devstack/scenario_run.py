@@ -1,7 +1,9 @@
 """One demo scenario on a running dev stack: inject it through checkout (healthy, and inventory
 healthy too), wait for checkout's watcher to report it, follow the healing through the door
 (approving it when asked to), and say what became of it and which hypotheses the diagnosis
-weighed. ``selfheal dev --demo`` and ``bench/mttr.py`` run it."""
+weighed. ``selfheal dev --demo`` and ``bench/mttr.py`` run it. A Kubernetes scenario
+(``devstack/demo/kubernetes.py``) brings its fault on the cluster instead and posts its alert
+to the intake, as Alertmanager would."""
 
 from __future__ import annotations
 
@@ -15,8 +17,16 @@ from typing import TypeVar
 import httpx
 
 from selfheal.detection.health import Detection
+from selfheal.devstack.demo.kubernetes import NAMESPACE as KUBE_NAMESPACE
+from selfheal.devstack.demo.kubernetes import (
+    KubeDemo,
+    KubeDemoError,
+    KubeScenario,
+    alert_body,
+    post_alert,
+)
 from selfheal.devstack.demo.scenarios import Scenario
-from selfheal.devstack.stack import Guard, Say, Stack, operator_env, until_health
+from selfheal.devstack.stack import Guard, Say, Stack, ingest_token, operator_env, until_health
 from selfheal.devstack.watcher import HealthWatcher
 from selfheal.domain import HealingOutcome, HealingStatus, SelfhealError
 from selfheal.domain.errors import HealingError
@@ -38,7 +48,10 @@ class DemoRun:
     detection: Detection
     status: HealingStatus
     health: int | None
-    """checkout's /healthz status once the healing ended (None: no answer)"""
+    """checkout's /healthz status once the healing ended (None: no answer); for a Kubernetes
+    demo, 200 when its Deployment is healthy"""
+    checked: str | None = None
+    """what was checked once the healing ended, when not checkout's /healthz"""
 
     @property
     def healed(self) -> bool:
@@ -189,3 +202,65 @@ async def run_scenario(
     for line in hypothesis_lines(status):
         say(line)
     return DemoRun(scenario, injected_at, detection, status, await health_status(stack.target_url))
+
+
+async def run_kube_scenario(
+    stack: Stack, guard: Guard, scenario: KubeScenario, *, timeout_s: float, auto_approve: bool
+) -> DemoRun:
+    """Bring ``scenario``'s fault on the cluster of the stack's settings, post its alert to the
+    intake and follow the healing; then wait (within the deadline) for the Deployment to be
+    healthy. ``DemoFailed`` when the cluster cannot run it or the deadline passes."""
+    started = time.monotonic()
+    say = guard.say
+
+    async def within_deadline(awaitable: Awaitable[T], what: str) -> T:
+        remaining = timeout_s - (time.monotonic() - started)
+        try:
+            return await guard.run(asyncio.wait_for(awaitable, max(remaining, 0.1)))
+        except TimeoutError:
+            raise DemoFailed(f"timed out after {timeout_s:g}s {what}") from None
+
+    try:
+        demo = KubeDemo.connect(stack.settings)
+    except KubeDemoError as exc:
+        raise DemoFailed(str(exc)) from None
+    try:
+        say(f"preparing {KUBE_NAMESPACE}: a simulated node and a healthy Deployment ...")
+        await within_deadline(demo.prepare(scenario), "preparing the Deployment")
+        injected_at = datetime.now(UTC)
+        labels = await within_deadline(demo.bring_fault(scenario), "bringing the fault")
+        shown_at = datetime.now(UTC)
+        say(f"injected {scenario.name}: {scenario.description}")
+        say(await demo.state())
+        body = alert_body(scenario, labels)
+        workflow_id = await within_deadline(
+            post_alert(stack.intake_url, ingest_token(stack.settings), body), "posting the alert"
+        )
+        say(f"posted {scenario.alert} to {stack.intake_url}/v1/alertmanager: {workflow_id}")
+        try:
+            status = await within_deadline(
+                follow(
+                    stack.door,
+                    workflow_id,
+                    auto_approve=auto_approve,
+                    started=started,
+                    env=operator_env(stack.settings),
+                    say=say,
+                ),
+                f"waiting for healing {workflow_id} to end",
+            )
+        except HealingError as exc:
+            raise DemoFailed(str(exc)) from None
+        outcome = status.outcome.value if status.outcome else status.phase.value
+        say(f"healing {workflow_id} ended: {outcome}")
+        for line in hypothesis_lines(status):
+            say(line)
+        remaining = max(timeout_s - (time.monotonic() - started), 1.0)
+        healthy = await guard.run(demo.healthy(min(remaining, 30.0)))
+        checked = healthy or await demo.state()
+    except KubeDemoError as exc:
+        raise DemoFailed(str(exc)) from None
+    finally:
+        demo.stop()
+    detection = Detection(status.fault, workflow_id, injected_at, shown_at)
+    return DemoRun(scenario, injected_at, detection, status, 200 if healthy else None, checked)

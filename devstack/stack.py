@@ -288,9 +288,11 @@ async def _until(condition: Callable[[], bool]) -> None:
 
 async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncExitStack) -> Stack:
     from selfheal.core.database import make_engine, make_session_factory
+    from selfheal.core.forecasts import FORECASTS_FILE, load_forecast_rules
     from selfheal.devstack.demo.checkout import checkout_command, inventory_command
     from selfheal.devstack.demo.common import TOKEN_ENV
     from selfheal.devstack.supervisor import Supervisor, create_app, serve_in_thread
+    from selfheal.healings.schedules import sync_forecast_schedules
     from selfheal.worker import run_worker
 
     dev = settings.dev
@@ -404,6 +406,13 @@ async def start_stack(settings: Settings, guard: Guard, exits: contextlib.AsyncE
         task_queue=settings.temporal.task_queue,
         flush_interval_s=settings.intake.flush_interval_s,
     )
+    # One Schedule per forecast rule of the runbooks (none shipped for the demo services).
+    rules = load_forecast_rules(settings.runbooks_dir / FORECASTS_FILE, catalog=door.catalog)
+    synced = await guard.run(
+        sync_forecast_schedules(client, rules, task_queue=settings.temporal.task_queue)
+    )
+    if rules.forecasts or synced.deleted:
+        guard.say(f"forecast schedules: {synced.summary()}")
     watchers = [
         HealthWatcher(
             door,
@@ -486,7 +495,8 @@ def write_runbooks(settings: Settings, urls: DemoUrls, cache: DemoCache) -> Path
 def dev_catalog(settings: Settings, urls: DemoUrls, cache: DemoCache) -> ServiceCatalog:
     """The runbooks' service catalog, with the demo services where this run serves them: their
     health URLs and control endpoints follow the ports, and checkout's cache prefix (the keys a
-    plan may delete) is this data directory's when the cache is in Redis."""
+    plan may delete) is this data directory's when the cache is in Redis. Given a cluster, the
+    Kubernetes demos' Deployment too (``devstack/demo/kubernetes.py``)."""
     catalog = load_services(settings.runbooks_dir / "services.yaml")
     where = {TARGET_PROCESS: urls.checkout, INVENTORY_PROCESS: urls.inventory}
     for service in catalog.services:
@@ -498,6 +508,12 @@ def dev_catalog(settings: Settings, urls: DemoUrls, cache: DemoCache) -> Service
             target.base_url = url
             if target.name == TARGET_PROCESS and cache.redis_url is not None:
                 target.labels[CACHE_PREFIX_LABEL] = cache.prefix
+    if settings.kubernetes.kubeconfig is not None or settings.kubernetes.in_cluster:
+        from selfheal.devstack.demo.kubernetes import demo_service
+
+        demo = demo_service()
+        if all(service.name != demo.name for service in catalog.services):
+            catalog.services.append(demo)
     return catalog
 
 

@@ -16,6 +16,7 @@ from selfheal.domain.criteria import (
 )
 from selfheal.domain.evidence import Finding, Hypothesis, MissingEvidence
 from selfheal.domain.fault import Fault
+from selfheal.domain.forecast import ChosenWindow, Prediction
 from selfheal.domain.risk import RiskLevel
 
 
@@ -27,6 +28,7 @@ class HealingPhase(StrEnum):
     VALIDATING = "validating"
     COMPENSATING = "compensating"
     BREAKER_OPEN = "breaker_open"
+    AWAITING_WINDOW = "awaiting_window"
     RECORDING = "recording"
     # final phases carry the outcome's value
     HEALED = "healed"
@@ -364,6 +366,10 @@ class HealingPolicy(BaseModel):
         description="after its outcome, how long a healing keeps answering for its fingerprint: "
         "repeated reports are counted on it and start nothing (0: it ends at once)",
     )
+    predicted_approval: bool = Field(
+        default=True,
+        description="a predicted fault (forecast) asks a human before its plan runs",
+    )
 
 
 class HealingInput(BaseModel):
@@ -416,6 +422,12 @@ class HealingStatus(BaseModel):
     resolution_disputed: list[str] = Field(
         default_factory=list,
         description="'resolved' reports the evidence did not confirm (the healing went on)",
+    )
+    window: ChosenWindow | None = Field(
+        default=None, description="a predicted fault's: when its plan runs (a maintenance window)"
+    )
+    recheck: Prediction | None = Field(
+        default=None, description="a predicted fault's forecast, made again before acting"
     )
     outcome: HealingOutcome | None = None
     outcome_detail: str = ""

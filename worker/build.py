@@ -20,6 +20,7 @@ from selfheal.activities.evidence.base import EvidenceProvider, EvidenceProvider
 from selfheal.core.log_context import HealingLogInterceptor
 from selfheal.core.settings import Settings
 from selfheal.workflows.contract import check_implementations
+from selfheal.workflows.forecast import ForecastWorkflow
 from selfheal.workflows.healing import HealingWorkflow
 
 log = structlog.get_logger(__name__)
@@ -58,6 +59,7 @@ def build_activities(
         RulesSource,
         learned_records,
     )
+    from selfheal.activities.forecast import ForecastActivities
     from selfheal.activities.guardrails import GuardrailActivities
     from selfheal.activities.knowledge import KnowledgeBaseActivities
     from selfheal.activities.notify import NotifyActivities
@@ -66,6 +68,7 @@ def build_activities(
     from selfheal.activities.steps import StepActivities
     from selfheal.activities.validation import ValidationActivities
     from selfheal.core.catalog import load_services
+    from selfheal.worker.predictions import PredictionActivities
 
     registry = default_registry()
     client = http or httpx.AsyncClient()
@@ -118,6 +121,9 @@ def build_activities(
         probe_timeout_s=settings.probe.timeout_s,
         kubernetes=kube.get(KUBERNETES),
     )
+    forecasts = ForecastActivities.from_settings(
+        settings, catalog, http=client, session_factory=session_factory
+    )
     activities: list[Callable[..., Any]] = [
         PolicyActivities(
             policy,
@@ -137,6 +143,9 @@ def build_activities(
         side_effects.watch_side_effects,
         side_effects.probe_dependency,
         notify.notify,
+        forecasts.run_forecast,
+        forecasts.choose_window,
+        PredictionActivities(settings).report_prediction,
     ]
     # A workflow calling an activity no worker registered would retry it until it gives up.
     check_implementations(activities)
@@ -186,7 +195,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue or settings.temporal.task_queue,
-        workflows=[HealingWorkflow],
+        workflows=[HealingWorkflow, ForecastWorkflow],
         activities=list(activities),
         workflow_runner=workflow_runner(),
         max_concurrent_activities=settings.worker.max_concurrent_activities,

@@ -38,6 +38,14 @@ from selfheal.domain import (
     StepResult,
     ValidationResult,
 )
+from selfheal.domain.forecast import (
+    ChooseWindowInput,
+    ChosenWindow,
+    Prediction,
+    ReportPredictionInput,
+    ReportPredictionResult,
+    RunForecastInput,
+)
 from selfheal.domain.payloads import (
     CheckGuardrailsInput,
     CollectEvidenceInput,
@@ -61,6 +69,15 @@ from selfheal.domain.payloads import (
 
 TASK_QUEUE = "selfheal"
 WORKFLOW_TYPE = "HealingWorkflow"
+FORECAST_WORKFLOW = "ForecastWorkflow"
+"""started by the Schedule of a forecast rule (``forecast_schedule_id``), id ``forecast-<rule>``"""
+FORECAST_ID_PREFIX = "forecast-"
+
+
+def forecast_schedule_id(rule: str) -> str:
+    """The Temporal Schedule of a forecast rule, and the id its workflows start with."""
+    return FORECAST_ID_PREFIX + rule
+
 
 QUERY_STATUS = "status"
 SIGNAL_FAULT_UPDATE = "fault_update"
@@ -174,6 +191,9 @@ WATCH_SIDE_EFFECTS = ActivityRef(
     "watch_side_effects", WatchSideEffectsInput, WatchSideEffectsResult
 )
 PROBE_DEPENDENCY = ActivityRef("probe_dependency", ProbeDependencyInput, ProbeDependencyResult)
+RUN_FORECAST = ActivityRef("run_forecast", RunForecastInput, Prediction)
+CHOOSE_WINDOW = ActivityRef("choose_window", ChooseWindowInput, ChosenWindow)
+REPORT_PREDICTION = ActivityRef("report_prediction", ReportPredictionInput, ReportPredictionResult)
 
 ACTIVITIES: tuple[ActivityRef[Any, Any], ...] = (
     LOAD_POLICY,
@@ -189,8 +209,11 @@ ACTIVITIES: tuple[ActivityRef[Any, Any], ...] = (
     RELEASE_TARGET,
     WATCH_SIDE_EFFECTS,
     PROBE_DEPENDENCY,
+    RUN_FORECAST,
+    CHOOSE_WINDOW,
+    REPORT_PREDICTION,
 )
-"""Every activity the workflow may call: a worker registers one implementation of each."""
+"""Every activity the workflows may call: a worker registers one implementation of each."""
 
 
 class _Implements(Generic[InputT, ResultT]):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -48,6 +48,12 @@ with workflow.unsafe.imports_passed_through():
         GuardBreach,
         ValidationCriterion,
     )
+    from selfheal.domain.forecast import (
+        RULE_LABEL,
+        ChooseWindowInput,
+        RunForecastInput,
+        is_predicted,
+    )
     from selfheal.domain.payloads import (
         CheckGuardrailsInput,
         CollectEvidenceInput,
@@ -68,6 +74,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from selfheal.workflows.contract import (
         CHECK_GUARDRAILS,
+        CHOOSE_WINDOW,
         COLLECT_EVIDENCE,
         COMPENSATE_STEP,
         DIAGNOSE_FAULT,
@@ -84,6 +91,7 @@ with workflow.unsafe.imports_passed_through():
         RELEASE_TARGET,
         RISK_LEVEL,
         ROOT_CAUSE,
+        RUN_FORECAST,
         RUN_STEP,
         SIGNAL_APPROVE,
         SIGNAL_FAULT_UPDATE,
@@ -120,12 +128,18 @@ CANDIDATE_RULES = frozenset({"allowlist", "blast_radius"})
 # resolutions checked against the evidence, side-effect guards, breakers, escalation on any
 # unexpected error. Histories from before replay without.
 AFTER_ACTING_PATCH = "after-acting-v1"
+PREDICTED_PATCH = "predicted-faults-v1"
+FORECAST_TIMEOUT = timedelta(seconds=60)
 # The degradation modes a healing keeps as a breaker (closes them itself once the dependency
 # answers).
 BREAKER_ACTION = "http.degrade"
 BREAKER_MODES = frozenset({"circuit_break", "fallback"})
 # How long a side-effect watch may run: it is cancelled when its plan is done.
 WATCH_TIMEOUT = timedelta(hours=24)
+
+
+def _utc(epoch_s: float) -> datetime:
+    return datetime.fromtimestamp(epoch_s, tz=UTC)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -172,6 +186,7 @@ class HealingWorkflow:
         self._guarded = False  # guardrails are checked (every healing started since the patch)
         self._firing = True  # the last report said firing (the start signal is one)
         self._v10 = False  # the after-acting behaviour (AFTER_ACTING_PATCH)
+        self._predicted = False  # a forecast's fault, handled as such (PREDICTED_PATCH)
         self._breach: GuardBreach | None = None  # a guard that tripped while the plan ran
         self._recovered_at: datetime | None = None  # validation passed (a breaker may hold on)
         self._policy = HealingPolicy()
@@ -286,6 +301,8 @@ class HealingWorkflow:
         self._status.dry_run = input.dry_run or fault.dry_run or policy.dry_run
         self._guarded = workflow.patched(GUARDRAILS_PATCH)
         self._v10 = workflow.patched(AFTER_ACTING_PATCH)
+        if is_predicted(fault.type, fault.labels) and workflow.patched(PREDICTED_PATCH):
+            self._predicted = True
         self._policy = policy
         attempts: list[SolutionAttempt] = []
         try:
@@ -316,20 +333,66 @@ class HealingWorkflow:
     ) -> None:
         diagnosis = await self._diagnose(input)
         candidates = await self._plan(input, policy, diagnosis)
+        if self._predicted:
+            # Approval first (asked for well before the window), then the window; the target is
+            # held only from the window on, so a real fault of it is not kept waiting for hours.
+            await self._gate(input, policy, diagnosis, candidates)
+            await self._await_window()
+            if self._guarded:
+                await self._check_or_finish(policy)
+            await self._execute(policy, candidates, attempts)
+            return
         if self._guarded:
             # After planning, so an escalation carries its diagnosis, and before the gate, so
             # nobody is asked to approve a plan the guardrails would refuse. From here the
             # healing holds its target: another fault of it waits until this one is decided.
-            decision = await self._check(policy)
-            if not decision.allowed:
-                refusal = f"{decision.rule}: {decision.reason}"
-                if self._status.dry_run:
-                    raise _Finished(
-                        HealingOutcome.DRY_RUN, f"dry run: would be refused by {refusal}"
-                    )
-                raise _Finished(HealingOutcome.ESCALATED, f"guardrail {refusal}")
+            await self._check_or_finish(policy)
         await self._gate(input, policy, diagnosis, candidates)
         await self._execute(policy, candidates, attempts)
+
+    async def _check_or_finish(self, policy: HealingPolicy) -> None:
+        """The guardrails' verdict on the plan; a refusal ends the healing (escalated, or a dry
+        run saying what would be refused)."""
+        decision = await self._check(policy)
+        if not decision.allowed:
+            refusal = f"{decision.rule}: {decision.reason}"
+            if self._status.dry_run:
+                raise _Finished(HealingOutcome.DRY_RUN, f"dry run: would be refused by {refusal}")
+            raise _Finished(HealingOutcome.ESCALATED, f"guardrail {refusal}")
+
+    async def _await_window(self) -> None:
+        """A predicted fault: wait on a durable timer for the maintenance window chosen (or
+        none: act now), then forecast again; if the crossing is no longer likely, end without
+        acting (``resolved_before_action``)."""
+        fault = self._status.fault
+        crossing = fault.values.get("crossing_at")
+        chosen = await CHOOSE_WINDOW.execute(
+            ChooseWindowInput(
+                service=fault.service,
+                crossing_at=None if crossing is None else _utc(crossing),
+                workflow_id=workflow.info().workflow_id,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            **self._read_retry(),
+        )
+        self._status.window = chosen
+        wait = (chosen.start - workflow.now()).total_seconds()
+        if wait > 0:
+            self._set_phase(HealingPhase.AWAITING_WINDOW)
+            await workflow.sleep(wait)
+        rule = fault.labels[RULE_LABEL]
+        prediction = await RUN_FORECAST.execute(
+            RunForecastInput(rule=rule),
+            start_to_close_timeout=FORECAST_TIMEOUT,
+            **self._read_retry(),
+        )
+        self._status.recheck = prediction
+        if not prediction.predicted:
+            raise _Finished(
+                HealingOutcome.RESOLVED_BEFORE_ACTION,
+                f"the risk went away: at the re-check a crossing is {prediction.probability:.0%} "
+                f"likely, below {prediction.min_probability:.0%} ({prediction.detail})",
+            )
 
     def _read_retry(self) -> dict[str, Any]:
         """Reads that depend on Postgres or an evidence source: retried through an outage of
@@ -437,6 +500,10 @@ class HealingWorkflow:
             )
         if input.require_approval:
             reasons.append("approval requested when the healing was started")
+        if self._predicted and policy.predicted_approval:
+            reasons.append(
+                "a predicted fault asks before acting (SELFHEAL_HEALING__PREDICTED_APPROVAL)"
+            )
         if self._v10:
             reasons += self._policy_reasons(policy, diagnosis, candidates)
         self._status.approval_required = bool(reasons)

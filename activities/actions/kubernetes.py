@@ -661,6 +661,7 @@ async def _wait_rollout(
         status = deployment.get("status") or {}
         if int(status.get("observedGeneration") or 0) < generation:
             return None
+        _raise_if_stalled(deployment, ns, name)
         replicas = int(deployment["spec"].get("replicas") or 0)
         updated = int(status.get("updatedReplicas") or 0)
         if params.wait_for == "complete":
@@ -677,6 +678,23 @@ async def _wait_rollout(
 
     what = f"Deployment {name!r} in namespace {ns!r} to roll out ({params.wait_for})"
     return await _wait_until(ctx, what, _timeout(ctx, params.timeout_s), rolled)
+
+
+def _raise_if_stalled(deployment: Obj, ns: str, name: str) -> None:
+    """The deployment controller gave up on this rollout (condition Progressing=False, reason
+    ProgressDeadlineExceeded, after ``progressDeadlineSeconds``): waiting longer is pointless,
+    and the step fails at once, not at its timeout."""
+    for condition in (deployment.get("status") or {}).get("conditions") or []:
+        if (
+            condition.get("type") == "Progressing"
+            and condition.get("status") == "False"
+            and condition.get("reason") == "ProgressDeadlineExceeded"
+        ):
+            raise TargetError(
+                f"Deployment {name!r} in namespace {ns!r}: the rollout exceeded its progress "
+                f"deadline (ProgressDeadlineExceeded: {condition.get('message', '')})",
+                retryable=False,
+            )
 
 
 async def _replica_sets(kube: KubeApi, deployment: Obj) -> list[Obj]:

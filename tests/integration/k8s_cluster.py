@@ -1,7 +1,7 @@
 """A real Kubernetes control plane for tests: etcd, kube-apiserver and the controller-manager
 (deployment, replicaset, statefulset, daemonset, disruption and namespace controllers), started
 with the project's own ``.ci/k8s/start-apiserver``. There is no kubelet or scheduler: pods stay
-Pending unless the test starts a node agent (``tests/integration/node_agent.py``), which binds
+Pending unless the test starts a node agent (``devstack/kube_agent.py``), which binds
 and runs them and makes them misbehave on request.
 
 The binaries are built once by ``.ci/k8s.sh``. Without them the tests skip, except in CI

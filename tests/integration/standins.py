@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio import activity
@@ -28,6 +28,14 @@ from selfheal.domain import (
     ValidationResult,
 )
 from selfheal.domain.criteria import BreakerSpec, GuardBreach
+from selfheal.domain.forecast import (
+    ChooseWindowInput,
+    ChosenWindow,
+    Prediction,
+    ReportPredictionInput,
+    ReportPredictionResult,
+    RunForecastInput,
+)
 from selfheal.domain.payloads import (
     CheckGuardrailsInput,
     CollectEvidenceInput,
@@ -50,6 +58,7 @@ from selfheal.domain.payloads import (
 )
 from selfheal.workflows.contract import (
     CHECK_GUARDRAILS,
+    CHOOSE_WINDOW,
     COLLECT_EVIDENCE,
     COMPENSATE_STEP,
     DIAGNOSE_FAULT,
@@ -59,6 +68,8 @@ from selfheal.workflows.contract import (
     PROBE_DEPENDENCY,
     RECORD_OUTCOME,
     RELEASE_TARGET,
+    REPORT_PREDICTION,
+    RUN_FORECAST,
     RUN_STEP,
     VALIDATE_RECOVERY,
     WATCH_SIDE_EFFECTS,
@@ -129,7 +140,15 @@ class Scenario:
     validation_answers: list[bool] = field(default_factory=list)
     # find_solutions fails (a retryable error: the knowledge base is unreachable)
     fail_planning: bool = False
+    # Predicted faults: the probability each forecast (re-check) finds, consumed in order, the
+    # last one repeating; and how long after it was asked the chosen window starts.
+    forecasts: list[float] = field(default_factory=lambda: [0.9])
+    window_in_s: float = 0.0
+    windows_asked: list[ChooseWindowInput] = field(default_factory=list)
     _current_plan: str = ""
+
+    def seen_forecasts(self) -> list[str]:
+        return [entry for entry in self.journal if entry.startswith("forecast:")]
 
     def activities(self) -> list[Any]:
         scenario = self
@@ -274,7 +293,42 @@ class Scenario:
                 detail="answers 200" if healthy else "connection refused",
             )
 
+        @implements(RUN_FORECAST)
+        async def run_forecast(input: RunForecastInput) -> Prediction:
+            answers = scenario.forecasts
+            probability = answers[min(len(scenario.seen_forecasts()), len(answers) - 1)]
+            scenario.journal.append(f"forecast:{probability:g}")
+            return Prediction(
+                rule=input.rule,
+                at=datetime.now(UTC),
+                probability=probability,
+                min_probability=0.7,
+                crossing_at=None,
+                threshold=90.0,
+                detail=f"stand-in: p={probability:g}",
+            )
+
+        @implements(CHOOSE_WINDOW)
+        async def choose_window(input: ChooseWindowInput) -> ChosenWindow:
+            scenario.windows_asked.append(input)
+            scenario.journal.append("window")
+            start = datetime.now(UTC) + timedelta(seconds=scenario.window_in_s)
+            return ChosenWindow(
+                start=start,
+                end=start + timedelta(hours=2),
+                act_now=scenario.window_in_s <= 0,
+                reasons=["stand-in window"],
+            )
+
+        @implements(REPORT_PREDICTION)
+        async def report_prediction(input: ReportPredictionInput) -> ReportPredictionResult:
+            scenario.journal.append(f"report:{input.prediction.rule}")
+            return ReportPredictionResult(workflow_id=None, detail="stand-in")
+
         return [
+            run_forecast,
+            choose_window,
+            report_prediction,
             watch_side_effects,
             probe_dependency,
             load_policy,

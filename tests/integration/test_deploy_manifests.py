@@ -1,10 +1,10 @@
-"""The worker's manifests (``deploy/kubernetes/*.yaml``) applied to a real kube-apiserver as an
-operator would apply them (server-side apply, strict field validation; objects that name no
-namespace go where the ServiceAccount lives, as worker.yaml's comment asks): every object is
-accepted and reads back as written, the Deployment's controller makes pods that run as the
-worker's ServiceAccount, and the RBAC is bound to that ServiceAccount: it may do what the
-Kubernetes actions (and the reads of evidence, guardrails and validation) need, and nothing
-outside.
+"""The manifests of the worker and the intake (``deploy/kubernetes/*.yaml``) applied to a real
+kube-apiserver as an operator would apply them (server-side apply, strict field validation;
+objects that name no namespace go where the ServiceAccount lives, as worker.yaml's comment asks):
+every object is accepted and reads back as written, the worker Deployment's controller makes pods
+that run as the worker's ServiceAccount, and the RBAC is bound to that ServiceAccount: it may do
+what the Kubernetes actions (and the reads of evidence, guardrails and validation) need, and
+nothing outside. The intake needs no Kubernetes credentials and gets none.
 
 Loading: the manifests are multi-document Kubernetes objects, for which selfheal has no model, so
 ``core/yaml_source.load_yaml`` (one document, validated into a pydantic model) does not fit. They
@@ -379,6 +379,17 @@ async def eventually(what: str, check: Callable[[], Awaitable[Any]]) -> Any:
     return result
 
 
+def component(applied: Applied, name: str) -> Obj:
+    """The Deployment of label ``app.kubernetes.io/component: name``, as read back."""
+    [found] = [
+        live
+        for m, live in applied.live
+        if m.doc["kind"] == "Deployment"
+        and live["metadata"].get("labels", {}).get("app.kubernetes.io/component") == name
+    ]
+    return found
+
+
 # --- tests ----------------------------------------------------------------------------------
 
 
@@ -399,7 +410,7 @@ async def test_every_object_is_accepted_and_reads_back_as_written(applied: Appli
 async def test_the_deployment_runs_its_pods_as_the_worker_service_account(
     applied: Applied, admin_api: ApiClient
 ) -> None:
-    deployment = next(live for m, live in applied.live if m.doc["kind"] == "Deployment")
+    deployment = component(applied, "worker")
     spec = deployment["spec"]
     assert deployment["metadata"]["namespace"] == applied.install_namespace
     runs_as = spec["template"]["spec"].get("serviceAccountName")
@@ -550,3 +561,21 @@ def test_the_loader_refuses_a_key_given_twice(tmp_path: Path) -> None:
     (tmp_path / "twice.yaml").write_text("kind: A\n---\nkind: B\nkind: C\n")
     with pytest.raises(yaml.constructor.ConstructorError, match="key 'kind' appears twice"):
         load_manifests(tmp_path)
+
+
+async def test_the_intake_runs_without_kubernetes_credentials(applied: Applied) -> None:
+    """``selfheal serve`` only talks to Temporal and Postgres: its pods get no token, and the
+    Service Alertmanager posts to selects them on the port the intake listens on."""
+    intake = component(applied, "intake")
+    pod = intake["spec"]["template"]["spec"]
+    assert pod.get("automountServiceAccountToken") is False
+    assert pod.get("serviceAccountName") in (None, "default")
+    [container] = pod["containers"]
+    assert container["args"][:1] == ["serve"]
+    port = int(container["args"][container["args"].index("--port") + 1])
+    [service] = [live for m, live in applied.live if m.doc["kind"] == "Service"]
+    labels = intake["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    [exposed] = service["spec"]["ports"]
+    named = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert named[exposed["targetPort"]] == port

@@ -607,6 +607,28 @@ async def test_set_resources_stops_at_the_ceiling(
     assert limits == {"memory": "4Gi"}
 
 
+async def test_a_rollout_past_its_progress_deadline_fails_the_step_at_once(
+    admin_api: ApiClient, steps: StepActivities, ns: str
+) -> None:
+    """No kubelet: the raised limit's pods never become available, and after
+    progressDeadlineSeconds the deployment controller says so (Progressing=False,
+    ProgressDeadlineExceeded). A step waiting for the rollout to complete fails then, not
+    at its timeout, and not retryably: waiting again cannot help."""
+    body = with_resources(deployment("shop", 1), {"limits": {"memory": "256Mi"}})
+    body["spec"]["progressDeadlineSeconds"] = 1
+    await create_deployment(admin_api, ns, body)
+    forward = run_input(
+        step("set_resources", namespace=ns, name="shop", wait_for="complete", timeout_s=600)
+    )
+
+    stalled = await failure(steps, forward)
+
+    assert stalled.non_retryable, stalled.message
+    assert "exceeded its progress deadline (ProgressDeadlineExceeded" in stalled.message
+    limits = container_resources(await get_deployment(admin_api, ns, "shop"))["limits"]
+    assert limits == {"memory": "384Mi"}  # applied; the workflow compensates the failed step
+
+
 async def test_set_resources_of_a_statefulset_container_and_undo_after_a_failed_step(
     admin_api: ApiClient, steps: StepActivities, ns: str
 ) -> None:

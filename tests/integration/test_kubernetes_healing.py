@@ -1,5 +1,5 @@
 """Kubernetes healings end to end (issue 11 §4): a real kube-apiserver and controller-manager,
-a node agent playing the kubelet (node_agent.py), the real worker (``build_activities`` and
+a node agent playing the kubelet (devstack/kube_agent.py), the real worker (``build_activities`` and
 ``build_worker``: the Kubernetes evidence provider, actions and validation against the API), the
 real Temporal dev server and Postgres knowledge base, and the real intake app, to which the
 kube-prometheus alerts are posted as Alertmanager posts them.
@@ -18,10 +18,10 @@ webhook with Alertmanager's fingerprint, as Alertmanager would.
 
 Approval: the default policy is kept (plans of risk high ask a human) and the tests approve
 through the door (``Healings.decide``, the workflow's update), the path operators use. The
-rollback plan is high risk. So is the shipped raise-memory-limit plan, although its solution says
-medium: ``kubernetes.set_resources`` judges its risk from the plan's params before the current
-limit is known, and with a factor the highest limit it may set is the ceiling (4Gi by default),
-above ``approve_above`` (2Gi by default); so every OOM healing asks.
+rollback plan is high risk. The shipped raise-memory-limit plan is medium: ``kubernetes.
+set_resources`` judges its risk from the plan's params before the current limit is known, and
+with a factor the highest limit it may set is its ceiling, which the shipped plan puts at 2Gi,
+not above ``approve_above`` (2Gi by default); so an OOM healing runs without asking.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ from selfheal.core.settings import (
     KubernetesSettings,
     Settings,
 )
+from selfheal.devstack.kube_agent import BEHAVIOR, CRASHLOOP, MEMORY_NEED, UNREADY, NodeAgent
 from selfheal.domain import HealingOutcome, HealingStatus, StepStatus
 from selfheal.healings import Healings
 from selfheal.models.catalog import load_catalog
@@ -64,7 +65,6 @@ from selfheal.worker import build_activities, build_worker
 from tests.e2e.peers import Alertmanager, run_alertmanager
 from tests.integration.demo_stack import free_port
 from tests.integration.k8s_cluster import Cluster
-from tests.integration.node_agent import BEHAVIOR, CRASHLOOP, MEMORY_NEED, UNREADY, NodeAgent
 from tests.integration.test_node_agent import (
     delete_namespace,
     deployment,
@@ -421,9 +421,8 @@ async def test_oom_kills_raise_the_memory_limit(stack: Stack) -> None:
         container="app",
         reason="OOMKilled",
     )
-    # approve_above (2Gi) is below the default ceiling (4Gi): the plan, judged before the limit
-    # found is known, may go above it, so it is high risk and asks (see the module doc)
-    result = await stack.outcome(workflow_id, approve=True)
+    # the shipped plan's ceiling (2Gi) is not above approve_above (2Gi): medium risk, no approval
+    result = await stack.outcome(workflow_id)
 
     assert result.diagnosis is not None and result.diagnosis.root_cause == "oom_killed"
     assert result.solution_name == "raise-memory-limit"
@@ -505,9 +504,8 @@ async def test_a_raise_that_does_not_heal_is_compensated(
         container="app",
         reason="OOMKilled",
     )
-    # approve_above (2Gi) is below the default ceiling (4Gi): the plan, judged before the limit
-    # found is known, may go above it, so it is high risk and asks (see the module doc)
-    result = await stack.outcome(workflow_id, approve=True)
+    # the shipped plan's ceiling (2Gi) is not above approve_above (2Gi): medium risk, no approval
+    result = await stack.outcome(workflow_id)
 
     assert result.diagnosis is not None and result.diagnosis.root_cause == "oom_killed"
     assert result.solution_name == own.name

@@ -1,4 +1,5 @@
-"""The test node agent (node_agent.py) against a real kube-apiserver and controller-manager.
+"""The simulated node (devstack/kube_agent.py) against a real kube-apiserver and
+controller-manager.
 
 The agent plays the kubelet and the scheduler; the controllers are real: the deployment and
 replicaset controllers count the pods the agent made ready, a rollout comes from a changed pod
@@ -21,8 +22,10 @@ import pytest
 from kubernetes.client import ApiClient
 
 from selfheal.activities.actions.kubernetes import KubeApi
-from selfheal.domain import TargetError
-from tests.integration.node_agent import (
+from selfheal.devstack.demo.kubernetes import deployment_body as deployment
+from selfheal.devstack.demo.kubernetes import live_pods as pods
+from selfheal.devstack.demo.kubernetes import rolled_out, running_and_ready
+from selfheal.devstack.kube_agent import (
     BEHAVIOR,
     CRASHLOOP,
     MEMORY_NEED,
@@ -32,6 +35,7 @@ from tests.integration.node_agent import (
     NodeAgent,
     _quantity,
 )
+from selfheal.domain import TargetError
 
 Obj = dict[str, Any]
 WAIT_S = 20.0
@@ -93,29 +97,6 @@ async def eventually(what: str, check: Callable[[], Awaitable[Any]]) -> Any:
     return result
 
 
-def deployment(
-    name: str,
-    replicas: int,
-    *,
-    annotations: dict[str, str] | None = None,
-    memory_limit: str | None = None,
-) -> Obj:
-    container: Obj = {"name": "app", "image": f"{name}:1"}
-    if memory_limit is not None:
-        container["resources"] = {"limits": {"memory": memory_limit}}
-    return {
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}, "annotations": annotations or {}},
-                "spec": {"containers": [container]},
-            },
-        },
-    }
-
-
 def bare_pod(name: str, **annotations: str) -> Obj:
     return {
         "metadata": {"name": name, "labels": {"app": name}, "annotations": annotations},
@@ -132,23 +113,6 @@ async def get_deployment(kube: KubeApi, ns: str, name: str) -> Obj:
     return await kube.get(f"/apis/apps/v1/namespaces/{ns}/deployments/{name}")
 
 
-async def rolled_out(kube: KubeApi, ns: str, name: str, replicas: int) -> Obj | None:
-    """The deployment once the controller counts ``replicas`` updated, ready, available pods
-    and no others."""
-    found = await get_deployment(kube, ns, name)
-    status = found.get("status", {})
-    fields = ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
-    done = [status.get(k) for k in fields] == [replicas] * len(fields)
-    current = found["metadata"]["generation"] == status.get("observedGeneration")
-    return found if done and current else None
-
-
-async def pods(kube: KubeApi, ns: str, app: str) -> list[Obj]:
-    """The app's pods, but not those being deleted."""
-    listed = await kube.get(f"/api/v1/namespaces/{ns}/pods", labelSelector=f"app={app}")
-    return [p for p in listed["items"] if not p["metadata"].get("deletionTimestamp")]
-
-
 async def events(kube: KubeApi, ns: str, pod: str, reason: str | None = None) -> list[Obj]:
     selector = f"involvedObject.name={pod}" + (f",reason={reason}" if reason else "")
     listed = await kube.get(f"/api/v1/namespaces/{ns}/events", fieldSelector=selector)
@@ -163,16 +127,6 @@ def container(pod: Obj) -> Obj:
 
 def condition(obj: Obj, kind: str) -> Obj:
     return next(c for c in obj["status"].get("conditions") or [] if c["type"] == kind)
-
-
-def running_and_ready(pod: Obj) -> bool:
-    statuses = pod.get("status", {}).get("containerStatuses") or []
-    return (
-        pod["status"].get("phase") == "Running"
-        and bool(statuses)
-        and all(s["ready"] and "running" in s["state"] for s in statuses)
-        and condition(pod, "Ready")["status"] == "True"
-    )
 
 
 async def template_patch(kube: KubeApi, ns: str, name: str, template: Obj) -> None:

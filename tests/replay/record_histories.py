@@ -29,9 +29,11 @@ from selfheal.domain import (
     RecoveryPlan,
 )
 from selfheal.domain.criteria import ApprovalSpec, BreakerSpec, GuardBreach
+from selfheal.domain.forecast import RULE_LABEL, RunForecastInput
 from selfheal.domain.payloads import GuardrailDecision
 from selfheal.healings.start import report_resolved, start_healing
 from selfheal.worker import workflow_runner
+from selfheal.workflows.forecast import ForecastWorkflow
 from selfheal.workflows.healing import HealingWorkflow
 from tests.integration.standins import Scenario, degrade_plan, plan
 from tests.support import start_dev_server
@@ -262,11 +264,62 @@ CASES.update(
 )
 
 
+def predicted(name: str) -> Fault:
+    """A forecast's fault (issue 12 §2): waits for its window, forecasts again, then acts."""
+    return Fault(
+        service="demo",
+        type="predicted_memory_leak",
+        target=f"replay-{name}",
+        labels={RULE_LABEL: "replay-rule", "source": "forecast"},
+        values={"probability": 0.9, "crossing_at": 4_102_444_800.0, "threshold": 90.0},
+    )
+
+
+NO_PREDICTED_APPROVAL = HealingPolicy(**QUICK, predicted_approval=False)
+PREDICTED_CASES: dict[str, tuple[Scenario, Driver]] = {
+    "predicted_window_acted": (Scenario(policy=NO_PREDICTED_APPROVAL, window_in_s=1.5), nothing),
+    "predicted_faded": (
+        Scenario(policy=NO_PREDICTED_APPROVAL, window_in_s=1.0, forecasts=[0.2]),
+        nothing,
+    ),
+    "predicted_approved": (Scenario(window_in_s=1.0), approve),
+}
+FORECAST_CASES: dict[str, float] = {"forecast_reported": 0.9, "forecast_nothing": 0.3}
+
+
+async def record_forecast(client: Client, name: str, probability: float, suffix: str) -> None:
+    queue = f"record-{uuid.uuid4()}"
+    scenario = Scenario(forecasts=[probability])
+    async with Worker(
+        client,
+        task_queue=queue,
+        workflows=[ForecastWorkflow],
+        activities=scenario.activities(),
+        workflow_runner=workflow_runner(),
+    ):
+        handle = await client.start_workflow(
+            ForecastWorkflow.run,
+            RunForecastInput(rule="replay-rule"),
+            id=f"forecast-replay-{uuid.uuid4().hex[:8]}",
+            task_queue=queue,
+        )
+        await handle.result()
+        history = await handle.fetch_history()
+    (HERE / f"{name}{'.' + suffix if suffix else ''}.json").write_text(history.to_json())
+    print(f"recorded {name}")
+
+
 async def record(
-    client: Client, name: str, scenario: Scenario, drive: Driver, suffix: str, **kw: bool
+    client: Client,
+    name: str,
+    scenario: Scenario,
+    drive: Driver,
+    suffix: str,
+    fault: Fault | None = None,
+    **kw: bool,
 ) -> None:
     queue = f"record-{uuid.uuid4()}"
-    fault = Fault(service="demo", type="health_check_failed", target=f"replay-{name}")
+    fault = fault or Fault(service="demo", type="health_check_failed", target=f"replay-{name}")
     async with Worker(
         client,
         task_queue=queue,
@@ -291,6 +344,12 @@ async def main(suffix: str, only: list[str]) -> None:
         for name, (scenario, drive, kwargs) in CASES.items():
             if not only or name in only:
                 await record(client, name, scenario, drive, suffix, **kwargs)
+        for name, (scenario, drive) in PREDICTED_CASES.items():
+            if not only or name in only:
+                await record(client, name, scenario, drive, suffix, fault=predicted(name))
+        for name, probability in FORECAST_CASES.items():
+            if not only or name in only:
+                await record_forecast(client, name, probability, suffix)
         if not only or "approval_timeout" in only:
             await record(env.client, "approval_timeout", Scenario(confidence=0.3), nothing, suffix)
     finally:

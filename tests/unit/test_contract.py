@@ -38,7 +38,7 @@ def names(activities: Sequence[Callable[..., Any]]) -> list[str]:
 
 
 def test_contract_names_are_unique() -> None:
-    assert len(set(NAMES)) == len(NAMES) == 13
+    assert len(set(NAMES)) == len(NAMES) == 16
 
 
 async def test_the_worker_implements_every_activity_once() -> None:

@@ -29,7 +29,11 @@ def run(*args: str) -> Result:
     return CliRunner().invoke(app, ["detect", *args])
 
 
-def series_csv(path: Path, *, unix: bool, spike_at: int = 80, n: int = 100) -> Path:
+N = 400
+SPIKE = 300  # after the default detector's warm-up (150 points)
+
+
+def series_csv(path: Path, *, unix: bool, spike_at: int = SPIKE, n: int = N) -> Path:
     rng = random.Random(5)
     lines = ["timestamp,value"]
     for i in range(n):
@@ -50,7 +54,7 @@ def test_scores_every_point_and_the_spike_highest(tmp_path: Path, unix: bool) ->
     result = run(str(source))
     assert result.exit_code == 0, result.output
     rows = parse(result.stdout)
-    assert len(rows) == 100
+    assert len(rows) == N
     assert list(rows[0]) == ["timestamp", "value", "anomaly_score"]
     originals = parse(source.read_text())
     assert [(r["timestamp"], r["value"]) for r in rows] == [
@@ -58,8 +62,8 @@ def test_scores_every_point_and_the_spike_highest(tmp_path: Path, unix: bool) ->
     ]
     scores = [float(r["anomaly_score"]) for r in rows]
     assert all(0.0 <= s <= 1.0 for s in scores)
-    assert max(range(100), key=scores.__getitem__) == 80
-    assert scores[80] > 0.9
+    assert max(range(N), key=scores.__getitem__) == SPIKE
+    assert scores[SPIKE] > 0.9
 
 
 def test_output_file_detector_and_params(tmp_path: Path) -> None:
@@ -69,8 +73,8 @@ def test_output_file_detector_and_params(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
     rows = parse(out.read_text())
-    assert len(rows) == 100
-    assert float(rows[80]["anomaly_score"]) < 0.5  # sigma=100 tolerates the spike
+    assert len(rows) == N
+    assert float(rows[SPIKE]["anomaly_score"]) < 0.5  # sigma=100 tolerates the spike
 
 
 def test_every_registered_detector_runs(tmp_path: Path) -> None:
@@ -79,7 +83,7 @@ def test_every_registered_detector_runs(tmp_path: Path) -> None:
     for name in DETECTORS:
         result = run(str(source), "-d", name)
         assert result.exit_code == 0, (name, result.output)
-        assert len(parse(result.stdout)) == 100
+        assert len(parse(result.stdout)) == N
 
 
 def test_columns_are_found_by_header_in_any_order(tmp_path: Path) -> None:
@@ -108,20 +112,93 @@ def assert_one_line_error(result: Result, *fragments: str) -> None:
         ("time,value\n1,2\n", [":1:", "missing column timestamp"]),
         ("timestamp\n1\n", [":1:", "missing column value"]),
         ("", [":1:", "missing column timestamp, value"]),
-        ("timestamp,value\n1700000000,1\n2024-13-01 00:00:00,2\n",
-         [":3:", "timestamp '2024-13-01 00:00:00'", "YYYY-MM-DD HH:MM:SS or unix seconds"]),
-        ("timestamp,value\n1700000000,1\n\n1700000060,fast\n", [":4:", "value 'fast'"]),
-        ("timestamp,value\n1700000000,nan\n", [":2:", "value 'nan'", "finite"]),
-        ("timestamp,value\n1700000060,1\n1700000000,2\n", [":3:", "earlier", "time order"]),
-        ("timestamp,value\n1700000000\n", [":2:", "expected 2 columns, got 1"]),
+        ("timestamp,value\n1700000000,1\n1700000060," + "9" * 200_000 + "\n",
+         [":3:", "not valid CSV", "field larger than field limit"]),
     ],
 )  # fmt: skip
-def test_bad_csv_is_one_line_naming_the_problem(
+def test_a_file_that_cannot_be_read_is_one_line(
     tmp_path: Path, content: str, fragments: list[str]
 ) -> None:
     path = tmp_path / "bad.csv"
     path.write_text(content)
     assert_one_line_error(run(str(path)), str(path), *fragments)
+
+
+def test_text_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin.csv"
+    path.write_bytes("timestamp,value\n1700000000,1\n1700000060,caf\xe9\n".encode("latin-1"))
+    assert_one_line_error(run(str(path)), str(path), "not UTF-8")
+
+
+def warnings_of(result: Result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+
+
+def test_out_of_order_and_repeated_rows_are_scored_in_file_order_with_a_count(
+    tmp_path: Path,
+) -> None:
+    stamps = [1_700_000_000 + 60 * i for i in range(30)]
+    # a repeat at data row 11 (line 12), a step back at row 21 and the row after it
+    stamps[10] = stamps[9]
+    stamps[20], stamps[21] = stamps[5], stamps[6]
+    path = tmp_path / "messy.csv"
+    path.write_text("timestamp,value\n" + "".join(f"{t},{i}\n" for i, t in enumerate(stamps)))
+    result = run(str(path))
+    assert result.exit_code == 0, result.output
+    rows = parse(result.stdout)
+    assert [r["value"] for r in rows] == [str(i) for i in range(30)]  # file order, all kept
+    assert [r["timestamp"] for r in rows] == [str(t) for t in stamps]
+    assert warnings_of(result) == [
+        f"warning: {path}: 3 rows repeat or step back in time (first at line 12); "
+        "scored in file order"
+    ]
+
+
+def test_blank_and_non_numeric_values_are_skipped_with_their_line(tmp_path: Path) -> None:
+    lines = ["timestamp,value", "1700000000,1", "1700000060,", "1700000120,abc",
+             "2024-13-01 00:00:00,3", "1700000180,nan", "1700000240", "1700000300,4",
+             "2024-01-01T00:10:00Z,5"]  # fmt: skip
+    path = tmp_path / "holes.csv"
+    path.write_text("\n".join(lines) + "\n")
+    result = run(str(path))
+    assert result.exit_code == 0, result.output
+    assert [r["value"] for r in parse(result.stdout)] == ["1", "4", "5"]
+    assert warnings_of(result) == [
+        f"warning: {path}:3: value is blank; skipped",
+        f"warning: {path}:4: value 'abc' is not a number; skipped",
+        f"warning: {path}:5: timestamp '2024-13-01 00:00:00' is not unix seconds, "
+        "YYYY-MM-DD HH:MM:SS or ISO 8601; skipped",
+        f"warning: {path}:6: value 'nan' is not a finite number; skipped",
+        f"warning: {path}:7: expected 2 columns, got 1; skipped",
+    ]
+
+
+def test_many_bad_rows_are_named_up_to_a_limit_then_counted(tmp_path: Path) -> None:
+    body = "".join(f"{1_700_000_000 + 60 * i},{'x' if i % 2 else i}\n" for i in range(40))
+    path = tmp_path / "many.csv"
+    path.write_text("timestamp,value\n" + body)
+    result = run(str(path))
+    assert result.exit_code == 0, result.output
+    assert len(parse(result.stdout)) == 20
+    warned = warnings_of(result)
+    assert len(warned) == 6
+    assert warned[0] == f"warning: {path}:3: value 'x' is not a number; skipped"
+    assert warned[-1] == f"warning: {path}: 15 more rows skipped (15 with a bad value)"
+
+
+def test_every_detector_scores_a_messy_file_without_failing(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    lines = ["timestamp,value"]
+    for i in range(200):
+        stamp = 1_700_000_000 + 60 * i + rng.choice([0, 0, 0, -120, -60])  # repeats, steps back
+        lines.append(f"{stamp},{rng.choice(['', 'n/a']) if i % 17 == 0 else rng.gauss(5, 1)}")
+    path = tmp_path / "messy.csv"
+    path.write_text("\n".join(lines) + "\n")
+    for name in DETECTORS:
+        result = run(str(path), "-d", name)
+        assert result.exit_code == 0, (name, result.output)
+        assert len(parse(result.stdout)) == 200 - len(range(0, 200, 17)), name
+        assert "Traceback" not in result.output
 
 
 def test_unknown_detector(tmp_path: Path) -> None:
@@ -136,7 +213,7 @@ def test_unknown_detector(tmp_path: Path) -> None:
 )  # fmt: skip
 def test_bad_params(tmp_path: Path, param: str, fragments: list[str]) -> None:
     source = series_csv(tmp_path / "s.csv", unix=True)
-    assert_one_line_error(run(str(source), "-p", param), *fragments)
+    assert_one_line_error(run(str(source), "-d", "zscore", "-p", param), *fragments)
 
 
 def test_missing_file_and_unwritable_output(tmp_path: Path) -> None:

@@ -3,13 +3,17 @@ stays bounded."""
 
 from __future__ import annotations
 
+import math
+import pickle
 import random
+import sys
+from collections import deque
 from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from bench.common import percentile
 from selfheal.detection.detectors import (
@@ -18,6 +22,8 @@ from selfheal.detection.detectors import (
     AdaptiveTimeoutParams,
     Ewma,
     EwmaParams,
+    Likelihood,
+    LikelihoodParams,
     PhiAccrual,
     PhiAccrualParams,
     SeriesBank,
@@ -26,9 +32,10 @@ from selfheal.detection.detectors import (
     ZScoreParams,
     phi,
     squash,
+    surprise,
 )
 
-VALUE_DETECTORS = ["ewma", "zscore", "throughput_drop", "adaptive_timeout"]
+VALUE_DETECTORS = ["ewma", "zscore", "throughput_drop", "adaptive_timeout", "likelihood"]
 
 
 def noise(n: int, level: float = 100.0, sigma: float = 2.0, seed: int = 1) -> list[float]:
@@ -215,7 +222,10 @@ def test_appending_future_points_never_changes_past_scores(
     name: str, past: list[tuple[float, float]], future: list[tuple[float, float]]
 ) -> None:
     def run(points: list[tuple[float, float]]) -> list[float]:
-        detector = DETECTORS[name].make({"min_points": 2} if name != "phi_accrual" else {})
+        params: dict[str, int] = {} if name == "phi_accrual" else {"min_points": 2}
+        if name == "likelihood":
+            params["warmup"] = 2
+        detector = DETECTORS[name].make(params)
         out, t = [], 0.0
         for gap, value in points:
             t += gap
@@ -253,3 +263,217 @@ def test_series_bank_makes_a_fresh_detector_after_eviction() -> None:
 def test_series_bank_refuses_a_zero_cap() -> None:
     with pytest.raises(ValueError, match="max_series"):
         SeriesBank(lambda: 0, max_series=0)
+
+
+# --- likelihood -------------------------------------------------------------------------------
+
+
+def seasonal(n: int, period: int = 96, seed: int = 3) -> list[float]:
+    """A daily shape (15-minute points) with noise: what a request rate looks like. The warm-up
+    (150 points) covers a period; a shorter one would find the first trough novel."""
+    rng = random.Random(seed)
+    return [100 + 30 * math.sin(2 * math.pi * i / period) + rng.gauss(0, 2) for i in range(n)]
+
+
+def test_surprise_is_the_decimal_log_of_the_gaussian_tail() -> None:
+    assert surprise(0.0) == 0.0
+    assert surprise(-2.0) == 0.0
+    # Q(4.2649) = 1e-5: half of the 10 decades.
+    assert surprise(4.264891) == pytest.approx(0.5, abs=1e-4)
+    assert surprise(40.0) == 1.0
+
+
+def test_likelihood_is_quiet_on_noise_and_on_a_daily_shape() -> None:
+    for values in (noise(3000), seasonal(3000)):
+        found = scores(Likelihood(), values)
+        # Gaussian noise crosses 0.5 about once per 3000 points; a daily shape is no surprise.
+        assert sum(s >= 0.5 for s in found) <= 2
+        assert found[:150] == [0.0] * 150  # the warm-up learns, never alerts
+    assert max(scores(Likelihood(), seasonal(3000))) < 0.5
+
+
+def test_likelihood_alerts_once_on_a_spike_then_holds() -> None:
+    values = noise(1000)
+    values[600] = 100.0 + 2.0 * 12
+    values[650] = 100.0 + 2.0 * 12  # the same spike again, inside the hold
+    found = scores(Likelihood(), values)
+    assert found[600] > 0.5
+    assert found[601:700] == [0.0] * 99
+    assert max(found[:600]) < 0.5
+
+
+def test_likelihood_alerts_at_a_level_shift_and_settles_after_it() -> None:
+    values = noise(1000) + noise(1000, level=120.0, seed=2)  # a shift of 10 sigma
+    found = scores(Likelihood(), values)
+    first = next(i for i, s in enumerate(found) if s >= 0.5)
+    assert first == 1000
+    assert max(found[1001:]) < 0.5  # one alert: held, then the new level is learnt
+
+
+def test_a_noisy_series_needs_a_bigger_jolt_than_a_quiet_one() -> None:
+    """The likelihood compares a point with how surprising the series usually is."""
+    quiet = noise(800, sigma=1.0)
+    rng = random.Random(5)
+    spiky = [v + (rng.random() < 0.05) * rng.uniform(5, 8) for v in noise(800, sigma=1.0)]
+    jolt = 100.0 + 5.0
+    quiet_score = scores(Likelihood(), [*quiet, jolt])[-1]
+    spiky_score = scores(Likelihood(), [*spiky, jolt])[-1]
+    assert quiet_score > 0.5 > spiky_score
+
+
+def test_likelihood_direction_up_ignores_falls() -> None:
+    params = LikelihoodParams(direction="up", hold=0)
+    rising, falling = Likelihood(params), Likelihood(params)
+    scores(rising, noise(500))
+    scores(falling, noise(500))
+    assert rising.update(500.0, 130.0) > 0.5
+    assert falling.update(500.0, 70.0) == 0.0
+
+
+def test_likelihood_state_does_not_grow_with_the_series() -> None:
+    detector = Likelihood()
+    scores(detector, noise(1_000))
+    size = len(pickle.dumps(detector))
+    scores(detector, noise(20_000, seed=2))
+    assert len(pickle.dumps(detector)) == size
+
+
+def test_likelihood_hold_zero_keeps_scoring() -> None:
+    values = noise(600)
+    values[400] = values[401] = 100.0 + 2.0 * 12
+    found = scores(Likelihood(LikelihoodParams(hold=0)), values)
+    assert found[400] > 0.5 and found[401] > 0.5
+
+
+# --- likelihood: the seasonal prediction ------------------------------------------------------
+
+DAY = 86_400.0
+STEP = 300.0  # 5-minute points: 288 a day
+
+
+def daily(days: int, seed: int = 7) -> list[float]:
+    """A daily shape (peak at 06:00, trough at 18:00) with noise, one point every 5 minutes."""
+    rng = random.Random(seed)
+    return [
+        100 + 30 * math.sin(2 * math.pi * i * STEP / DAY) + rng.gauss(0, 2)
+        for i in range(int(days * DAY / STEP))
+    ]
+
+
+def timed_scores(detector: object, values: list[float]) -> list[float]:
+    update = detector.update  # type: ignore[attr-defined]
+    return [update(i * STEP, v) for i, v in enumerate(values)]
+
+
+def alerts(found: list[float]) -> list[int]:
+    return [i for i, s in enumerate(found) if s >= 0.5]
+
+
+AT = int(8 * DAY / STEP)  # midnight of day 8: the seasonal model has learnt a week
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_likelihood_is_quiet_on_days_of_a_daily_shape(seed: int) -> None:
+    found = alerts(timed_scores(Likelihood(), daily(12, seed)))
+    # The first day's trough may surprise the level (the hour's profile is not learnt yet);
+    # after it, noise crosses 0.5 at most about once in three days.
+    assert len([i for i in found if i >= 288]) <= 4
+
+
+def test_likelihood_finds_a_flat_stretch_inside_the_daily_range() -> None:
+    """A stuck value at the series' usual mean: no value is unusual, its hour is."""
+    values = daily(12)
+    flat = slice(AT + 36, AT + 36 + 72)  # 03:00 to 09:00, where the peak should be
+    values[flat] = [100.0] * 72
+    found = alerts(timed_scores(Likelihood(), values))
+    assert any(flat.start <= i < flat.stop for i in found)
+    assert not any(AT - 288 <= i < flat.start for i in found)  # quiet the day before
+    without_season = alerts(timed_scores(Likelihood(LikelihoodParams(season=0)), values))
+    assert not any(flat.start <= i < flat.stop for i in without_season)
+
+
+def test_likelihood_finds_a_missing_daily_peak() -> None:
+    values = daily(12)
+    for i in range(AT, AT + 144):  # the morning half of day 8 stays at the trough level
+        values[i] = 70 + (values[i] - 100 - 30 * math.sin(2 * math.pi * i * STEP / DAY))
+    found = alerts(timed_scores(Likelihood(), values))
+    assert any(AT <= i < AT + 144 for i in found)
+
+
+@pytest.mark.parametrize("jump", [60.0, -60.0])
+def test_likelihood_finds_a_spike_and_a_level_shift_in_a_daily_series(jump: float) -> None:
+    values = daily(12)
+    values[AT + 50] += jump
+    values[AT + 600 :] = [v + jump for v in values[AT + 600 :]]
+    found = alerts(timed_scores(Likelihood(), values))
+    assert AT + 50 in found
+    assert AT + 600 in found
+
+
+def test_likelihood_with_a_season_ignores_disordered_timestamps() -> None:
+    """Repeated and backward timestamps (real exports have them) still give scores in [0, 1]."""
+    detector = Likelihood(LikelihoodParams(season=3600.0, slots=4, season_warmup=1.0))
+    rng = random.Random(9)
+    t = 0.0
+    for value in daily(3):
+        t += rng.choice([-60.0, 0.0, 60.0, 120.0])
+        assert 0.0 <= detector.update(t, value) <= 1.0
+
+
+def deep_size(thing: object) -> int:
+    """Bytes of an object and of everything it holds (slots, containers), counted once each."""
+    seen: set[int] = set()
+
+    def size(x: object) -> int:
+        if id(x) in seen or isinstance(x, type | BaseModel):
+            return 0
+        seen.add(id(x))
+        total = sys.getsizeof(x)
+        if isinstance(x, dict):
+            total += sum(size(k) + size(v) for k, v in x.items())
+        elif isinstance(x, list | tuple | deque | set):
+            total += sum(size(item) for item in x)
+        for name in getattr(type(x), "__slots__", ()):
+            if hasattr(x, name):
+                total += size(getattr(x, name))
+        return total
+
+    return size(thing)
+
+
+def test_likelihood_state_stays_the_same_size_over_100k_points() -> None:
+    detector = Likelihood()
+    values = daily(2)
+    update = detector.update
+    for i in range(2_000):
+        update(i * STEP, values[i % len(values)])
+    size = deep_size(detector)
+    for i in range(2_000, 100_000):
+        update(i * STEP, values[i % len(values)])
+    assert detector._residual_tail.n > 90_000  # the seasonal model has been running
+    assert deep_size(detector) == size
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    past=st.lists(st.tuples(st.floats(0.01, 100), finite), min_size=1, max_size=120),
+    future=st.lists(st.tuples(st.floats(0.01, 100), finite), min_size=1, max_size=40),
+)
+def test_seasonal_likelihood_scores_are_online_and_in_range(
+    past: list[tuple[float, float]], future: list[tuple[float, float]]
+) -> None:
+    """A short season so that the seasonal prediction competes within the example."""
+    params = LikelihoodParams(
+        min_points=2, warmup=2, season=60.0, slots=3, slot_min_points=1, season_warmup=1.0
+    )
+
+    def run(points: list[tuple[float, float]]) -> list[float]:
+        detector, out, t = Likelihood(params), [], 0.0
+        for gap, value in points:
+            t += gap
+            score = detector.update(t, value)
+            assert 0.0 <= score <= 1.0
+            out.append(score)
+        return out
+
+    assert run(past + future)[: len(past)] == run(past)

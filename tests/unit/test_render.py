@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from selfheal.cli import kb
 from selfheal.cli.main import app
 from selfheal.cli.render import CliConsole, healings_table, make_console, timeline
+from selfheal.devstack.demo.kubernetes import KUBE_SCENARIOS
 from selfheal.devstack.demo.scenarios import SCENARIOS
 from selfheal.domain import (
     Fault,
@@ -93,8 +94,9 @@ def test_piped_tables_keep_headers_and_rows_whole() -> None:
         "heals by",
     ]
     lines = output.splitlines()
-    assert len(lines) == len(SCENARIOS) + 4, output  # top, header, rule, rows, bottom
-    for scenario in SCENARIOS.values():
+    every = [*SCENARIOS.values(), *KUBE_SCENARIOS.values()]
+    assert len(lines) == len(every) + 4, output  # top, header, rule, rows, bottom
+    for scenario in every:
         row = next(line for line in lines if f" {scenario.name} " in line)
         assert scenario.description in row and scenario.heals_by in row, output
 

@@ -1,5 +1,7 @@
-"""A node agent for the test control plane: the kubelet's part (and the scheduler's), played
-through the Kubernetes API only.
+"""A simulated node for a control plane without kubelets: the kubelet's part (and the
+scheduler's), played through the Kubernetes API only. The Kubernetes tests and the Kubernetes
+demos of ``selfheal dev`` (``devstack/demo/kubernetes.py``) run it; never point it at a cluster
+with real nodes.
 
 The test control plane (.ci/k8s/start-apiserver) runs etcd, kube-apiserver and the
 controller-manager, but no kubelet and no scheduler, so pods stay Pending. ``NodeAgent``
