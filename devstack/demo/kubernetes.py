@@ -53,6 +53,7 @@ REPLICAS = 2
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 KSM_LABELS = {"job": "kube-state-metrics", "service": "kube-state-metrics"}
 SHOW_FAULT_S = 30.0
+HOSTNAME_LABEL = "kubernetes.io/hostname"
 
 
 class KubeDemoError(Exception):
@@ -112,7 +113,6 @@ def demo_service() -> ServiceSpec:
     return ServiceSpec.model_validate(
         {
             "name": SERVICE,
-            "description": "the Kubernetes demos' Deployment (selfheal dev --demo k8s-*)",
             "targets": [{"name": APP, "kind": "deployment", "namespace": NAMESPACE}],
             "allowed_actions": ["kubernetes.*", "wait"],
             "allowed_namespaces": [NAMESPACE],
@@ -229,14 +229,14 @@ class KubeDemo:
         if await self.kube.find(f"/api/v1/namespaces/{NAMESPACE}") is None:
             await self.kube.create("/api/v1/namespaces", {"metadata": {"name": NAMESPACE}})
         self.agent = NodeAgent(self.kube.api, NODE, namespaces=[NAMESPACE]).start()
-        await self._delete_deployment()
+        await self.delete_workload()
         annotations = {MEMORY_NEED: scenario.memory_need} if scenario.memory_need else {}
         body = deployment_body(
             APP,
             REPLICAS,
             annotations=annotations,
             memory_limit=scenario.memory_limit or "256Mi",
-            node_selector={AGENT_LABEL: NODE},
+            node_selector={HOSTNAME_LABEL: NODE},
         )
         await self.kube.create(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments", body)
         if scenario.memory_need is None:
@@ -261,15 +261,18 @@ class KubeDemo:
                 "--kubeconfig without --demo and let its Alertmanager post to the intake"
             )
 
-    async def _delete_deployment(self) -> None:
+    async def delete_workload(self) -> None:
+        """Delete the demo's Deployment, its ReplicaSets and pods, and wait until no pod of it
+        is left running. Each is deleted explicitly: a control plane without the garbage
+        collector (the test one) would leave the ReplicaSets making pods."""
         if await self.kube.find(self.deployment_path) is not None:
-            await self.kube.request(
-                "DELETE", self.deployment_path, query={"propagationPolicy": "Background"}
-            )
-        # its pods too, at once: the simulated node confirms their deletion
+            await self.kube.request("DELETE", self.deployment_path)
+        selector = {"labelSelector": f"app={APP}"}
         await self.kube.request(
-            "DELETE", f"/api/v1/namespaces/{NAMESPACE}/pods", query={"labelSelector": f"app={APP}"}
+            "DELETE", f"/apis/apps/v1/namespaces/{NAMESPACE}/replicasets", query=selector
         )
+        # the simulated node confirms the pods' deletion
+        await self.kube.request("DELETE", f"/api/v1/namespaces/{NAMESPACE}/pods", query=selector)
 
         async def gone() -> bool:
             if await self.kube.find(self.deployment_path) is not None:

@@ -35,15 +35,13 @@ async def demo(k8s_cluster: Cluster) -> AsyncIterator[KubeDemo]:
     try:
         yield demo
     finally:
-        if demo.agent is not None:
-            errors = list(demo.agent.errors)
-            # the next test recreates the Deployment; its pods go now, while the node runs
-            await demo.kube.request("DELETE", demo.deployment_path)
-            await demo.kube.request(
-                "DELETE", f"/api/v1/namespaces/{NAMESPACE}/pods", query={"labelSelector": "app=web"}
-            )
+        errors = list(demo.agent.errors) if demo.agent is not None else []
+        try:
+            if demo.agent is not None:
+                await demo.delete_workload()  # while the node runs: it confirms the deletions
+        finally:
             demo.stop()
-            assert errors == []
+    assert errors == []
 
 
 async def test_a_bad_rollout_crash_loops_and_the_alert_names_the_pod(demo: KubeDemo) -> None:
