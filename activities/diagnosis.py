@@ -27,9 +27,10 @@ from temporalio import activity
 from selfheal.activities.evidence.base import EvidenceProviders, EvidenceRequest
 from selfheal.core.catalog import PROVIDER_NAMES, ServiceCatalog, resolve_fault
 from selfheal.core.settings import EvidenceSettings
+from selfheal.core.yaml_source import ReloadingFile
 from selfheal.diagnosis.hypotheses import RuleRecord, rank
 from selfheal.diagnosis.rules import Facts, RuleSet, diagnosis_of, load_rules, unknown_diagnosis
-from selfheal.domain import ConfigError, Diagnosis, Evidence, Fault, IntakeError
+from selfheal.domain import Diagnosis, Evidence, Fault, IntakeError
 from selfheal.domain.payloads import CollectEvidenceInput, DiagnoseInput
 from selfheal.models.diagnosis_history import confirmed_counts
 from selfheal.workflows.contract import COLLECT_EVIDENCE, DIAGNOSE_FAULT, implements
@@ -74,7 +75,7 @@ def fault_facts(fault: Fault) -> Facts:
     return facts
 
 
-class RulesSource:
+class RulesSource(ReloadingFile[RuleSet]):
     """The rules file, re-read when it changes: a worker picks up an edit without a restart.
 
     A broken edit keeps the last good rules, says why once per edit (a log line, and the
@@ -82,33 +83,7 @@ class RulesSource:
     next change."""
 
     def __init__(self, path: Path) -> None:
-        self._path = path
-        self._rules = load_rules(path)  # the first load must succeed: no rules, no worker
-        self._stamp = self._stat()
-        self.last_error: str | None = None
-
-    def _stat(self) -> tuple[float, int] | None:
-        try:
-            stat = self._path.stat()
-        except OSError:
-            return None
-        return (stat.st_mtime, stat.st_size)
-
-    def current(self) -> RuleSet:
-        stamp = self._stat()
-        if stamp is None or stamp == self._stamp:
-            return self._rules
-        self._stamp = stamp
-        try:
-            self._rules = load_rules(self._path)
-        except ConfigError as exc:
-            self.last_error = str(exc)
-            log.error("rules reload failed; keeping the last good rules", error=str(exc))
-            _count_reload_failure()
-        else:
-            self.last_error = None
-            log.info("rules reloaded", path=str(self._path), rules=len(self._rules.rules))
-        return self._rules
+        super().__init__(path, load_rules, what="rules", on_failure=_count_reload_failure)
 
 
 def _count_reload_failure() -> None:

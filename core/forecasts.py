@@ -23,8 +23,7 @@ import structlog
 
 from selfheal.core.catalog import ServiceCatalog, query_variables
 from selfheal.core.prometheus import render_query
-from selfheal.core.yaml_source import Check, ErrorFilter, Problem, read_yaml
-from selfheal.domain import ConfigError
+from selfheal.core.yaml_source import Check, ErrorFilter, Problem, ReloadingFile, read_yaml
 from selfheal.domain.forecast import ForecastRule, ForecastRules
 
 log = structlog.get_logger(__name__)
@@ -116,45 +115,18 @@ def _names(names: list[str]) -> str:
     return ", ".join(names) if names else "none"
 
 
-class ForecastRulesSource:
+class ForecastRulesSource(ReloadingFile[ForecastRules]):
     """The rules file, re-read when it changes (its modification time or size). The first
     load must succeed; a later broken edit keeps the last good rules, logged once per edit
-    (``last_error``), and is read again at the next change."""
+    (``last_error``), and is read again at the next change; a removed file is no rules."""
 
     def __init__(self, path: Path, catalog: ServiceCatalog | None = None) -> None:
-        self._path = path
-        self._catalog = catalog
-        self._rules = load_forecast_rules(path, catalog=catalog)
-        self._stamp = self._stat()
-        self.last_error: str | None = None
-
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    def _stat(self) -> tuple[float, int] | None:
-        try:
-            stat = self._path.stat()
-        except OSError:
-            return None
-        return (stat.st_mtime, stat.st_size)
-
-    def current(self) -> ForecastRules:
-        stamp = self._stat()
-        if stamp == self._stamp:
-            return self._rules
-        self._stamp = stamp
-        try:
-            self._rules = load_forecast_rules(self._path, catalog=self._catalog)
-        except ConfigError as exc:
-            self.last_error = str(exc)
-            log.error("forecast rules reload failed; keeping the last good ones", error=str(exc))
-        else:
-            self.last_error = None
-            log.info(
-                "forecast rules reloaded", path=str(self._path), rules=len(self._rules.forecasts)
-            )
-        return self._rules
+        super().__init__(
+            path,
+            lambda p: load_forecast_rules(p, catalog=catalog),
+            what="forecast rules",
+            missing_is_empty=True,
+        )
 
     def get(self, name: str) -> ForecastRule | None:
         return self.current().get(name)

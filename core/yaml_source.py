@@ -15,14 +15,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
+import structlog
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from selfheal.domain import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
+_log = structlog.get_logger(__name__)
 Loc = tuple[int | str, ...]
 
 MAX_PROBLEMS = 5
@@ -172,3 +174,60 @@ def line_of(node: yaml.Node | None, loc: Sequence[Any]) -> int:
     if node is not None:
         line = node.start_mark.line + 1
     return line
+
+
+T = TypeVar("T")
+
+
+class ReloadingFile(Generic[T]):
+    """A file loaded by ``load`` and read again when it changes (modification time or size), so
+    that a worker picks up an edit without a restart. The first load must succeed; a later broken
+    edit keeps the last good value, says why once per edit (``last_error``, an error log line,
+    ``on_failure``) and is read again at the next change. A file that disappears keeps the last
+    value unless ``missing_is_empty`` (then ``load`` is asked, and says what no file means)."""
+
+    def __init__(
+        self,
+        path: Path,
+        load: Callable[[Path], T],
+        *,
+        what: str,
+        missing_is_empty: bool = False,
+        on_failure: Callable[[], None] | None = None,
+    ) -> None:
+        self._path = path
+        self._load = load
+        self._what = what
+        self._missing_is_empty = missing_is_empty
+        self._on_failure = on_failure
+        self._value = load(path)
+        self._stamp = self._stat()
+        self.last_error: str | None = None
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def _stat(self) -> tuple[float, int] | None:
+        try:
+            stat = self._path.stat()
+        except OSError:
+            return None
+        return (stat.st_mtime, stat.st_size)
+
+    def current(self) -> T:
+        stamp = self._stat()
+        if stamp == self._stamp or (stamp is None and not self._missing_is_empty):
+            return self._value
+        self._stamp = stamp
+        try:
+            self._value = self._load(self._path)
+        except ConfigError as exc:
+            self.last_error = str(exc)
+            _log.error(f"{self._what} reload failed; keeping the last good ones", error=str(exc))
+            if self._on_failure is not None:
+                self._on_failure()
+        else:
+            self.last_error = None
+            _log.info(f"{self._what} reloaded", path=str(self._path))
+        return self._value

@@ -154,53 +154,73 @@ async def health_status(url: str) -> int | None:
             return None
 
 
+class _Deadline:
+    """Awaits one step of a demo within what is left of ``timeout_s`` (Ctrl-C still wins)."""
+
+    def __init__(self, guard: Guard, timeout_s: float) -> None:
+        self.guard = guard
+        self.timeout_s = timeout_s
+        self.started = time.monotonic()
+
+    def remaining(self) -> float:
+        return self.timeout_s - (time.monotonic() - self.started)
+
+    async def run(self, awaitable: Awaitable[T], what: str) -> T:
+        try:
+            return await self.guard.run(asyncio.wait_for(awaitable, max(self.remaining(), 0.1)))
+        except TimeoutError:
+            raise DemoFailed(f"timed out after {self.timeout_s:g}s {what}") from None
+
+
+async def _follow_to_end(
+    stack: Stack, deadline: _Deadline, workflow_id: str, *, auto_approve: bool
+) -> HealingStatus:
+    """Follow the healing to its end within the deadline, then say how it ended and which
+    hypotheses its diagnosis weighed."""
+    say = deadline.guard.say
+    try:
+        status = await deadline.run(
+            follow(
+                stack.door,
+                workflow_id,
+                auto_approve=auto_approve,
+                started=deadline.started,
+                env=operator_env(stack.settings),
+                say=say,
+            ),
+            f"waiting for healing {workflow_id} to end",
+        )
+    except HealingError as exc:
+        raise DemoFailed(str(exc)) from None
+    outcome = status.outcome.value if status.outcome else status.phase.value
+    say(f"healing {workflow_id} ended: {outcome}")
+    for line in hypothesis_lines(status):
+        say(line)
+    return status
+
+
 async def run_scenario(
     stack: Stack, guard: Guard, scenario: Scenario, *, timeout_s: float, auto_approve: bool
 ) -> DemoRun:
     """Inject ``scenario`` and follow its healing to the end; ``DemoFailed`` when it does not
     end within ``timeout_s`` of the start, or the workflow fails."""
-    started = time.monotonic()
+    deadline = _Deadline(guard, timeout_s)
     say = guard.say
-
-    async def within_deadline(awaitable: Awaitable[T], what: str) -> T:
-        remaining = timeout_s - (time.monotonic() - started)
-        try:
-            return await guard.run(asyncio.wait_for(awaitable, max(remaining, 0.1)))
-        except TimeoutError:
-            raise DemoFailed(f"timed out after {timeout_s:g}s {what}") from None
-
     for url in (stack.target_url, stack.inventory_url or stack.target_url):
-        await within_deadline(
+        await deadline.run(
             until_health(url, lambda status: status == 200), f"waiting for {url} to be healthy"
         )
     injected_at = datetime.now(UTC)
     await guard.blocking(scenario.inject, stack.target_url)
     say(f"injected {scenario.name}: {scenario.description}")
-    detection = await within_deadline(
+    detection = await deadline.run(
         wait_detection(stack.watcher, injected_at), "waiting for the watcher to detect it"
     )
     say(
         f"detected after {(detection.detected_at - injected_at).total_seconds():.1f}s: "
         f"{detection.workflow_id}"
     )
-    try:
-        status = await within_deadline(
-            follow(
-                stack.door,
-                detection.workflow_id,
-                auto_approve=auto_approve,
-                started=started,
-                env=operator_env(stack.settings),
-                say=say,
-            ),
-            f"waiting for healing {detection.workflow_id} to end",
-        )
-    except HealingError as exc:
-        raise DemoFailed(str(exc)) from None
-    outcome = status.outcome.value if status.outcome else status.phase.value
-    say(f"healing {detection.workflow_id} ended: {outcome}")
-    for line in hypothesis_lines(status):
-        say(line)
+    status = await _follow_to_end(stack, deadline, detection.workflow_id, auto_approve=auto_approve)
     return DemoRun(scenario, injected_at, detection, status, await health_status(stack.target_url))
 
 
@@ -210,53 +230,27 @@ async def run_kube_scenario(
     """Bring ``scenario``'s fault on the cluster of the stack's settings, post its alert to the
     intake and follow the healing; then wait (within the deadline) for the Deployment to be
     healthy. ``DemoFailed`` when the cluster cannot run it or the deadline passes."""
-    started = time.monotonic()
+    deadline = _Deadline(guard, timeout_s)
     say = guard.say
-
-    async def within_deadline(awaitable: Awaitable[T], what: str) -> T:
-        remaining = timeout_s - (time.monotonic() - started)
-        try:
-            return await guard.run(asyncio.wait_for(awaitable, max(remaining, 0.1)))
-        except TimeoutError:
-            raise DemoFailed(f"timed out after {timeout_s:g}s {what}") from None
-
     try:
         demo = KubeDemo.connect(stack.settings)
     except KubeDemoError as exc:
         raise DemoFailed(str(exc)) from None
     try:
         say(f"preparing {KUBE_NAMESPACE}: a simulated node and a healthy Deployment ...")
-        await within_deadline(demo.prepare(scenario), "preparing the Deployment")
+        await deadline.run(demo.prepare(scenario), "preparing the Deployment")
         injected_at = datetime.now(UTC)
-        labels = await within_deadline(demo.bring_fault(scenario), "bringing the fault")
+        labels = await deadline.run(demo.bring_fault(scenario), "bringing the fault")
         shown_at = datetime.now(UTC)
         say(f"injected {scenario.name}: {scenario.description}")
         say(await demo.state())
         body = alert_body(scenario, labels)
-        workflow_id = await within_deadline(
+        workflow_id = await deadline.run(
             post_alert(stack.intake_url, ingest_token(stack.settings), body), "posting the alert"
         )
         say(f"posted {scenario.alert} to {stack.intake_url}/v1/alertmanager: {workflow_id}")
-        try:
-            status = await within_deadline(
-                follow(
-                    stack.door,
-                    workflow_id,
-                    auto_approve=auto_approve,
-                    started=started,
-                    env=operator_env(stack.settings),
-                    say=say,
-                ),
-                f"waiting for healing {workflow_id} to end",
-            )
-        except HealingError as exc:
-            raise DemoFailed(str(exc)) from None
-        outcome = status.outcome.value if status.outcome else status.phase.value
-        say(f"healing {workflow_id} ended: {outcome}")
-        for line in hypothesis_lines(status):
-            say(line)
-        remaining = max(timeout_s - (time.monotonic() - started), 1.0)
-        healthy = await guard.run(demo.healthy(min(remaining, 30.0)))
+        status = await _follow_to_end(stack, deadline, workflow_id, auto_approve=auto_approve)
+        healthy = await guard.run(demo.healthy(min(max(deadline.remaining(), 1.0), 30.0)))
         checked = healthy or await demo.state()
     except KubeDemoError as exc:
         raise DemoFailed(str(exc)) from None

@@ -251,8 +251,9 @@ class KubeDemo:
         real = [
             n["metadata"]["name"]
             for n in nodes
-            if AGENT_LABEL not in n["metadata"].get("labels", {})
+            if AGENT_LABEL not in n["metadata"].get("labels", {}) and _ready(n)
         ]
+
         if real:
             raise KubeDemoError(
                 f"this cluster has {len(real)} node(s) of its own ({', '.join(real[:3])}): the "
@@ -358,6 +359,13 @@ class KubeDemo:
         if self.agent is not None:
             self.agent.stop()
             self.agent = None
+
+
+def _ready(node: Obj) -> bool:
+    """A node a kubelet keeps Ready (a Node object nothing runs on is not a node of the
+    cluster's: nothing would run the demo's pods there)."""
+    conditions = node.get("status", {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def alert_body(scenario: KubeScenario, labels: dict[str, str]) -> Obj:

@@ -92,6 +92,14 @@ async def test_a_stuck_pod_is_one_pod_not_ready_without_a_rollout(demo: KubeDemo
 async def test_a_cluster_with_nodes_of_its_own_is_refused(demo: KubeDemo) -> None:
     node = "a-real-node"
     await demo.kube.create("/api/v1/nodes", {"metadata": {"name": node}})
+    # a kubelet's: Ready (a bare Node object, such as other tests leave, is not refused)
+    ready = {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "ok"}
+    await demo.kube.request(
+        "PATCH",
+        f"/api/v1/nodes/{node}/status",
+        body={"status": {"conditions": [ready]}},
+        content_type="application/strategic-merge-patch+json",
+    )
     try:
         with pytest.raises(KubeDemoError, match="1 node\\(s\\) of its own \\(a-real-node\\)"):
             await demo.prepare(KUBE_SCENARIOS["k8s-stuck-pod"])
