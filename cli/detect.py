@@ -33,7 +33,11 @@ def detect(
         help="one of: " + ", ".join(f"{name} ({kind.summary})" for name, kind in DETECTORS.items()),
     ),
     param: list[str] = typer.Option(
-        [], "--param", "-p", help="detector parameter as KEY=VALUE (repeatable), e.g. sigma=4"
+        [],
+        "--param",
+        "-p",
+        help="detector parameter as KEY=VALUE (repeatable), e.g. warmup=50 (likelihood), "
+        "sigma=4 (zscore, ewma)",
     ),
     output: Path | None = typer.Option(None, "--output", "-o", help="write here instead of stdout"),
 ) -> None:

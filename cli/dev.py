@@ -237,11 +237,12 @@ def dev(
         return
     base = get_settings()
     if kubeconfig is not None:
-        problem = kubeconfig_problem(kubeconfig)
-        if problem is not None:
-            fail(problem)
         kubernetes = base.kubernetes.model_copy(update={"kubeconfig": kubeconfig.resolve()})
         base = base.model_copy(update={"kubernetes": kubernetes})
+    if base.kubernetes.kubeconfig is not None:  # the flag's or SELFHEAL_KUBERNETES__KUBECONFIG
+        problem = kubeconfig_problem(base.kubernetes.kubeconfig, base.kubernetes.context)
+        if problem is not None:
+            fail(problem)
     scenario = _scenario(demo, base.kubernetes.kubeconfig) if demo is not None else None
     settings = dev_settings(base, data_dir, demo=scenario is not None)
     configure_logging(settings.log_level, fmt=settings.log_format or "console")

@@ -158,11 +158,15 @@ def sync_schedules(
 ) -> None:
     """Make the Schedules forecast-<rule> match the rules: create the missing ones, update
     those whose rule changed (a paused one stays paused), delete ours whose rule is gone. Rules
-    are checked against the service catalog first. Exit 1 when a rule's Schedule id is taken by
-    a Schedule that is not ours."""
+    are checked against the service catalog first (the services.yaml beside them, else
+    SELFHEAL_RUNBOOKS_DIR's). Sync from the rules the workers read: a Schedule whose rule a
+    worker does not have fails at every run. Exit 1 when a rule's Schedule id is taken by a
+    Schedule that is not ours."""
     settings = get_settings()
     path = rules_path or settings.runbooks_dir / FORECASTS_FILE
-    catalog = load_services(settings.runbooks_dir / "services.yaml")
+    # the catalog beside the rules, as `selfheal rules check` reads it
+    beside = path.parent / "services.yaml"
+    catalog = load_services(beside if beside.is_file() else settings.runbooks_dir / "services.yaml")
     rules = load_forecast_rules(path, catalog=catalog)
     every = {forecast_schedule_id(r.name): _span(r.every_s) for r in rules.forecasts}
 

@@ -85,6 +85,9 @@ class HealingSettings(BaseModel):
     predicted_approval: bool = Field(
         default=True, description="a predicted fault (forecast) asks a human before acting"
     )
+    predicted_approval_timeout_s: float = Field(
+        default=43_200.0, gt=0, description="a predicted fault's approval waits this long"
+    )
     suppression_s: float | None = Field(
         default=None,
         ge=0,
@@ -114,6 +117,7 @@ class HealingSettings(BaseModel):
             breaker_max_open_s=self.breaker_max_open_s,
             breaker_max_cycles=self.breaker_max_cycles,
             predicted_approval=self.predicted_approval,
+            predicted_approval_timeout_s=self.predicted_approval_timeout_s,
         )
 
 

@@ -11,7 +11,9 @@ accepts what it can and says what it did:
 - what cannot be read at all is a ``ConfigError`` of one line: a missing ``timestamp`` or
   ``value`` column, text that is not UTF-8, a file that is not CSV.
 
-Timestamps: unix seconds, ``YYYY-MM-DD HH:MM:SS`` or ISO 8601; without a zone, UTC.
+Timestamps: unix seconds, ``YYYY-MM-DD HH:MM:SS`` or ISO 8601; without a zone, UTC. A numeric
+timestamp too large for seconds (from 1e11, past the year 5000) is read as milliseconds (or
+micro-, nanoseconds), with a warning.
 ``warnings`` turns what was accepted into the lines a command prints; the parser prints nothing.
 """
 
@@ -60,6 +62,8 @@ class SeriesCsv:
     out_of_order: int = 0
     """rows whose timestamp repeats or precedes one already read"""
     first_out_of_order_line: int | None = None
+    epoch_units: dict[str, int] = field(default_factory=dict)
+    """numeric timestamps read in a unit other than seconds, by unit (e.g. milliseconds)"""
 
     @property
     def times(self) -> list[float]:
@@ -73,6 +77,11 @@ class SeriesCsv:
         """One line per thing accepted with a change; ``order`` says what the command does with
         rows out of time order (e.g. ``scored in file order``)."""
         lines: list[str] = []
+        for unit, count in self.epoch_units.items():
+            lines.append(
+                f"{self.source}: {count} timestamp(s) too large for seconds since the epoch; "
+                f"read as {unit}"
+            )
         if self.out_of_order:
             rows = "row repeats or steps" if self.out_of_order == 1 else "rows repeat or step"
             lines.append(
@@ -108,6 +117,7 @@ def parse_series_csv(lines: Iterable[str], source: str) -> SeriesCsv:
     skipped: list[SkippedRow] = []
     out_of_order = 0
     first_out_of_order: int | None = None
+    epoch_units: dict[str, int] = {}
     try:
         header = [cell.strip().lower() for cell in next(reader, [])]
         missing = [name for name in COLUMNS if name not in header]
@@ -136,6 +146,9 @@ def parse_series_csv(lines: Iterable[str], source: str) -> SeriesCsv:
             if isinstance(value, str):
                 skipped.append(SkippedRow(line, "value", value))
                 continue
+            unit = _numeric_unit(stamp)
+            if unit is not None:
+                epoch_units[unit] = epoch_units.get(unit, 0) + 1
             if at <= latest:
                 out_of_order += 1
                 first_out_of_order = first_out_of_order or line
@@ -145,7 +158,17 @@ def parse_series_csv(lines: Iterable[str], source: str) -> SeriesCsv:
         raise ConfigError(f"{source}:{reader.line_num}: not valid CSV: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{source}: not UTF-8 text") from None
-    return SeriesCsv(source, rows, skipped, out_of_order, first_out_of_order)
+    return SeriesCsv(source, rows, skipped, out_of_order, first_out_of_order, epoch_units)
+
+
+def _numeric_unit(stamp: str) -> str | None:
+    """The unit a numeric timestamp was read in, when not seconds."""
+    try:
+        number = float(stamp)
+    except ValueError:
+        return None
+    unit = epoch_scale(number)[1]
+    return None if unit == "seconds" else unit
 
 
 def parse_timestamp(text: str) -> float | None:
@@ -161,7 +184,22 @@ def parse_timestamp(text: str) -> float | None:
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         return moment.timestamp()
-    return seconds if math.isfinite(seconds) else None
+    if not math.isfinite(seconds):
+        return None
+    return seconds / epoch_scale(seconds)[0]
+
+
+EPOCH_UNITS = ((1e17, 1e9, "nanoseconds"), (1e14, 1e6, "microseconds"), (1e11, 1e3, "milliseconds"))
+"""A number of seconds from 1e11 on is past the year 5000: such a timestamp counts smaller units
+(Grafana and most JavaScript export milliseconds)."""
+
+
+def epoch_scale(number: float) -> tuple[float, str]:
+    """(divisor, unit) that turns a numeric timestamp into seconds."""
+    for at_least, divisor, unit in EPOCH_UNITS:
+        if abs(number) >= at_least:
+            return divisor, unit
+    return 1.0, "seconds"
 
 
 def _value(text: str) -> float | str:

@@ -75,6 +75,14 @@ class ForecastRule(BaseModel):
             )
         return value
 
+    @field_validator("horizon", "every", "lookback", mode="before")
+    @classmethod
+    def _seconds(cls, value: object) -> object:
+        # a bare number in YAML (every: 900) is seconds, as on the command line
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return f"{value:g}"
+        return value
+
     @field_validator("horizon", "lookback")
     @classmethod
     def _span(cls, value: str) -> str:

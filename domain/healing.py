@@ -370,6 +370,12 @@ class HealingPolicy(BaseModel):
         default=True,
         description="a predicted fault (forecast) asks a human before its plan runs",
     )
+    predicted_approval_timeout_s: float = Field(
+        default=43_200.0,
+        gt=0,
+        description="a predicted fault's approval waits this long (if longer than "
+        "approval_timeout_s): it is asked hours before its maintenance window",
+    )
 
 
 class HealingInput(BaseModel):

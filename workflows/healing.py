@@ -566,15 +566,19 @@ class HealingWorkflow:
 
     async def _await_decision(self, policy: HealingPolicy) -> None:
         """Wait for a decision (or a resolution the evidence confirms), reminding the approvers
-        every ``approval_reminder_s``; time out after ``approval_timeout_s``."""
-        deadline = workflow.now() + timedelta(seconds=policy.approval_timeout_s)
+        every ``approval_reminder_s``; time out after ``approval_timeout_s`` (a predicted fault:
+        ``predicted_approval_timeout_s``, if longer: it is asked hours before its window)."""
+        timeout_s = policy.approval_timeout_s
+        if self._predicted:
+            timeout_s = max(timeout_s, policy.predicted_approval_timeout_s)
+        deadline = workflow.now() + timedelta(seconds=timeout_s)
         reminder = policy.approval_reminder_s if self._v10 and policy.notify else 0.0
         while True:
             left = (deadline - workflow.now()).total_seconds()
             if left <= 0:
                 raise _Finished(
                     HealingOutcome.APPROVAL_TIMEOUT,
-                    f"no decision within {policy.approval_timeout_s:.0f}s; nothing was executed",
+                    f"no decision within {timeout_s:.0f}s; nothing was executed",
                 )
             wait = min(left, reminder) if reminder > 0 else left
             try:

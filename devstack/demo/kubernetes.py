@@ -31,7 +31,7 @@ import httpx
 
 from selfheal.activities.actions.kubernetes import KubeApi, kubernetes_client
 from selfheal.core.catalog import ServiceSpec
-from selfheal.core.settings import Settings
+from selfheal.core.settings import KubernetesSettings, Settings
 from selfheal.devstack.demo.scenarios import Scenario
 from selfheal.devstack.kube_agent import (
     AGENT_LABEL,
@@ -406,11 +406,17 @@ async def post_alert(intake_url: str, token: str, body: Obj) -> str:
     return str(started[0])
 
 
-def kubeconfig_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be the dev stack's kubeconfig, or None."""
+def kubeconfig_problem(path: Path, context: str | None = None) -> str | None:
+    """Why ``path`` cannot be the dev stack's kubeconfig (not a file, or not one the Kubernetes
+    client can load), or None: checked before anything starts."""
     if not path.is_file():
         return (
             f"--kubeconfig: {path} is not a file; expected a kubeconfig (e.g. the one "
             ".ci/k8s/start-apiserver writes)"
         )
+    try:
+        kubernetes_client(KubernetesSettings(kubeconfig=path, context=context))
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return f"--kubeconfig: {path} is not a kubeconfig the Kubernetes client can load: {reason}"
     return None

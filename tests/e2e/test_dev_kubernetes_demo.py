@@ -74,3 +74,16 @@ def test_k8s_demos_without_a_cluster_are_refused_in_one_line(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_kubeconfig_that_does_not_load_is_refused_before_anything_starts(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    broken = tmp_path / "kubeconfig"
+    broken.write_text("clusters: [\n")
+    result = run_dev("--data-dir", str(data_dir / "dev"), "--kubeconfig", str(broken),
+                     "--demo", "k8s-oom", timeout_s=60)  # fmt: skip
+    assert result.returncode == 2, result
+    [line] = result.stderr.strip().splitlines()
+    assert "is not a kubeconfig the Kubernetes client can load" in line and str(broken) in line
+    assert not (data_dir / "dev").exists()  # nothing started, nothing written

@@ -149,3 +149,24 @@ async def test_the_forecast_workflow_reports_only_a_likely_crossing(
         assert run.prediction.probability == probability
         assert ("report:disk-var" in scenario.journal) is reported, scenario.journal
         assert (run.detail == "no fault predicted") is not reported
+
+
+async def test_a_predicted_faults_approval_waits_longer_than_an_alerts(
+    temporal_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """Asked hours before its window, it waits ``predicted_approval_timeout_s`` (12 h), not
+    the 30 minutes an alert's approval waits; then times out having done nothing."""
+    client = temporal_env.client
+    policy = HealingPolicy(stabilization_window_s=0, probe_interval_s=1, approval_timeout_s=1800)
+    scenario = Scenario(policy=policy, window_in_s=WINDOW_IN_S)
+    async with running(client, task_queue, scenario):
+        handle = await start_healing(client, predicted(), task_queue=task_queue)
+        result = await asyncio.wait_for(
+            client.get_workflow_handle(handle.workflow_id, result_type=HealingStatus).result(),
+            timeout=60,
+        )
+
+    assert result.outcome == HealingOutcome.APPROVAL_TIMEOUT
+    assert "no decision within 43200s" in result.outcome_detail
+    assert scenario.journal == []
+    assert 43_200 in [round(t) for t in await timers(client, handle.workflow_id)]

@@ -154,6 +154,27 @@ def test_out_of_order_and_repeated_rows_are_scored_in_file_order_with_a_count(
     ]
 
 
+def test_millisecond_timestamps_are_read_as_such_with_a_warning(tmp_path: Path) -> None:
+    """Grafana exports milliseconds: read as seconds they would put the series in the year
+    55,000 and every step 1000 times too long (a daily season never seen)."""
+    seconds = series_csv(tmp_path / "s.csv", unix=True)
+    millis = tmp_path / "ms.csv"
+    body = seconds.read_text().splitlines()
+    millis.write_text(
+        "\n".join([body[0], *(f"{int(t) * 1000},{v}" for t, v in (r.split(",") for r in body[1:]))])
+        + "\n"
+    )
+    in_seconds, in_millis = run(str(seconds), "-d", "ewma"), run(str(millis), "-d", "ewma")
+    assert in_millis.exit_code == 0, in_millis.output
+    scores = [r["anomaly_score"] for r in parse(in_millis.stdout)]
+    assert scores == [r["anomaly_score"] for r in parse(in_seconds.stdout)]
+    assert warnings_of(in_millis) == [
+        f"warning: {millis}: {N} timestamp(s) too large for seconds since the epoch; "
+        "read as milliseconds"
+    ]
+    assert warnings_of(in_seconds) == []
+
+
 def test_blank_and_non_numeric_values_are_skipped_with_their_line(tmp_path: Path) -> None:
     lines = ["timestamp,value", "1700000000,1", "1700000060,", "1700000120,abc",
              "2024-13-01 00:00:00,3", "1700000180,nan", "1700000240", "1700000300,4",

@@ -340,3 +340,25 @@ class TestCandidates:
         best = chosen(rank_windows(windows, now=NOW, crossing_at=too_soon, act_now=act_now), [])
         assert best.act_now and best.end is None and best.start == NOW
         assert "too late" in best.reasons[-1]
+
+
+def test_a_bare_number_of_seconds_is_a_duration(tmp_path: Path) -> None:
+    """``every: 900`` in YAML is seconds, as ``--horizon 3600`` is on the command line."""
+    path = write(
+        tmp_path,
+        """
+        forecasts:
+          - {name: disk, service: db, kind: disk_fill, metric: m, threshold: 90,
+             every: 900, horizon: 86400, lookback: 604800.0}
+        """,
+    )
+    [rule] = load_forecast_rules(path).forecasts
+    assert (rule.every_s, rule.horizon_s, rule.lookback_s) == (900.0, 86400.0, 604800.0)
+    with pytest.raises(ConfigError, match="every"):
+        load_forecast_rules(
+            write(
+                tmp_path,
+                "forecasts:\n  - {name: d, service: db, "
+                "kind: disk_fill, metric: m, threshold: 1, every: 30}\n",
+            )
+        )
