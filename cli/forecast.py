@@ -109,6 +109,11 @@ def summary(result: Forecast) -> str:
         if result.crossing_p10_at is not None:
             line += f"; 10 % of paths by {_utc(result.crossing_p10_at)}"
         lines.append(line)
+    elif result.crossing_p10_at is not None:
+        lines.append(
+            "expected crossing: not within the horizon (fewer than half of the paths cross); "
+            f"10 % of paths by {_utc(result.crossing_p10_at)}"
+        )
     else:
         lines.append("expected crossing: not within the horizon")
     season = f", {_span(result.seasonal_period_s)} seasonality" if result.seasonal_period_s else ""

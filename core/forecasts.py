@@ -84,12 +84,21 @@ def forecast_problems(rules: ForecastRules, catalog: ServiceCatalog) -> Iterator
                 f"{rule.target!r} is not a target of {rule.service!r} (targets: {_names(targets)})",
             )
             continue
-        template = service.evidence.metrics.queries.get(rule.metric)
+        queries = service.evidence.metrics.queries
+        template = queries.get(rule.metric)
         if template is not None:
             try:
                 render_query(template, query_variables(catalog, rule.service))
             except KeyError as exc:
                 yield Problem((*at, "metric"), f"query {rule.metric!r}: {exc.args[0]}")
+        elif "${" in rule.metric:
+            # PromQL as written is sent as written: a placeholder would reach Prometheus as is
+            yield Problem(
+                (*at, "metric"),
+                f"{rule.metric!r} is not a query of {rule.service!r} (queries: "
+                f"{_names(sorted(queries))}), and placeholders such as ${{service}} are filled "
+                "in the service's evidence queries only",
+            )
 
 
 def _locate_duplicate(data: Any) -> ErrorFilter:

@@ -362,3 +362,20 @@ def test_a_bare_number_of_seconds_is_a_duration(tmp_path: Path) -> None:
                 "kind: disk_fill, metric: m, threshold: 1, every: 30}\n",
             )
         )
+
+
+def test_a_placeholder_in_promql_as_written_is_a_problem(tmp_path: Path) -> None:
+    """Only the service's evidence queries are rendered: ``${service}`` in a rule's own PromQL
+    would reach Prometheus as written and match nothing, forever."""
+    message = load_error(
+        tmp_path,
+        """
+        forecasts:
+          - {name: disk, service: db, kind: disk_fill, threshold: 90,
+             metric: 'disk_used{service="${service}"}'}
+        """,
+    )
+    assert "forecasts[0]" in message and "metric" in message
+    assert "placeholders such as ${service} are filled in the service's evidence queries only" in (
+        message
+    )
