@@ -256,13 +256,20 @@ def test_poisoned_cache_errors_in_cache_get_and_is_healed_by_a_flush_not_by_a_re
 def test_dependency_slow_times_out_checkout_and_is_healed_by_the_fallback(
     stack: DemoStack, receiver: Receiver
 ) -> None:
+    injected_ns = time.time_ns()
     stack.inject("dependency_slow")
     wait_health(stack, 503, "checkout to fail")
     assert healthz(stack, stack.inventory_url).json() == {"status": "ok"}
 
+    # a call made after the injection (one made while inventory was still starting was refused)
     client = wait_spans(
         receiver,
-        lambda s: s["name"] == "GET /reserve" and s["service"] == "checkout" and exception_of(s),
+        lambda s: (
+            s["name"] == "GET /reserve"
+            and s["service"] == "checkout"
+            and int(s["startTimeUnixNano"]) >= injected_ns
+            and exception_of(s)
+        ),
         "a timed-out call",
     )[0]
     assert exception_of(client)["exception.type"] == "TimeoutError"  # type: ignore[index]
