@@ -58,10 +58,10 @@ from selfheal.activities.errors import as_application_error
 from selfheal.activities.evidence.metrics import MetricSource, UnsupportedQuery, metric_source
 from selfheal.activities.validation import Unevaluable, metric_query
 from selfheal.core.catalog import ServiceCatalog, query_variables
-from selfheal.core.forecasts import FORECASTS_FILE, ForecastRulesSource
+from selfheal.core.forecasts import ForecastRulesSource
 from selfheal.core.probes import http_client
 from selfheal.core.prometheus import PrometheusError, Series
-from selfheal.core.settings import EvidenceSettings, Settings
+from selfheal.core.settings import EvidenceSettings
 from selfheal.detection.forecast import MIN_POINTS, Forecast, forecast
 from selfheal.detection.maintenance import (
     CandidateWindow,
@@ -296,19 +296,6 @@ class ForecastActivities:
         self._http = http
         self._session_factory = session_factory
         self._clock = clock
-
-    @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        catalog: ServiceCatalog,
-        *,
-        http: httpx.AsyncClient | None = None,
-        session_factory: sessionmaker[Session] | None = None,
-    ) -> ForecastActivities:
-        """The worker's: ``SELFHEAL_RUNBOOKS_DIR/forecasts.yaml``, re-read when it changes."""
-        source = ForecastRulesSource(settings.runbooks_dir / FORECASTS_FILE, catalog)
-        return cls(source, catalog, settings.evidence, http=http, session_factory=session_factory)
 
     def _rule(self, name: str) -> ForecastRule:
         rules = (

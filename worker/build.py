@@ -68,6 +68,7 @@ def build_activities(
     from selfheal.activities.steps import StepActivities
     from selfheal.activities.validation import ValidationActivities
     from selfheal.core.catalog import load_services
+    from selfheal.core.forecasts import FORECASTS_FILE, ForecastRulesSource
     from selfheal.worker.predictions import PredictionActivities
 
     registry = default_registry()
@@ -121,8 +122,10 @@ def build_activities(
         probe_timeout_s=settings.probe.timeout_s,
         kubernetes=kube.get(KUBERNETES),
     )
-    forecasts = ForecastActivities.from_settings(
-        settings, catalog, http=client, session_factory=session_factory
+    # one rules file for the forecasts and the predictions they report, re-read when it changes
+    forecast_rules = ForecastRulesSource(settings.runbooks_dir / FORECASTS_FILE, catalog)
+    forecasts = ForecastActivities(
+        forecast_rules, catalog, settings.evidence, http=client, session_factory=session_factory
     )
     activities: list[Callable[..., Any]] = [
         PolicyActivities(
@@ -145,7 +148,7 @@ def build_activities(
         notify.notify,
         forecasts.run_forecast,
         forecasts.choose_window,
-        PredictionActivities(settings).report_prediction,
+        PredictionActivities(settings, forecast_rules).report_prediction,
     ]
     # A workflow calling an activity no worker registered would retry it until it gives up.
     check_implementations(activities)

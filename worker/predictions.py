@@ -13,7 +13,7 @@ import asyncio
 import structlog
 
 from selfheal.activities.errors import as_application_error
-from selfheal.core.forecasts import FORECASTS_FILE, load_forecast_rules
+from selfheal.core.forecasts import ForecastRulesSource
 from selfheal.core.settings import Settings
 from selfheal.domain import ConfigError, IntakeError
 from selfheal.domain.forecast import (
@@ -28,8 +28,11 @@ log = structlog.get_logger(__name__)
 
 
 class PredictionActivities:
-    def __init__(self, settings: Settings, *, door: Healings | None = None) -> None:
+    def __init__(
+        self, settings: Settings, rules: ForecastRulesSource, *, door: Healings | None = None
+    ) -> None:
         self._settings = settings
+        self._rules = rules  # the one run_forecast reads: re-read only when the file changes
         self._door = door
         self._connecting = asyncio.Lock()
 
@@ -42,16 +45,12 @@ class PredictionActivities:
     @implements(REPORT_PREDICTION)
     async def report_prediction(self, input: ReportPredictionInput) -> ReportPredictionResult:
         prediction = input.prediction
-        try:
-            rules = load_forecast_rules(self._settings.runbooks_dir / FORECASTS_FILE)
-            rule = rules.get(prediction.rule)
-            if rule is None:
-                raise ConfigError(
-                    f"forecast rule {prediction.rule!r} is not in "
-                    f"{self._settings.runbooks_dir / FORECASTS_FILE} any more"
-                )
-        except ConfigError as exc:
-            raise as_application_error(exc) from None
+        rule = self._rules.get(prediction.rule)
+        if rule is None:
+            error = ConfigError(
+                f"forecast rule {prediction.rule!r} is not in {self._rules.path} any more"
+            )
+            raise as_application_error(error) from None
         fault = predicted_fault(rule, prediction)
         door = await self.door()
         try:

@@ -364,6 +364,19 @@ async def oom_killed_pod(s: Stack) -> Obj:
     return found
 
 
+async def post_oom_alert(stack: Stack) -> str:
+    """Once a pod of the Deployment was OOM-killed, its KubePodOOMKilled alert posted; the
+    healing's workflow id."""
+    pod = await oom_killed_pod(stack)
+    return await stack.post_alert(
+        "KubePodOOMKilled",
+        namespace=stack.ns,
+        pod=pod["metadata"]["name"],
+        container="app",
+        reason="OOMKilled",
+    )
+
+
 def restarts(pod: Obj) -> int:
     return sum(c["restartCount"] for c in pod["status"].get("containerStatuses") or [])
 
@@ -412,15 +425,7 @@ async def test_oom_kills_raise_the_memory_limit(stack: Stack) -> None:
         f"/apis/apps/v1/namespaces/{stack.ns}/deployments",
         deployment(APP, 2, annotations={MEMORY_NEED: "180Mi"}, memory_limit="128Mi"),
     )
-    pod = await oom_killed_pod(stack)
-
-    workflow_id = await stack.post_alert(
-        "KubePodOOMKilled",
-        namespace=stack.ns,
-        pod=pod["metadata"]["name"],
-        container="app",
-        reason="OOMKilled",
-    )
+    workflow_id = await post_oom_alert(stack)
     # the shipped plan's ceiling (2Gi) is not above approve_above (2Gi): medium risk, no approval
     result = await stack.outcome(workflow_id)
 
@@ -495,15 +500,7 @@ async def test_a_raise_that_does_not_heal_is_compensated(
         f"/apis/apps/v1/namespaces/{stack.ns}/deployments",
         deployment(APP, 2, annotations={MEMORY_NEED: "1Gi"}, memory_limit="128Mi"),
     )
-    pod = await oom_killed_pod(stack)
-
-    workflow_id = await stack.post_alert(
-        "KubePodOOMKilled",
-        namespace=stack.ns,
-        pod=pod["metadata"]["name"],
-        container="app",
-        reason="OOMKilled",
-    )
+    workflow_id = await post_oom_alert(stack)
     # the shipped plan's ceiling (2Gi) is not above approve_above (2Gi): medium risk, no approval
     result = await stack.outcome(workflow_id)
 
