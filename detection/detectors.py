@@ -357,6 +357,34 @@ class LikelihoodParams(_Params):
     season_warmup: float = Field(
         default=2.0, ge=0, description="periods of history before the seasonal model may score"
     )
+    range_margin: float | None = Field(
+        default=0.05,
+        ge=0,
+        description=(
+            "a value beyond the range of every earlier value by more than this share of that "
+            "range scores 1 (HTM's spatial anomaly); null: off"
+        ),
+    )
+    recurrence_tolerance: float = Field(
+        default=0.03,
+        ge=0,
+        lt=1,
+        description=(
+            "an episode that follows an earlier one of similar size at the interval that "
+            "separated two earlier episodes, within this share of it, scores 0; 0: off"
+        ),
+    )
+    recurrence_size: float = Field(
+        default=0.5,
+        gt=0,
+        description=(
+            "similar size: the value within this share of the earlier episode's deviation "
+            "from the level"
+        ),
+    )
+    recurrence_memory: int = Field(
+        default=8, ge=2, le=64, description="earlier episodes remembered for recurrence"
+    )
 
 
 # Counters stop here, long after every warm-up they gate: the state never grows.
@@ -439,16 +467,34 @@ class Likelihood:
     level. The seasonal prediction competes once ``season_warmup`` periods have passed, the
     value's slot has learnt ``slot_min_points`` points and its likelihood has warmed up.
 
+    Two rules about *episodes* (runs of points scoring 0.5 or more) follow:
+
+    - *beyond the range* (HTM's spatial anomaly): a value outside every earlier value's range by
+      more than ``range_margin`` of it, and itself a deviation from the level that scores 0.5
+      (so that the new records of plain noise do not count), scores 1 however surprising the
+      series usually is;
+    - *recurring*: an episode that starts at the interval that separated two earlier episodes
+      (within ``recurrence_tolerance`` of it), with a value of similar size (within
+      ``recurrence_size`` of the earlier one's deviation), scores 0: a job that spikes every
+      day and ten minutes, or every 6 hours, alerts twice, then is known.
+
     0.5 is a recent surprise 1e-5 unlikely (HTM's threshold on NAB), comparable from one series
     to the next. After a score of 0.5 or more the next ``hold`` points score 0: NAB (and an
     on-call human) counts the first alert of an episode, the rest are noise.
     """
 
     __slots__ = (
+        "_episode_size",
+        "_episode_start",
+        "_episodes",
+        "_high",
         "_hold",
+        "_in_episode",
         "_level",
         "_level_tail",
+        "_low",
         "_p",
+        "_recurring",
         "_residual",
         "_residual_tail",
         "_since",
@@ -467,14 +513,38 @@ class Likelihood:
         self._slot_count = array("l", bytes(array("l").itemsize * slots))
         self._since: float | None = None
         self._hold = 0
+        self._low = math.inf
+        self._high = -math.inf
+        # start and deviation from the level of the latest episodes, a ring of fixed size
+        self._episode_start = array("d", bytes(8 * p.recurrence_memory))
+        self._episode_size = array("d", bytes(8 * p.recurrence_memory))
+        self._episodes = 0  # episodes seen (capped)
+        self._in_episode = False
+        self._recurring = False
 
     def update(self, timestamp: float, value: float) -> float:
         p = self._p
         level = self._level
         mean, var = level.mean, level.var
-        score = self._level_tail.update(level.update(value, p), p)
+        armed = level.n >= p.warmup
+        own = level.update(value, p)
+        beyond = False
+        if value > self._high or value < self._low:
+            # and itself a 1e-5 deviation: a gaussian series' new records are not anomalies
+            beyond = self._beyond_range(value, armed and own >= 0.5)
+        score = self._level_tail.update(own, p)
         if p.season > 0 and math.isfinite(timestamp):
             score = self._seasonal(timestamp, value - mean, var, score)
+        if beyond:
+            score = 1.0
+        if score >= 0.5:
+            if not self._in_episode:
+                self._in_episode = True
+                self._recurring = self._recurs(timestamp, value - mean)
+            if self._recurring:
+                score = 0.0
+        else:
+            self._in_episode = False
 
         if self._hold > 0:
             self._hold -= 1
@@ -482,6 +552,49 @@ class Likelihood:
         if score >= 0.5 and p.hold:
             self._hold = p.hold
         return score
+
+    def _beyond_range(self, value: float, armed: bool) -> bool:
+        """Whether ``value``, outside the range seen so far, is beyond it by the margin (once
+        ``armed``); the range grows to include it."""
+        p = self._p
+        low, high = self._low, self._high
+        beyond = False
+        if armed and p.range_margin is not None and high > low:
+            margin = (high - low) * p.range_margin
+            if value > high + margin:
+                beyond = p.direction != "down"
+            elif value < low - margin:
+                beyond = p.direction != "up"
+        if value < low:
+            self._low = value
+        if value > high:
+            self._high = value
+        return beyond
+
+    def _recurs(self, start: float, deviation: float) -> bool:
+        """Whether an episode starting at ``start`` repeats an earlier interval and size; it
+        is remembered either way."""
+        p = self._p
+        memory = p.recurrence_memory
+        starts, sizes = self._episode_start, self._episode_size
+        newest = self._episodes
+        # the remembered episodes, newest first, as ring positions
+        ring = [(newest - k) % memory for k in range(1, min(newest, memory) + 1)]
+        found = False
+        if p.recurrence_tolerance > 0:
+            for j, at in enumerate(ring[:-1]):
+                previous, size = starts[at], sizes[at]
+                interval = start - previous
+                if interval <= 0 or abs(deviation - size) > p.recurrence_size * abs(size):
+                    continue
+                tolerance = p.recurrence_tolerance * interval
+                if any(abs(previous - starts[e] - interval) <= tolerance for e in ring[j + 1 :]):
+                    found = True
+                    break
+        starts[newest % memory] = start
+        sizes[newest % memory] = deviation
+        self._episodes = newest + 1 if newest < _COUNT_CAP else memory + (newest + 1) % memory
+        return found
 
     def _seasonal(
         self, timestamp: float, deviation: float, level_var: float, score: float

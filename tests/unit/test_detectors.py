@@ -330,11 +330,24 @@ def test_likelihood_direction_up_ignores_falls() -> None:
     assert falling.update(500.0, 70.0) == 0.0
 
 
+def spiked(n: int, every: int, seed: int = 1) -> list[float]:
+    """Noise with a 30-sigma spike every ``every`` points or so (irregularly): an episode each."""
+    rng = random.Random(seed)
+    values = noise(n, seed=seed)
+    i = every
+    while i < n:
+        values[i] += 60.0
+        i += every + rng.randrange(-every // 3, every // 3)
+    return values
+
+
 def test_likelihood_state_does_not_grow_with_the_series() -> None:
+    """Once the episode memory is full (8 episodes), nothing more is kept however long."""
     detector = Likelihood()
-    scores(detector, noise(1_000))
+    scores(detector, spiked(3_000, every=200))
+    assert detector._episodes >= LikelihoodParams().recurrence_memory
     size = len(pickle.dumps(detector))
-    scores(detector, noise(20_000, seed=2))
+    scores(detector, spiked(20_000, every=200, seed=2))
     assert len(pickle.dumps(detector)) == size
 
 
@@ -444,14 +457,68 @@ def deep_size(thing: object) -> int:
 def test_likelihood_state_stays_the_same_size_over_100k_points() -> None:
     detector = Likelihood()
     values = daily(2)
+    for i in range(300, len(values), 61):
+        values[i] += 100.0  # episodes at irregular times fill the episode memory
     update = detector.update
     for i in range(2_000):
         update(i * STEP, values[i % len(values)])
+    assert detector._episodes >= LikelihoodParams().recurrence_memory
     size = deep_size(detector)
     for i in range(2_000, 100_000):
         update(i * STEP, values[i % len(values)])
     assert detector._residual_tail.n > 90_000  # the seasonal model has been running
     assert deep_size(detector) == size
+
+
+# --- likelihood: episodes beyond the range, and recurring ones ---------------------------------
+
+
+def spiky_series(n: int, seed: int = 4) -> list[float]:
+    """Noise with a spike of +10 to +40 one point in five: the likelihood learns to expect big
+    jolts."""
+    rng = random.Random(seed)
+    return [100.0 + rng.gauss(0, 2) + (rng.random() < 0.2) * rng.uniform(10, 40) for _ in range(n)]
+
+
+def test_a_value_far_beyond_the_range_alerts_even_on_a_spiky_series() -> None:
+    values = spiky_series(2_000)
+    high = max(values)
+    within, beyond = [*values, high - 5.0], [*values, high + 10.0]
+    unheld = LikelihoodParams(hold=0)
+    assert scores(Likelihood(unheld.model_copy(update={"range_margin": None})), beyond)[-1] < 0.5
+    assert scores(Likelihood(unheld), within)[-1] < 0.5
+    assert scores(Likelihood(unheld), beyond)[-1] == 1.0
+
+
+def test_new_records_of_plain_noise_are_not_beyond_the_range() -> None:
+    """Gaussian noise sets a new maximum now and then; only a deviation that is itself
+    1e-5 unlikely counts."""
+    for seed in (1, 2, 3):
+        found = scores(Likelihood(), noise(5_000, seed=seed))
+        assert sum(s >= 0.5 for s in found) <= 3
+
+
+def test_a_spike_that_recurs_at_a_steady_interval_alerts_twice_then_is_known() -> None:
+    """A job spiking every 290 points (not a daily period: its time drifts)."""
+    values = noise(4_000)
+    spikes = list(range(300, 4_000, 290))
+    for i in spikes:
+        values[i] += 30.0
+    found = alerts(scores(Likelihood(), values))
+    assert found == spikes[:2]
+    off = alerts(scores(Likelihood(LikelihoodParams(recurrence_tolerance=0)), values))
+    assert len(off) >= len(spikes) - 1
+
+
+def test_a_recurring_time_with_another_size_or_an_irregular_time_still_alerts() -> None:
+    values = noise(4_000)
+    for i in range(300, 4_000, 290):
+        values[i] += 30.0
+    values[300 + 290 * 8] += 60.0  # at the usual time, three times the usual size
+    values[300 + 290 * 10 + 140] += 30.0  # the usual size, half-way between two
+    found = alerts(scores(Likelihood(), values))
+    assert 300 + 290 * 8 in found
+    assert 300 + 290 * 10 + 140 in found
 
 
 @settings(max_examples=40, deadline=None)
