@@ -37,7 +37,7 @@ def detect(
         "--param",
         "-p",
         help="detector parameter as KEY=VALUE (repeatable), e.g. warmup=50 (likelihood), "
-        "sigma=4 (zscore, ewma)",
+        "sigma=4 (zscore, ewma); KEY=null turns off an optional one (range_margin=null)",
     ),
     output: Path | None = typer.Option(None, "--output", "-o", help="write here instead of stdout"),
 ) -> None:
@@ -68,13 +68,14 @@ def detect(
         raise UserError(f"{output}: cannot write: {exc.strerror or exc}") from None
 
 
-def _params(items: list[str]) -> dict[str, str]:
-    params = {}
+def _params(items: list[str]) -> dict[str, str | None]:
+    """KEY=VALUE pairs for the detector's params model; ``null`` is None (as in YAML)."""
+    params: dict[str, str | None] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"--param: expected KEY=VALUE, got {item!r}")
-        params[key.strip()] = value.strip()
+        params[key.strip()] = None if value.strip() == "null" else value.strip()
     return params
 
 

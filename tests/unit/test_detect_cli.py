@@ -77,6 +77,25 @@ def test_output_file_detector_and_params(tmp_path: Path) -> None:
     assert float(rows[SPIKE]["anomaly_score"]) < 0.5  # sigma=100 tolerates the spike
 
 
+def test_null_turns_off_an_optional_param(tmp_path: Path) -> None:
+    """A series spiking one point in five, then a value beyond all of them: the range rule
+    scores it 1; with ``range_margin=null`` the likelihood alone (used to big jolts) does not."""
+    rng = random.Random(4)
+    values = [
+        100 + rng.gauss(0, 2) + (rng.random() < 0.2) * rng.uniform(10, 40) for _ in range(2000)
+    ]
+    values.append(max(values) + 10)
+    source = tmp_path / "spiky.csv"
+    rows = (f"{1_700_000_000 + 60 * i},{v:.6f}" for i, v in enumerate(values))
+    source.write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    params = ("-p", "hold=0")
+    on, off = run(str(source), *params), run(str(source), *params, "-p", "range_margin=null")
+    assert on.exit_code == 0 and off.exit_code == 0, (on.output, off.output)
+    assert float(parse(on.stdout)[-1]["anomaly_score"]) == 1.0
+    assert float(parse(off.stdout)[-1]["anomaly_score"]) < 0.5
+    assert_one_line_error(run(str(source), "-p", "warmup=null"), "--param", "warmup", "integer")
+
+
 def test_every_registered_detector_runs(tmp_path: Path) -> None:
     source = series_csv(tmp_path / "s.csv", unix=True)
     assert DEFAULT_DETECTOR in DETECTORS
