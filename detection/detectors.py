@@ -18,6 +18,7 @@ from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -370,8 +371,8 @@ class LikelihoodParams(_Params):
         ge=0,
         lt=1,
         description=(
-            "an episode that follows an earlier one of similar size at the interval that "
-            "separated two earlier episodes, within this share of it, scores 0; 0: off"
+            "an episode that follows the latest one of similar size by an interval that "
+            "already separated two consecutive ones, within this share of it, scores 0; 0: off"
         ),
     )
     recurrence_size: float = Field(
@@ -473,10 +474,11 @@ class Likelihood:
       more than ``range_margin`` of it, and itself a deviation from the level that scores 0.5
       (so that the new records of plain noise do not count), scores 1 however surprising the
       series usually is;
-    - *recurring*: an episode that starts at the interval that separated two earlier episodes
-      (within ``recurrence_tolerance`` of it), with a value of similar size (within
-      ``recurrence_size`` of the earlier one's deviation), scores 0: a job that spikes every
-      day and ten minutes, or every 6 hours, alerts twice, then is known.
+    - *recurring*: among the remembered episodes of similar size (the value within
+      ``recurrence_size`` of their deviation), an episode that follows the latest one by an
+      interval that already separated two consecutive ones (within ``recurrence_tolerance`` of
+      it) scores 0: a job that spikes every day and ten minutes, or every 6 hours, alerts
+      twice, then is known; spikes at random times rarely repeat a gap that closely.
 
     0.5 is a recent surprise 1e-5 unlikely (HTM's threshold on NAB), comparable from one series
     to the next. After a score of 0.5 or more the next ``hold`` points score 0: NAB (and an
@@ -572,25 +574,28 @@ class Likelihood:
         return beyond
 
     def _recurs(self, start: float, deviation: float) -> bool:
-        """Whether an episode starting at ``start`` repeats an earlier interval and size; it
-        is remembered either way."""
+        """Whether an episode starting at ``start`` follows the latest earlier episode of similar
+        size by an interval that already separated two consecutive ones of that size; it is
+        remembered either way."""
         p = self._p
         memory = p.recurrence_memory
         starts, sizes = self._episode_start, self._episode_size
         newest = self._episodes
-        # the remembered episodes, newest first, as ring positions
-        ring = [(newest - k) % memory for k in range(1, min(newest, memory) + 1)]
         found = False
         if p.recurrence_tolerance > 0:
-            for j, at in enumerate(ring[:-1]):
-                previous, size = starts[at], sizes[at]
-                interval = start - previous
-                if interval <= 0 or abs(deviation - size) > p.recurrence_size * abs(size):
-                    continue
+            # the remembered starts of similar size, newest first
+            similar = [
+                starts[at]
+                for at in ((newest - k) % memory for k in range(1, min(newest, memory) + 1))
+                if abs(deviation - sizes[at]) <= p.recurrence_size * abs(sizes[at])
+            ]
+            if similar and start > similar[0]:
+                interval = start - similar[0]
                 tolerance = p.recurrence_tolerance * interval
-                if any(abs(previous - starts[e] - interval) <= tolerance for e in ring[j + 1 :]):
-                    found = True
-                    break
+                found = any(
+                    abs(later - earlier - interval) <= tolerance
+                    for later, earlier in pairwise(similar)
+                )
         starts[newest % memory] = start
         sizes[newest % memory] = deviation
         self._episodes = newest + 1 if newest < _COUNT_CAP else memory + (newest + 1) % memory

@@ -510,6 +510,21 @@ def test_a_spike_that_recurs_at_a_steady_interval_alerts_twice_then_is_known() -
     assert len(off) >= len(spikes) - 1
 
 
+def test_spikes_at_random_times_are_not_taken_for_a_job() -> None:
+    """Episodes of one size at Poisson times: few gaps repeat an earlier gap within 3 %."""
+    rng = random.Random(11)
+    values = noise(60_000)
+    spikes, i = [], 300
+    while i < len(values):
+        values[i] += 30.0
+        spikes.append(i)
+        i += 30 + int(rng.expovariate(1 / 300))
+    found = set(alerts(scores(Likelihood(LikelihoodParams(hold=0)), values)))
+    alerted = sum(i in found for i in spikes)
+    assert len(spikes) > 150
+    assert alerted >= 0.85 * len(spikes)
+
+
 def test_a_recurring_time_with_another_size_or_an_irregular_time_still_alerts() -> None:
     values = noise(4_000)
     for i in range(300, 4_000, 290):
