@@ -75,7 +75,8 @@ def _params(items: list[str]) -> dict[str, str | None]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"--param: expected KEY=VALUE, got {item!r}")
-        params[key.strip()] = None if value.strip() == "null" else value.strip()
+        value = value.strip()
+        params[key.strip()] = None if value == "null" else value
     return params
 
 

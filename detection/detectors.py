@@ -486,6 +486,7 @@ class Likelihood:
     """
 
     __slots__ = (
+        "_episode_next",
         "_episode_size",
         "_episode_start",
         "_episodes",
@@ -520,7 +521,8 @@ class Likelihood:
         # start and deviation from the level of the latest episodes, a ring of fixed size
         self._episode_start = array("d", bytes(8 * p.recurrence_memory))
         self._episode_size = array("d", bytes(8 * p.recurrence_memory))
-        self._episodes = 0  # episodes seen (capped)
+        self._episodes = 0  # episodes remembered (at most recurrence_memory)
+        self._episode_next = 0  # where the next one goes
         self._in_episode = False
         self._recurring = False
 
@@ -580,14 +582,15 @@ class Likelihood:
         p = self._p
         memory = p.recurrence_memory
         starts, sizes = self._episode_start, self._episode_size
-        newest = self._episodes
+        at = self._episode_next
         found = False
         if p.recurrence_tolerance > 0:
             # the remembered starts of similar size, newest first
+            newest_first = ((at - k) % memory for k in range(1, self._episodes + 1))
             similar = [
-                starts[at]
-                for at in ((newest - k) % memory for k in range(1, min(newest, memory) + 1))
-                if abs(deviation - sizes[at]) <= p.recurrence_size * abs(sizes[at])
+                starts[e]
+                for e in newest_first
+                if abs(deviation - sizes[e]) <= p.recurrence_size * abs(sizes[e])
             ]
             if similar and start > similar[0]:
                 interval = start - similar[0]
@@ -596,9 +599,9 @@ class Likelihood:
                     abs(later - earlier - interval) <= tolerance
                     for later, earlier in pairwise(similar)
                 )
-        starts[newest % memory] = start
-        sizes[newest % memory] = deviation
-        self._episodes = newest + 1 if newest < _COUNT_CAP else memory + (newest + 1) % memory
+        starts[at], sizes[at] = start, deviation
+        self._episode_next = (at + 1) % memory
+        self._episodes = min(self._episodes + 1, memory)
         return found
 
     def _seasonal(

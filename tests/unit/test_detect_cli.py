@@ -13,6 +13,7 @@ from typer.testing import CliRunner, Result
 
 from selfheal.cli.detect import DEFAULT_DETECTOR, register
 from selfheal.detection.detectors import DETECTORS
+from tests.unit.test_detectors import spiky_series
 
 app = typer.Typer()
 
@@ -80,10 +81,7 @@ def test_output_file_detector_and_params(tmp_path: Path) -> None:
 def test_null_turns_off_an_optional_param(tmp_path: Path) -> None:
     """A series spiking one point in five, then a value beyond all of them: the range rule
     scores it 1; with ``range_margin=null`` the likelihood alone (used to big jolts) does not."""
-    rng = random.Random(4)
-    values = [
-        100 + rng.gauss(0, 2) + (rng.random() < 0.2) * rng.uniform(10, 40) for _ in range(2000)
-    ]
+    values = spiky_series(2000)
     values.append(max(values) + 10)
     source = tmp_path / "spiky.csv"
     rows = (f"{1_700_000_000 + 60 * i},{v:.6f}" for i, v in enumerate(values))
