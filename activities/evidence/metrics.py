@@ -24,8 +24,10 @@ sample into the future):
 
 When a query returns several series (per instance, per route), the one that moved most (largest
 |z|) speaks for the query. Facts: ``metrics.<q>.*`` for the faulted service,
-``deps.<D>.<q>.*`` for each dependency, ``deps.max.<q>.z`` and ``deps.worst.<q>`` (the largest
-signed z among the dependencies, and whose it is), ``rca.top`` and ``rca.top_score``. Findings:
+``deps.<D>.<q>.*`` for each dependency, ``deps.max.<q>.z``, ``deps.max.<q>.change`` and
+``deps.worst.<q>`` (the largest signed z among the dependencies, that dependency's change in the
+query's unit, and whose it is: a rule needs the change too, a z-score alone cannot tell 27 µs
+from 27 ms), ``rca.top`` and ``rca.top_score``. Findings:
 ``metric_shift`` for each |z| >= ``SHIFT_Z`` (3, as ``rca.ANOMALOUS``), ``rca_rank`` for the top
 ranked service when its score is anomalous too (a best of nothing points at nothing).
 
@@ -162,7 +164,7 @@ def assess(
     facts = gathered.facts
     split_at = at - lead_s
     frame: dict[str, dict[str, Points]] = {}
-    worst: dict[str, tuple[float, str]] = {}
+    worst: dict[str, tuple[float, str, float]] = {}
     for result in results:
         own = result.service == service
         prefix = f"metrics.{result.query}" if own else f"deps.{result.service}.{result.query}"
@@ -184,7 +186,7 @@ def assess(
         facts[f"{prefix}.change"] = moved.change
         facts[f"{prefix}.z"] = moved.z
         if not own and (result.query not in worst or moved.z > worst[result.query][0]):
-            worst[result.query] = (moved.z, result.service)
+            worst[result.query] = (moved.z, result.service, moved.change)
         if abs(moved.z) >= SHIFT_Z:
             gathered.findings.append(
                 Finding(
@@ -202,8 +204,9 @@ def assess(
                     },
                 )
             )
-    for query, (z, dependency) in sorted(worst.items()):
+    for query, (z, dependency, change) in sorted(worst.items()):
         facts[f"deps.max.{query}.z"] = z
+        facts[f"deps.max.{query}.change"] = change
         facts[f"deps.worst.{query}"] = dependency
     ranking = rank_services(frame, split_at, graph, symptom=service) if frame else []
     if ranking:

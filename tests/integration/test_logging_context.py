@@ -102,3 +102,65 @@ async def test_the_selfheal_worker_carries_the_interceptor(client: Client, task_
     )
     interceptors = worker.config().get("interceptors") or []
     assert any(isinstance(i, HealingLogInterceptor) for i in interceptors)
+
+
+ENDED: list[str] = []
+
+
+@activity.defn
+async def outlive_workflow(note: str) -> str:
+    try:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(0.1)
+    finally:
+        details = activity.cancellation_details()
+        ENDED.append(f"not_found={details.not_found}" if details else "no details")
+
+
+@workflow.defn
+class EndsBeforeItsActivityWorkflow:
+    @workflow.run
+    async def run(self, note: str) -> str:
+        workflow.start_activity(
+            outlive_workflow,
+            note,
+            start_to_close_timeout=timedelta(seconds=60),
+            heartbeat_timeout=timedelta(seconds=5),
+            cancellation_type=workflow.ActivityCancellationType.ABANDON,
+        )
+        await workflow.sleep(0.5)
+        return note
+
+
+async def test_an_activity_outliving_its_workflow_ends_without_a_warning(
+    client: Client, task_queue: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The side-effect watch a healing cancels just before it completes learns of it once the
+    workflow is gone: that is no failure, and no warning with a traceback per healing."""
+    ENDED.clear()
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[EndsBeforeItsActivityWorkflow],
+        activities=[outlive_workflow],
+        workflow_runner=workflow_runner(),
+        interceptors=[HealingLogInterceptor()],
+        max_heartbeat_throttle_interval=timedelta(seconds=0.2),
+        default_heartbeat_throttle_interval=timedelta(seconds=0.2),
+    ):
+        handle = await client.start_workflow(
+            EndsBeforeItsActivityWorkflow.run,
+            "bye",
+            id=f"heal-{uuid.uuid4().hex[:16]}",
+            task_queue=task_queue,
+        )
+        assert await asyncio.wait_for(handle.result(), timeout=60) == "bye"
+        for _ in range(100):
+            if ENDED:
+                break
+            await asyncio.sleep(0.1)
+    assert ENDED == ["not_found=True"]
+    err = capsys.readouterr().err
+    assert "Completing activity as failed" not in err
+    assert "Traceback" not in err

@@ -17,6 +17,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from selfheal.core.log_context import HealingLogInterceptor
 from selfheal.domain import (
     Approval,
     ApprovalDecision,
@@ -62,6 +63,8 @@ async def running(client: Client, task_queue: str, scenario: Scenario) -> AsyncI
         # running activity keeps the time-skipping server from skipping.
         max_heartbeat_throttle_interval=timedelta(seconds=0.5),
         default_heartbeat_throttle_interval=timedelta(seconds=0.5),
+        # as build_worker's: a watch that outlives its healing is no warning on stderr
+        interceptors=[HealingLogInterceptor()],
     ):
         yield
 

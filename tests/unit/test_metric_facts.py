@@ -95,6 +95,7 @@ def test_facts_for_the_service_its_dependencies_and_the_ranking() -> None:
     assert facts["deps.payments.error_ratio.z"] > facts["metrics.error_ratio.z"]
     assert abs(facts["deps.ledger.error_ratio.z"]) < 3
     assert facts["deps.max.error_ratio.z"] == facts["deps.payments.error_ratio.z"]
+    assert facts["deps.max.error_ratio.change"] == facts["deps.payments.error_ratio.change"]
     assert facts["deps.worst.error_ratio"] == "payments"
     assert facts["deps.ledger.saturation.error"].startswith("template: ")
     # checkout's errors are explained by its callee's: payments is the root cause

@@ -147,7 +147,7 @@ SCENARIO_FACTS: dict[str, dict[str, Any]] = {
     "dependency_slow": CHECKOUT | FAILING
     | origin("checkout", "GET /reserve", "TimeoutError")
     | {"deps.inventory.latency_p99.z": 40.0, "deps.max.latency_p99.z": 40.0,
-       "deps.worst.latency_p99": "inventory"},
+       "deps.max.latency_p99.change": 1.0, "deps.worst.latency_p99": "inventory"},
     "inventory_errors": CHECKOUT | FAILING
     | origin("inventory", "index.lookup", "IndexCorruption")
     | {"traces.origin.is_dependency": True},
@@ -167,6 +167,23 @@ def test_demo_scenarios_rank_their_cause_first(rules: RuleSet, name: str) -> Non
     assert (top.root_cause, top.component) == (scenario.root_cause, scenario.component)
     assert top.confidence >= 0.7  # confident enough to act without a human
     assert not close_call(ranked, margin=0.1)
+
+
+def test_a_dependency_faster_than_noise_is_no_slow_dependency(rules: RuleSet) -> None:
+    """A crash right after an earlier healing (recorded in a flaky e2e run): inventory's p99
+    went from 27 µs to 54 µs, z 17.8 against its tiny spread. That slowed nobody: the crash
+    alone is the diagnosis, confident enough to act without asking."""
+    facts = SCENARIO_FACTS["crash"] | {
+        "deps.inventory.latency_p99.z": 17.79,
+        "deps.max.latency_p99.z": 17.79,
+        "deps.max.latency_p99.change": 2.74e-05,
+        "deps.worst.latency_p99": "inventory",
+    }
+    ranked = rank(rules.matches(facts), [])
+    assert [h.root_cause for h in ranked] == ["process_crashed"]
+    assert ranked[0].confidence >= 0.7
+    slower = facts | {"deps.max.latency_p99.change": 0.4}
+    assert "dependency_degraded" in {h.root_cause for h in rank(rules.matches(slower), [])}
 
 
 def test_a_healthy_service_matches_no_rule(rules: RuleSet) -> None:
