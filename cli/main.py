@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 from pydantic import ValidationError
 
@@ -17,7 +19,7 @@ from selfheal.cli import (
     serve,
     worker_cmd,
 )
-from selfheal.cli.errors import describe_validation_error, fail
+from selfheal.cli.errors import describe_validation_error, err_console, fail
 from selfheal.core.logging import configure_logging
 from selfheal.core.settings import get_settings
 
@@ -59,7 +61,25 @@ rca.register(app)
 
 
 def main() -> None:
-    app()
+    """Run the command. Mistakes the parser catches (an unknown option, a value of the wrong
+    type, a missing argument) are one line and exit code 2 like every other user error, not
+    Typer's framed box: a script's log and a narrow terminal both want one line."""
+    try:
+        code = app(prog_name="selfheal", standalone_mode=False)
+    except typer.TyperException as exc:  # Typer's own Click: UsageError and its kin
+        ctx = getattr(exc, "ctx", None)
+        show = getattr(exc, "show", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and callable(show):
+            show()  # `selfheal` or `selfheal kb` alone: the help, as before
+        else:
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            err_console.print(f"error: {exc.format_message()}{hint}", markup=False)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("Aborted.", markup=False)
+        sys.exit(1)
+    # A command returns None; typer.Exit(n) comes back here as n.
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-from selfheal.cli.main import app
+from selfheal.cli.main import app, main
 from selfheal.core.settings import get_settings
 
 
@@ -127,3 +127,65 @@ def test_demo_list_needs_no_services() -> None:
     assert result.exit_code == 0, result.output
     for name in ("error_burst", "hang", "crash", "poisoned_cache", "process_crashed"):
         assert name in result.stdout
+
+
+def run_main(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[int, str, str]:
+    """The `selfheal` entry point as installed (main(), not the Typer app CliRunner calls)."""
+    monkeypatch.setattr("sys.argv", ["selfheal", *args])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    out, err = capsys.readouterr()
+    code = exited.value.code
+    return (code if isinstance(code, int) else 1), out, err
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["forecast", "x.csv", "--threshold", "ten"], ["'--threshold'", "valid number"]),
+        (["detect", "--frobnicate"], ["No such option: --frobnicate", "selfheal detect --help"]),
+        (["detect"], ["Missing argument 'file'"]),
+        (["heal-everything"], ["No such command 'heal-everything'", "selfheal --help"]),
+        (["kb", "stats", "--json", "extra"], ["unexpected extra argument"]),
+    ],
+)
+def test_parser_mistakes_are_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    fragments: list[str],
+) -> None:
+    code, out, err = run_main(monkeypatch, capsys, *args)
+    assert code == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_entry_point_keeps_help_and_exit_codes(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, err = run_main(monkeypatch, capsys, "--help")
+    assert (code, err) == (0, "")
+    assert "Usage: selfheal" in out and "forecast" in out
+    # alone, a group prints its help (exit 2, as Click does), not an error line
+    code, out, err = run_main(monkeypatch, capsys, "kb")
+    assert code == 2
+    assert "Usage: selfheal kb" in out + err and "error:" not in out + err
+    # a command's own one-line error keeps its code through main()
+    code, out, err = run_main(monkeypatch, capsys, "detect", str(tmp_path / "absent.csv"))
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"error: {tmp_path / 'absent.csv'}: cannot read: No such file or directory"
+    ]
+    # and success is 0
+    series = tmp_path / "s.csv"
+    series.write_text("timestamp,value\n" + "".join(f"{i * 60},{i % 7}\n" for i in range(50)))
+    code, out, err = run_main(monkeypatch, capsys, "detect", str(series))
+    assert code == 0, err
+    assert out.splitlines()[0] == "timestamp,value,anomaly_score"
