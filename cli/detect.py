@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TextIO
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from selfheal.cli.errors import UserError, describe_validation_error, err_console, user_errors
 from selfheal.detection.detectors import DETECTORS
@@ -51,13 +51,23 @@ def detect(
             f"--detector: unknown detector {detector!r}; expected one of " + ", ".join(DETECTORS)
         )
     try:
-        scorer = kind.make(_params(param))
+        params = kind.params.model_validate(_params(param))
     except ValidationError as exc:
         raise UserError(describe_validation_error(exc, source="--param")) from None
+    scorer = kind.make(params)
     series = read_series_csv(file)
     for warning in series.warnings("scored in file order"):
         err_console.print(f"warning: {warning}", markup=False)
     rows = series.rows
+    if not rows:
+        raise UserError(f"{file}: no row with a usable timestamp and value")
+    learning = _learning_points(params)
+    if len(rows) <= learning:
+        err_console.print(
+            f"warning: {file}: {len(rows)} points; {detector} learns from the first "
+            f"{learning} before it scores any, so every score is 0",
+            markup=False,
+        )
     if output is None:
         _write(sys.stdout, rows, scorer.update)
         return
@@ -66,6 +76,12 @@ def detect(
             _write(out, rows, scorer.update)
     except OSError as exc:
         raise UserError(f"{output}: cannot write: {exc.strerror or exc}") from None
+
+
+def _learning_points(params: BaseModel) -> int:
+    """Points a detector learns before its first score (its ``warmup`` or ``min_points``)."""
+    counts = [getattr(params, name, 0) for name in ("warmup", "min_points")]
+    return max((c for c in counts if isinstance(c, int)), default=0)
 
 
 def _params(items: list[str]) -> dict[str, str | None]:

@@ -26,6 +26,8 @@ from selfheal.core.temporal import connect
 from selfheal.detection.forecast import Direction, Forecast, forecast
 from selfheal.detection.maintenance import parse_duration
 from selfheal.detection.series_csv import read_series_csv
+from selfheal.domain.errors import ConfigError
+from selfheal.domain.forecast import MAX_HORIZON_S
 from selfheal.healings.schedules import (
     ForecastSchedule,
     ScheduleSync,
@@ -35,6 +37,8 @@ from selfheal.healings.schedules import (
 from selfheal.workflows.contract import forecast_schedule_id
 
 DIRECTIONS: tuple[Direction, ...] = ("up", "down")
+EXTRAPOLATION = 10
+"""a horizon longer than this many times the history is warned about"""
 
 
 schedules_app = typer.Typer(
@@ -74,17 +78,34 @@ def forecast_command(
         horizon_s = parse_duration(horizon)
     except ValueError as exc:
         raise UserError(f"--horizon: {exc}") from None
+    if horizon_s > MAX_HORIZON_S:
+        raise UserError(f"--horizon: at most {MAX_HORIZON_S / 86_400:g}d, got {horizon!r}")
     series = read_series_csv(file)
     for warning in series.warnings("sorted by time, values of a repeated timestamp averaged"):
         err_console.print(f"warning: {warning}", markup=False)
     if not series.rows:
         raise UserError(f"{file}: no row with a usable timestamp and value")
-    result = forecast(
-        series.times,
-        series.values,
-        threshold=threshold,
-        horizon_s=horizon_s,
-        direction="up" if direction == "up" else "down",
+    history_s = max(series.times) - min(series.times)
+    if horizon_s > EXTRAPOLATION * history_s:
+        err_console.print(
+            f"warning: {file}: the horizon ({_span(horizon_s)}) is more than {EXTRAPOLATION} "
+            f"times the history ({_span(history_s)}); the trend is extrapolated far past "
+            "what the data shows",
+            markup=False,
+        )
+    try:
+        result = forecast(
+            series.times,
+            series.values,
+            threshold=threshold,
+            horizon_s=horizon_s,
+            direction="up" if direction == "up" else "down",
+        )
+    except ConfigError as exc:
+        raise UserError(f"{file}: {exc}") from None
+    # what the reader skipped counts too: a script reading --json sees every row not used
+    result = result.model_copy(
+        update={"points_skipped": result.points_skipped + len(series.skipped)}
     )
     if as_json:
         typer.echo(json.dumps(result.model_dump(mode="json"), indent=2))
@@ -100,7 +121,11 @@ def summary(result: Forecast) -> str:
         f"{result.probability:.0%}"
     ]
     if result.already_crossed:
-        lines.append(f"already beyond the threshold (expected level now {result.level:.4g})")
+        other = "down" if result.direction == "up" else "up"
+        lines.append(
+            f"already beyond the threshold (expected level now {result.level:.4g}); if the "
+            f"series must not {'fall' if other == 'down' else 'rise'} to it: --direction {other}"
+        )
     elif result.crossing_at is not None:
         line = (
             f"expected crossing: {_utc(result.crossing_at)} "
@@ -128,7 +153,7 @@ def summary(result: Forecast) -> str:
     )
     notes = []
     if result.points_skipped:
-        notes.append(f"{result.points_skipped} non-finite skipped")
+        notes.append(f"{result.points_skipped} skipped")
     if result.repeated_timestamps:
         notes.append(f"{result.repeated_timestamps} repeated timestamps averaged")
     lines.append(f"points: {result.points_used} used" + "".join(f", {n}" for n in notes))
@@ -136,7 +161,10 @@ def summary(result: Forecast) -> str:
 
 
 def _utc(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, ValueError, OSError):  # past the year 9999
+        return f"{seconds:.0f} (unix seconds)"
 
 
 def _span(seconds: float) -> str:

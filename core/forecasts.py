@@ -2,11 +2,11 @@
 through the one YAML door and checked against the service catalog.
 
 ``load_forecast_rules(path, catalog=...)`` reads the file (a missing file is no rules) and
-refuses a threshold that is not a finite number; with a catalog, also a rule whose ``service``
-is not in it, whose ``target`` is not one of that service's targets, whose service declares no
-target at all (its predicted fault could not be resolved), or whose ``metric`` names one of the
-service's evidence queries that cannot be rendered (an unknown placeholder). Every problem reads
-``file:LINE: forecasts[i] (name): field: problem``, as the other runbooks do.
+refuses a threshold that is not a finite number within ±1e150; with a catalog, also a rule whose
+``service`` is not in it, whose ``target`` is not one of that service's targets, whose service
+declares no target at all (its predicted fault could not be resolved), or whose ``metric``
+names one of the service's evidence queries that cannot be rendered (an unknown placeholder).
+Every problem reads ``file:LINE: forecasts[i] (name): field: problem``, as the other runbooks do.
 
 ``ForecastRulesSource`` is the file as a worker sees it: re-read when it changes, so that an
 edited threshold applies at the next forecast; a broken edit keeps the last good rules.
@@ -24,7 +24,7 @@ import structlog
 from selfheal.core.catalog import ServiceCatalog, query_variables
 from selfheal.core.prometheus import render_query
 from selfheal.core.yaml_source import Check, ErrorFilter, Problem, ReloadingFile, read_yaml
-from selfheal.domain.forecast import ForecastRule, ForecastRules
+from selfheal.domain.forecast import LARGEST_VALUE, ForecastRule, ForecastRules
 
 log = structlog.get_logger(__name__)
 
@@ -50,11 +50,12 @@ def load_forecast_rules(path: Path, *, catalog: ServiceCatalog | None = None) ->
 
 
 def threshold_problems(rules: ForecastRules) -> Iterator[Problem]:
-    """YAML reads ``.inf`` and ``.nan`` as numbers: no series crosses them."""
+    """YAML reads ``.inf`` and ``.nan`` as numbers: no series crosses them (nor 1e200)."""
     for index, rule in enumerate(rules.forecasts):
-        if not math.isfinite(rule.threshold):
+        if not (math.isfinite(rule.threshold) and abs(rule.threshold) <= LARGEST_VALUE):
             yield Problem(
-                ("forecasts", index, "threshold"), f"expected a finite number, got {rule.threshold}"
+                ("forecasts", index, "threshold"),
+                f"expected a finite number within ±{LARGEST_VALUE:g}, got {rule.threshold}",
             )
 
 

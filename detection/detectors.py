@@ -386,6 +386,23 @@ class LikelihoodParams(_Params):
     recurrence_memory: int = Field(
         default=8, ge=2, le=64, description="earlier episodes remembered for recurrence"
     )
+    outlier_clip: float | None = Field(
+        default=6.36,
+        gt=0,
+        description=(
+            "a value more than this many deviations from its prediction is learnt as if it lay "
+            "at this distance, so that one wild value does not blind the detector for days "
+            "(6.36: where the surprise reaches 1, a one-tail probability of 1e-10); null: off"
+        ),
+    )
+    outlier_run: int = Field(
+        default=3,
+        ge=0,
+        description=(
+            "consecutive values beyond outlier_clip learnt clipped (3, as short); the rest of a "
+            "longer run is a new regime and learnt in full"
+        ),
+    )
 
 
 # Counters stop here, long after every warm-up they gate: the state never grows.
@@ -395,12 +412,13 @@ _COUNT_CAP = 1 << 30
 class _Surprise:
     """Exponentially weighted mean and variance of a stream, and how surprising a new value is."""
 
-    __slots__ = ("mean", "n", "var")
+    __slots__ = ("mean", "n", "outliers", "var")
 
     def __init__(self) -> None:
         self.n = 0
         self.mean = 0.0
         self.var = 0.0
+        self.outliers = 0  # consecutive values beyond outlier_clip, up to outlier_run
 
     def update(self, value: float, p: LikelihoodParams) -> float:
         """``surprise`` of ``value`` against what came before (0 for the first ``min_points``),
@@ -409,11 +427,19 @@ class _Surprise:
         if n < _COUNT_CAP:
             self.n = n + 1
         level = 0.0
+        diff = value - self.mean
         if n >= p.min_points:
             std = max(math.sqrt(self.var), 1e-6)
-            level = surprise(_signed(value - self.mean, p.direction) / std)
+            level = surprise(_signed(diff, p.direction) / std)
+            clip = p.outlier_clip
+            if clip is not None and abs(diff) > clip * std:
+                if self.outliers < p.outlier_run:
+                    # an outlier, not (yet) a new regime: learnt as if it lay at the clip
+                    self.outliers += 1
+                    diff = math.copysign(clip * std, diff)
+            else:
+                self.outliers = 0
         alpha = p.alpha if n >= p.min_points else 1.0 / (n + 1)
-        diff = value - self.mean
         self.mean += alpha * diff
         self.var = (1.0 - alpha) * (self.var + alpha * diff * diff)
         return level

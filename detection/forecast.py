@@ -5,7 +5,8 @@ Pure (numpy, no I/O). ``forecast(times, values, threshold=...)`` takes points as
 unsorted, with repeated timestamps, gaps and non-finite values — and returns a ``Forecast``.
 Method (docs/forecasting.md):
 
-1. **Clean.** Non-finite points are dropped and counted; points are sorted by time and the
+1. **Clean.** Non-finite points, and values beyond ±``LARGEST_VALUE`` (corrupt rows), are
+   dropped and counted; points are sorted by time and the
    values of a repeated timestamp averaged. A threshold crossed *downwards* (free bytes,
    certificate days left) is the same problem on the negated series.
 2. **Seasonality.** A daily and, when the data spans two weeks, a weekly profile are tried, each
@@ -46,6 +47,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from selfheal.domain.errors import ConfigError
+from selfheal.domain.forecast import LARGEST_VALUE, MAX_HORIZON_S
 
 Direction = Literal["up", "down"]
 Array = npt.NDArray[np.float64]
@@ -107,7 +109,10 @@ class Forecast(BaseModel):
     noise: float = Field(description="robust standard deviation of an observation")
     interval: float = INTERVAL
     points_used: int
-    points_skipped: int = Field(description="non-finite values or times")
+    points_skipped: int = Field(
+        description="points not used: non-finite times or values, values beyond ±1e150, and "
+        "(from `selfheal forecast`) the file's rows that could not be read"
+    )
     repeated_timestamps: int = Field(description="points merged into an earlier timestamp")
     path: list[ForecastPoint]
 
@@ -161,17 +166,23 @@ def forecast(
     """Forecast ``values`` at ``times`` (unix seconds) over ``horizon_s`` from ``now`` (default:
     the last point) against ``threshold``, reached from below (``up``) or above (``down``).
     Raises ``ConfigError`` naming the argument when there is too little to forecast from."""
-    if not math.isfinite(threshold):
-        raise ConfigError(f"threshold: expected a finite number, got {threshold!r}")
-    if not (math.isfinite(horizon_s) and horizon_s > 0):
-        raise ConfigError(f"horizon: expected a positive duration, got {horizon_s!r}")
+    if not (math.isfinite(threshold) and abs(threshold) <= LARGEST_VALUE):
+        raise ConfigError(
+            f"threshold: expected a finite number within ±{LARGEST_VALUE:g}, got {threshold!r}"
+        )
+    if not (math.isfinite(horizon_s) and 0 < horizon_s <= MAX_HORIZON_S):
+        raise ConfigError(
+            f"horizon: expected a positive duration of at most {MAX_HORIZON_S / DAY_S:g}d, "
+            f"got {horizon_s!r} s"
+        )
     if direction not in ("up", "down"):
         raise ConfigError(f"direction: expected 'up' or 'down', got {direction!r}")
     t_all = np.asarray(times, dtype=np.float64)
     y_all = np.asarray(values, dtype=np.float64)
     if t_all.shape != y_all.shape or t_all.ndim != 1:
         raise ConfigError("values: expected as many values as times")
-    finite = np.isfinite(t_all) & np.isfinite(y_all)
+    with np.errstate(invalid="ignore"):
+        finite = np.isfinite(t_all) & (np.abs(y_all) <= LARGEST_VALUE)
     skipped = int(len(t_all) - finite.sum())
     t, y, repeated = _merge_repeats(t_all[finite], y_all[finite])
     if len(t) < MIN_POINTS:
@@ -270,6 +281,8 @@ def _profile(t: Array, y: Array, period: float, bins: int) -> _Season | None:
     first = int(cell[0])
     index = cell - first
     size = int(index[-1]) + 1
+    if size > 16 * max(len(t), bins):
+        return None  # mostly gaps: no profile to find, and a grid that size could fill memory
     counts = np.bincount(index, minlength=size).astype(np.float64)
     sums = np.bincount(index, weights=y, minlength=size)
     grid = np.full(size, np.nan)

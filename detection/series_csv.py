@@ -6,8 +6,9 @@ accepts what it can and says what it did:
 
 - rows that repeat a timestamp or step back in time are kept, in file order, and counted
   (``out_of_order``, with the first such line);
-- a row whose value is blank, not a number or not finite, whose timestamp cannot be read, or
-  that has too few columns is skipped and recorded with its line (``skipped``);
+- a row whose value is blank, not a number, not finite or beyond ±``LARGEST_VALUE``, whose
+  timestamp cannot be read or lies past the year 9999, or that has too few columns is skipped
+  and recorded with its line (``skipped``);
 - what cannot be read at all is a ``ConfigError`` of one line: a missing ``timestamp`` or
   ``value`` column, text that is not UTF-8, a file that is not CSV.
 
@@ -28,8 +29,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from selfheal.domain.errors import ConfigError
+from selfheal.domain.forecast import LARGEST_VALUE
 
 COLUMNS = ("timestamp", "value")
+LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+"""Later (or as early before 1970) numeric timestamps are skipped: no clock says so."""
 WARNING_LINES = 5
 """skipped rows named one by one before the rest are counted"""
 
@@ -44,6 +48,9 @@ class SeriesRow:
     at: float
     """unix seconds"""
     value: float
+
+
+_KINDS = {"columns": "too few columns", "timestamp": "a bad timestamp", "value": "a bad value"}
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,9 @@ class SeriesCsv:
         rest = self.skipped[limit:]
         if rest:
             kinds = Counter(row.kind for row in rest)
-            what = ", ".join(f"{count} with a bad {kind}" for kind, count in sorted(kinds.items()))
+            what = ", ".join(
+                f"{count} with {_KINDS[kind]}" for kind, count in sorted(kinds.items())
+            )
             lines.append(f"{self.source}: {len(rest)} more rows skipped ({what})")
         return lines
 
@@ -140,6 +149,10 @@ def parse_series_csv(lines: Iterable[str], source: str) -> SeriesCsv:
             at = parse_timestamp(stamp)
             if at is None:
                 reason = f"timestamp {stamp!r} is not unix seconds, YYYY-MM-DD HH:MM:SS or ISO 8601"
+                skipped.append(SkippedRow(line, "timestamp", reason))
+                continue
+            if abs(at) > LATEST:
+                reason = f"timestamp {stamp!r} is past the year 9999 in any unit"
                 skipped.append(SkippedRow(line, "timestamp", reason))
                 continue
             value = _value(raw)
@@ -212,4 +225,6 @@ def _value(text: str) -> float | str:
         return f"value {text!r} is not a number"
     if not math.isfinite(value):
         return f"value {text!r} is not a finite number"
+    if abs(value) > LARGEST_VALUE:
+        return f"value {text!r} is beyond ±{LARGEST_VALUE:g}"
     return value

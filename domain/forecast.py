@@ -13,6 +13,7 @@ before acting.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from typing import Literal
@@ -32,10 +33,19 @@ DEFAULT_MIN_PROBABILITY = 0.7
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
-def _positive_duration(value: str, *, at_least_s: float = 0.0) -> str:
+LARGEST_VALUE = 1e150
+"""Values (and thresholds) beyond ± this are refused: a model squares them (1e150 squared is near
+float's limit), and no metric is that large; in a series, such a value is a corrupt row."""
+MAX_HORIZON_S = 3650 * 86_400.0
+"""The longest horizon: 10 years (a certificate's lifetime), far past what any history supports."""
+
+
+def _positive_duration(value: str, *, at_least_s: float = 0.0, at_most_s: float = math.inf) -> str:
     seconds = parse_duration(value)
     if seconds < at_least_s:
         raise ValueError(f"expected at least {at_least_s:g}s, got {value!r}")
+    if seconds > at_most_s:
+        raise ValueError(f"expected at most {at_most_s / 86_400:g}d, got {value!r}")
     return value
 
 
@@ -83,9 +93,14 @@ class ForecastRule(BaseModel):
             return f"{value:g}"
         return value
 
-    @field_validator("horizon", "lookback")
+    @field_validator("horizon")
     @classmethod
-    def _span(cls, value: str) -> str:
+    def _horizon(cls, value: str) -> str:
+        return _positive_duration(value, at_most_s=MAX_HORIZON_S)
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback(cls, value: str) -> str:
         return _positive_duration(value)
 
     @field_validator("every")

@@ -151,6 +151,12 @@ def warnings_of(result: Result) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
 
 
+def reader_warnings(result: Result) -> list[str]:
+    """The warnings about the file's rows, without the one about a series shorter than the
+    detector's warm-up (the short files here all are)."""
+    return [line for line in warnings_of(result) if "before it scores any" not in line]
+
+
 def test_out_of_order_and_repeated_rows_are_scored_in_file_order_with_a_count(
     tmp_path: Path,
 ) -> None:
@@ -165,7 +171,7 @@ def test_out_of_order_and_repeated_rows_are_scored_in_file_order_with_a_count(
     rows = parse(result.stdout)
     assert [r["value"] for r in rows] == [str(i) for i in range(30)]  # file order, all kept
     assert [r["timestamp"] for r in rows] == [str(t) for t in stamps]
-    assert warnings_of(result) == [
+    assert reader_warnings(result) == [
         f"warning: {path}: 3 rows repeat or step back in time (first at line 12); "
         "scored in file order"
     ]
@@ -201,7 +207,7 @@ def test_blank_and_non_numeric_values_are_skipped_with_their_line(tmp_path: Path
     result = run(str(path))
     assert result.exit_code == 0, result.output
     assert [r["value"] for r in parse(result.stdout)] == ["1", "4", "5"]
-    assert warnings_of(result) == [
+    assert reader_warnings(result) == [
         f"warning: {path}:3: value is blank; skipped",
         f"warning: {path}:4: value 'abc' is not a number; skipped",
         f"warning: {path}:5: timestamp '2024-13-01 00:00:00' is not unix seconds, "
@@ -218,7 +224,7 @@ def test_many_bad_rows_are_named_up_to_a_limit_then_counted(tmp_path: Path) -> N
     result = run(str(path))
     assert result.exit_code == 0, result.output
     assert len(parse(result.stdout)) == 20
-    warned = warnings_of(result)
+    warned = reader_warnings(result)
     assert len(warned) == 6
     assert warned[0] == f"warning: {path}:3: value 'x' is not a number; skipped"
     assert warned[-1] == f"warning: {path}: 15 more rows skipped (15 with a bad value)"
@@ -259,3 +265,35 @@ def test_missing_file_and_unwritable_output(tmp_path: Path) -> None:
     source = series_csv(tmp_path / "s.csv", unix=True)
     target = tmp_path / "no-such-dir" / "out.csv"
     assert_one_line_error(run(str(source), "-o", str(target)), "out.csv", "cannot write")
+
+
+def test_a_file_without_a_usable_row_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "empty.csv"
+    path.write_text("timestamp,value\n")
+    assert_one_line_error(run(str(path)), "empty.csv", "no row with a usable timestamp and value")
+
+
+def test_fewer_points_than_the_warm_up_are_warned_about(tmp_path: Path) -> None:
+    short = series_csv(tmp_path / "short.csv", unix=True, n=150, spike_at=140)
+    result = run(str(short))
+    assert result.exit_code == 0, result.output
+    assert {r["anomaly_score"] for r in parse(result.stdout)} == {"0.000000"}
+    assert warnings_of(result) == [
+        f"warning: {short}: 150 points; likelihood learns from the first 150 before it scores "
+        "any, so every score is 0"
+    ]
+    assert warnings_of(run(str(short), "-d", "zscore")) == []  # it learns 10
+    assert warnings_of(run(str(short), "-p", "warmup=100")) == []
+
+
+def test_wild_values_and_impossible_times_are_skipped(tmp_path: Path) -> None:
+    source = series_csv(tmp_path / "s.csv", unix=True)
+    path = tmp_path / "wild.csv"
+    path.write_text(source.read_text() + "1700030000,-1e151\n1e30,5\n")
+    result = run(str(path))
+    assert result.exit_code == 0, result.output
+    assert len(parse(result.stdout)) == N
+    assert warnings_of(result) == [
+        f"warning: {path}:402: value '-1e151' is beyond ±1e+150; skipped",
+        f"warning: {path}:403: timestamp '1e30' is past the year 9999 in any unit; skipped",
+    ]

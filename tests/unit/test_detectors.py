@@ -310,6 +310,30 @@ def test_likelihood_alerts_at_a_level_shift_and_settles_after_it() -> None:
     assert max(found[1001:]) < 0.5  # one alert: held, then the new level is learnt
 
 
+@pytest.mark.parametrize("wild", [1e3, 1e6, -1e6])
+def test_one_wild_value_does_not_blind_the_likelihood(wild: float) -> None:
+    """A single absurd value (a counter reset, a unit mix-up) is learnt as if it lay at the clip:
+    a spike of 12 sigma a few hundred points later still alerts. Learnt in full (the clip off),
+    the wild value inflates the variance for thousands of points and the spike goes unseen."""
+    values = noise(3000)
+    values[300] = wild
+    for at in (600, 1500, 2800):
+        values[at] = 100.0 + 2.0 * 12
+    clipped = scores(Likelihood(), values)
+    unclipped = scores(Likelihood(LikelihoodParams(outlier_clip=None)), values)
+    assert [clipped[at] >= 0.5 for at in (600, 1500, 2800)] == [True, True, True]
+    assert unclipped[600] < 0.5 and unclipped[1500] < 0.5
+
+
+@pytest.mark.parametrize("sigmas", [10.0, 50.0, -500.0])
+def test_a_lasting_jump_is_a_new_regime_learnt_in_full(sigmas: float) -> None:
+    """Beyond ``outlier_run`` values in a row, the clip lets go: the new level is learnt as
+    quickly as without it, one alert, then quiet."""
+    values = noise(1000) + noise(1500, level=100.0 + 2.0 * sigmas, seed=2)
+    found = scores(Likelihood(), values)
+    assert [i for i, s in enumerate(found) if s >= 0.5] == [1000]
+
+
 def test_a_noisy_series_needs_a_bigger_jolt_than_a_quiet_one() -> None:
     """The likelihood compares a point with how surprising the series usually is."""
     quiet = noise(800, sigma=1.0)

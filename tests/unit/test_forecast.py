@@ -4,6 +4,7 @@ series that only wiggles (noise, seasons) is not."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -153,7 +154,9 @@ def test_a_later_now_moves_the_origin() -> None:
     ("kwargs", "fragment"),
     [
         ({"threshold": math.nan}, "threshold"),
+        ({"threshold": 1e200}, "threshold: expected a finite number within"),
         ({"threshold": 1.0, "horizon_s": 0.0}, "horizon"),
+        ({"threshold": 1.0, "horizon_s": 3651 * DAY}, "horizon: .* at most 3650d"),
         ({"threshold": 1.0, "now": START}, "now"),
     ],
 )
@@ -161,6 +164,32 @@ def test_bad_arguments_name_what_is_wrong(kwargs: dict[str, float], fragment: st
     t = START + np.arange(0.0, DAY, 600.0)
     with pytest.raises(ConfigError, match=fragment):
         forecast(t, np.ones_like(t), **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_value_too_large_to_compute_with_is_skipped() -> None:
+    """1e308 squared overflows: such a value is a corrupt row, dropped and counted, and the
+    forecast is that of the rest (no nan, no overflow warning)."""
+    t, y, _, _ = leak(13)
+    clean = forecast(t, y, threshold=float(y[-1]) + 10)
+    wild = y.copy()
+    wild[len(y) // 2] = 1e308
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = forecast(t, wild, threshold=float(y[-1]) + 10)
+    assert (result.points_used, result.points_skipped) == (len(t) - 1, 1)
+    assert result.probability == pytest.approx(clean.probability, abs=0.05)
+    assert math.isfinite(result.level) and math.isfinite(result.noise)
+
+
+def test_points_centuries_apart_do_not_fill_memory() -> None:
+    """A day of data and a few points thousands of years away: the seasonal grid over that span
+    would hold billions of cells; it is not built (mostly gaps), and the forecast still runs."""
+    t = START + np.arange(0.0, 3 * DAY, 600.0)
+    far = np.array([-5e10, 2.5e11])  # the years 385 and 9892
+    times = np.concatenate([far[:1], t, far[1:]])
+    result = forecast(times, np.ones_like(times), threshold=2.0)
+    assert result.points_used == len(times)
+    assert result.seasonal_period_s is None
 
 
 def test_too_few_points() -> None:

@@ -112,6 +112,45 @@ def test_messy_rows_are_warned_about_and_the_forecast_still_runs(tmp_path: Path)
     data = json.loads(result.stdout)
     assert data["repeated_timestamps"] == 1
     assert data["points_used"] == 288
+    assert data["points_skipped"] == 2  # the rows the reader skipped count as well
+
+
+def test_corrupt_rows_are_skipped_not_fatal(tmp_path: Path) -> None:
+    """A value no metric has (1e308: squaring it overflows) and a timestamp no clock has (1e30,
+    past the year 9999 even as nanoseconds) are bad rows: named, skipped, and the forecast is
+    that of the other rows, in valid JSON."""
+    extra = f"{START + 600 * 288},1e308\n1e30,50\n"
+    source = disk_csv(tmp_path / "d.csv", extra=extra)
+    result = run(str(source), "--threshold", "90", "--json")
+    assert result.exit_code == 0, result.output
+    assert f"{source}:290: value '1e308' is beyond ±1e+150; skipped" in result.stderr
+    assert f"{source}:291: timestamp '1e30' is past the year 9999" in result.stderr
+    data = json.loads(result.stdout)  # strict JSON: no NaN
+    clean = json.loads(run(str(disk_csv(tmp_path / "c.csv")), "-t", "90", "--json").stdout)
+    assert (data["points_used"], data["points_skipped"]) == (288, 2)
+    assert data["crossing_at"] == clean["crossing_at"]
+    assert data["level"] == clean["level"]
+
+
+def test_a_horizon_far_past_the_history_is_warned_about(tmp_path: Path) -> None:
+    result = run(str(disk_csv(tmp_path / "d.csv")), "-t", "900", "-H", "3650d")
+    assert result.exit_code == 0, result.output
+    assert "the horizon (3650d) is more than 10 times the history (47.8h)" in result.stderr
+    assert "warning" not in run(str(disk_csv(tmp_path / "d.csv")), "-t", "900").stderr
+
+
+def test_already_beyond_suggests_the_other_direction(tmp_path: Path) -> None:
+    path = tmp_path / "free.csv"
+    path.write_text(
+        "timestamp,value\n" + "".join(f"{START + HOUR * i},{100 - i}\n" for i in range(48))
+    )
+    lines = run(str(path), "-t", "10").stdout.splitlines()
+    assert lines[1] == (
+        "already beyond the threshold (expected level now 53); "
+        "if the series must not fall to it: --direction down"
+    )
+    lines = run(str(path), "-t", "60", "--direction", "down").stdout.splitlines()
+    assert lines[1].endswith("if the series must not rise to it: --direction up")
 
 
 def assert_one_line_error(result: Result, *fragments: str) -> None:
@@ -128,6 +167,7 @@ def assert_one_line_error(result: Result, *fragments: str) -> None:
     [
         (["--horizon", "soon"], ["--horizon", "'soon'", "15m"]),
         (["--horizon", "0"], ["--horizon", "positive"]),
+        (["--horizon", "3651d"], ["--horizon", "at most 3650d", "'3651d'"]),
         (["--direction", "sideways"], ["--direction", "up or down", "'sideways'"]),
     ],
 )

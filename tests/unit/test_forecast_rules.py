@@ -131,7 +131,9 @@ class TestLoad:
             ("name", "Disk_1", "name: expected lowercase letters, digits and '-'"),
             ("kind", "disk_full", "kind: Input should be 'disk_fill', "),
             ("direction", "sideways", "direction: Input should be 'up' or 'down'"),
-            ("threshold", ".inf", "threshold: expected a finite number, got inf"),
+            ("threshold", ".inf", "threshold: expected a finite number within ±1e+150, got inf"),
+            ("threshold", "1e200", "threshold: expected a finite number within ±1e+150"),
+            ("horizon", "3651d", "horizon: expected at most 3650d, got '3651d'"),
         ],
     )
     def test_a_bad_field_is_named_with_its_line_and_rule(
