@@ -14,7 +14,6 @@ edited threshold applies at the next forecast; a broken edit keeps the last good
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import structlog
 from selfheal.core.catalog import ServiceCatalog, query_variables
 from selfheal.core.prometheus import render_query
 from selfheal.core.yaml_source import Check, ErrorFilter, Problem, ReloadingFile, read_yaml
-from selfheal.domain.forecast import LARGEST_VALUE, ForecastRule, ForecastRules
+from selfheal.domain.forecast import ForecastRule, ForecastRules
 
 log = structlog.get_logger(__name__)
 
@@ -38,7 +37,7 @@ def load_forecast_rules(path: Path, *, catalog: ServiceCatalog | None = None) ->
     if not path.exists():
         return ForecastRules()
     document = read_yaml(path, what="forecast rules")
-    checks: list[Check[ForecastRules]] = [threshold_problems]
+    checks: list[Check[ForecastRules]] = []
     if catalog is not None:
         checks.append(lambda rules: forecast_problems(rules, catalog))
     return document.validate(
@@ -47,16 +46,6 @@ def load_forecast_rules(path: Path, *, catalog: ServiceCatalog | None = None) ->
         error_filter=_locate_duplicate(document.data),
         expected="a mapping with a 'forecasts' list",
     )
-
-
-def threshold_problems(rules: ForecastRules) -> Iterator[Problem]:
-    """YAML reads ``.inf`` and ``.nan`` as numbers: no series crosses them (nor 1e200)."""
-    for index, rule in enumerate(rules.forecasts):
-        if not (math.isfinite(rule.threshold) and abs(rule.threshold) <= LARGEST_VALUE):
-            yield Problem(
-                ("forecasts", index, "threshold"),
-                f"expected a finite number within ±{LARGEST_VALUE:g}, got {rule.threshold}",
-            )
 
 
 def forecast_problems(rules: ForecastRules, catalog: ServiceCatalog) -> Iterator[Problem]:

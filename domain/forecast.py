@@ -85,6 +85,14 @@ class ForecastRule(BaseModel):
             )
         return value
 
+    @field_validator("threshold")
+    @classmethod
+    def _threshold(cls, value: float) -> float:
+        # YAML reads .inf and .nan as numbers: no series crosses them (nor 1e200)
+        if not (math.isfinite(value) and abs(value) <= LARGEST_VALUE):
+            raise ValueError(f"expected a finite number within ±{LARGEST_VALUE:g}, got {value}")
+        return value
+
     @field_validator("horizon", "every", "lookback", mode="before")
     @classmethod
     def _seconds(cls, value: object) -> object:

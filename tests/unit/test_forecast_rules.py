@@ -144,6 +144,12 @@ class TestLoad:
         assert message.startswith(f"{line}: forecasts[0]"), message
         assert expected in message, message
 
+    def test_a_bad_threshold_and_a_bad_horizon_are_named_together(self, tmp_path: Path) -> None:
+        """One run of `rules check` names both: the threshold is checked with the fields."""
+        message = load_error(tmp_path, one_rule(threshold=".inf", horizon="2w"))
+        assert "6: forecasts[0] (r1): threshold: expected a finite number" in message, message
+        assert "horizon: expected a positive duration" in message, message
+
     def test_an_unknown_field_is_refused(self, tmp_path: Path) -> None:
         message = load_error(tmp_path, one_rule(treshold=3))
         assert message.startswith("7: forecasts[0] (r1): treshold: Extra inputs"), message
