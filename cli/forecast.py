@@ -24,10 +24,9 @@ from selfheal.core.forecasts import FORECASTS_FILE, load_forecast_rules
 from selfheal.core.settings import get_settings
 from selfheal.core.temporal import connect
 from selfheal.detection.forecast import Direction, Forecast, forecast
-from selfheal.detection.maintenance import parse_duration
 from selfheal.detection.series_csv import read_series_csv
 from selfheal.domain.errors import ConfigError
-from selfheal.domain.forecast import MAX_HORIZON_S
+from selfheal.domain.forecast import parse_horizon
 from selfheal.healings.schedules import (
     ForecastSchedule,
     ScheduleSync,
@@ -75,17 +74,16 @@ def forecast_command(
     if direction not in DIRECTIONS:
         raise UserError(f"--direction: expected up or down, got {direction!r}")
     try:
-        horizon_s = parse_duration(horizon)
+        horizon_s = parse_horizon(horizon)
     except ValueError as exc:
         raise UserError(f"--horizon: {exc}") from None
-    if horizon_s > MAX_HORIZON_S:
-        raise UserError(f"--horizon: at most {MAX_HORIZON_S / 86_400:g}d, got {horizon!r}")
     series = read_series_csv(file)
     for warning in series.warnings("sorted by time, values of a repeated timestamp averaged"):
         err_console.print(f"warning: {warning}", markup=False)
     if not series.rows:
         raise UserError(f"{file}: no row with a usable timestamp and value")
-    history_s = max(series.times) - min(series.times)
+    times = series.times
+    history_s = max(times) - min(times)
     if horizon_s > EXTRAPOLATION * history_s:
         err_console.print(
             f"warning: {file}: the horizon ({_span(horizon_s)}) is more than {EXTRAPOLATION} "
@@ -95,7 +93,7 @@ def forecast_command(
         )
     try:
         result = forecast(
-            series.times,
+            times,
             series.values,
             threshold=threshold,
             horizon_s=horizon_s,

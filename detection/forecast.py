@@ -47,7 +47,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from selfheal.domain.errors import ConfigError
-from selfheal.domain.forecast import LARGEST_VALUE, MAX_HORIZON_S
+from selfheal.domain.forecast import LARGEST_VALUE, MAX_HORIZON_S, threshold_problem
 
 Direction = Literal["up", "down"]
 Array = npt.NDArray[np.float64]
@@ -166,10 +166,9 @@ def forecast(
     """Forecast ``values`` at ``times`` (unix seconds) over ``horizon_s`` from ``now`` (default:
     the last point) against ``threshold``, reached from below (``up``) or above (``down``).
     Raises ``ConfigError`` naming the argument when there is too little to forecast from."""
-    if not (math.isfinite(threshold) and abs(threshold) <= LARGEST_VALUE):
-        raise ConfigError(
-            f"threshold: expected a finite number within ±{LARGEST_VALUE:g}, got {threshold!r}"
-        )
+    problem = threshold_problem(threshold)
+    if problem is not None:
+        raise ConfigError(f"threshold: {problem}")
     if not (math.isfinite(horizon_s) and 0 < horizon_s <= MAX_HORIZON_S):
         raise ConfigError(
             f"horizon: expected a positive duration of at most {MAX_HORIZON_S / DAY_S:g}d, "

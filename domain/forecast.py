@@ -40,12 +40,27 @@ MAX_HORIZON_S = 3650 * 86_400.0
 """The longest horizon: 10 years (a certificate's lifetime), far past what any history supports."""
 
 
-def _positive_duration(value: str, *, at_least_s: float = 0.0, at_most_s: float = math.inf) -> str:
+def threshold_problem(value: float) -> str | None:
+    """Why ``value`` cannot be a threshold (YAML reads ``.inf`` and ``.nan`` as numbers: no
+    series crosses them, nor 1e200), or None."""
+    if math.isfinite(value) and abs(value) <= LARGEST_VALUE:
+        return None
+    return f"expected a finite number within ±{LARGEST_VALUE:g}, got {value}"
+
+
+def parse_horizon(text: str) -> float:
+    """Seconds of a forecast horizon (``24h``, ``7d``); ValueError unless positive and at most
+    ``MAX_HORIZON_S``. The rules and ``selfheal forecast --horizon`` both read it so."""
+    seconds = parse_duration(text)
+    if seconds > MAX_HORIZON_S:
+        raise ValueError(f"expected at most {MAX_HORIZON_S / 86_400:g}d, got {text!r}")
+    return seconds
+
+
+def _positive_duration(value: str, *, at_least_s: float = 0.0) -> str:
     seconds = parse_duration(value)
     if seconds < at_least_s:
         raise ValueError(f"expected at least {at_least_s:g}s, got {value!r}")
-    if seconds > at_most_s:
-        raise ValueError(f"expected at most {at_most_s / 86_400:g}d, got {value!r}")
     return value
 
 
@@ -88,9 +103,9 @@ class ForecastRule(BaseModel):
     @field_validator("threshold")
     @classmethod
     def _threshold(cls, value: float) -> float:
-        # YAML reads .inf and .nan as numbers: no series crosses them (nor 1e200)
-        if not (math.isfinite(value) and abs(value) <= LARGEST_VALUE):
-            raise ValueError(f"expected a finite number within ±{LARGEST_VALUE:g}, got {value}")
+        problem = threshold_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("horizon", "every", "lookback", mode="before")
@@ -104,7 +119,8 @@ class ForecastRule(BaseModel):
     @field_validator("horizon")
     @classmethod
     def _horizon(cls, value: str) -> str:
-        return _positive_duration(value, at_most_s=MAX_HORIZON_S)
+        parse_horizon(value)
+        return value
 
     @field_validator("lookback")
     @classmethod
@@ -118,7 +134,7 @@ class ForecastRule(BaseModel):
 
     @property
     def horizon_s(self) -> float:
-        return parse_duration(self.horizon)
+        return parse_horizon(self.horizon)
 
     @property
     def every_s(self) -> float:
